@@ -1,0 +1,53 @@
+# keymint: `make demo` and `make test` are the two commands a newcomer needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+APT_PACKAGES := swig libpcsclite-dev pcscd softhsm2 opensc redis-server
+STAMP := $(VENV)/.installed
+
+.PHONY: setup apt test lint typecheck unit demo bench bench-frost bench-sign bench-check bench-e2e clean
+
+setup: apt $(STAMP)
+
+# Debian packages: pyscard (yubikey-manager) builds against PC/SC, the vault tests use SoftHSM2,
+# the shared-cache tests start a real redis-server.
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  else \
+	    echo "missing Debian packages; run: sudo apt-get install -y$$missing"; exit 1; \
+	  fi; \
+	fi
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[all,dev]'
+	touch $(STAMP)
+
+lint: setup
+	$(VENV)/bin/ruff check signer extauthz tests benchmarks
+	$(VENV)/bin/ruff format --check signer extauthz tests benchmarks
+
+typecheck: setup
+	$(VENV)/bin/mypy signer extauthz
+
+unit: setup
+	$(PY) -m pytest -q
+
+test: lint typecheck unit
+
+demo: setup
+	$(PY) -m signer.demo
+
+bench: bench-frost
+
+bench-frost: setup
+	$(PY) benchmarks/bench_frost.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
