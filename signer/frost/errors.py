@@ -43,7 +43,7 @@ class InvalidSignature(FrostError):
 
 
 class CheatingParticipant(FrostError):
-    """A key-generation or resharing participant sent a bad share or proof; `identifier` names it."""
+    """A DKG or resharing participant sent a bad share or proof; `identifier` names it."""
 
     def __init__(self, identifier: int, reason: str) -> None:
         self.identifier = identifier

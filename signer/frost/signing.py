@@ -1,14 +1,15 @@
 """Two-round FROST signing: RFC 9591 sections 4 and 5.
 
 Round one (`commit`, 5.1) runs ahead of time; round two (`sign`, 5.2) is the request path; the
-coordinator's `aggregate` (5.3) is split into `prepare_aggregate`, which needs only the commitment
-list and message and so can run while the signers work, and `finish_aggregate`, which sums the shares
-and verifies the result as a plain Ed25519 signature. Only when that fails is each share checked
-with `verify_signature_share`, to name the signers that misbehaved.
+coordinator's `aggregate` (5.3) is split into `prepare_aggregate`, which needs only the
+commitment list and message and so can run while the signers work, and `finish_aggregate`, which
+sums the shares and verifies the result as a plain Ed25519 signature. Only when that fails is each
+share checked with `verify_signature_share`, to name the signers that misbehaved.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -134,7 +135,7 @@ def validate_commitment_list(
             f"{len(participants)} commitments; need between {min_participants} "
             f"and {max_participants}"
         )
-    for before, after in zip(participants, participants[1:], strict=False):
+    for before, after in itertools.pairwise(participants):
         if before >= after:
             raise InvalidCommitmentList(
                 f"commitment list must be sorted with no repeats; {after} follows {before}"
@@ -269,9 +270,7 @@ def aggregate(
     sig_shares: Sequence[SignatureShare],
 ) -> bytes:
     """RFC 9591 5.3 in one call: the 64-byte Ed25519 signature R || z."""
-    return finish_aggregate(
-        prepare_aggregate(commitment_list, msg, public_key_package), sig_shares
-    )
+    return finish_aggregate(prepare_aggregate(commitment_list, msg, public_key_package), sig_shares)
 
 
 def verify_signature_share(

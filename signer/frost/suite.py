@@ -27,7 +27,7 @@ def h1(m: bytes) -> Scalar:
 
 
 def h2(m: bytes) -> Scalar:
-    """H2: the challenge, SHA-512(m) mod L, with no context string so the result is plain Ed25519."""
+    """H2: the challenge, SHA-512(m) mod L, without context string: the result is plain Ed25519."""
     return _to_scalar(_h(m))
 
 
