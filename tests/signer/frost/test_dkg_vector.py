@@ -81,7 +81,7 @@ def test_dkg_vector_bad_proof_names_sender() -> None:
     packages[2] = Round1Package(
         2,
         forged.commitment,
-        ProofOfKnowledge(forged.proof.commitment, Scalar((forged.proof.response + 1))),
+        ProofOfKnowledge(forged.proof.commitment, Scalar(forged.proof.response + 1)),
     )
     with pytest.raises(CheatingParticipant) as caught:
         part2(secrets[1], {j: p for j, p in packages.items() if j != 1})

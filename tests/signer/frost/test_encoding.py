@@ -10,6 +10,7 @@ import pytest
 from signer.frost import EncodingError, SignatureShare, commit, trusted_dealer_keygen
 from signer.frost.encoding import (
     Kind,
+    commitment_key,
     decode_commitment_list,
     decode_key_share,
     decode_public_key_package,
@@ -77,4 +78,5 @@ def test_zero_identifier_in_a_key_share_is_refused() -> None:
 
 def test_known_commitment_short_cut_still_decodes_the_others() -> None:
     data = encode_commitment_list(COMMITMENTS)
-    assert decode_commitment_list(data, known=COMMITMENTS[1]) == COMMITMENTS
+    known = {commitment_key(COMMITMENTS[1]): COMMITMENTS[1]}
+    assert decode_commitment_list(data, known=known) == COMMITMENTS

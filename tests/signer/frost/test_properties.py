@@ -16,10 +16,11 @@ from signer.frost import (
     PublicKeyPackage,
     SignatureShare,
     aggregate,
+    dkg,
+    reshare,
     trusted_dealer_keygen,
     verify,
 )
-from signer.frost import dkg, reshare
 from signer.frost.group import ORDER, Scalar
 from tests.signer.frost.support import sign_shares, threshold_sign
 
