@@ -1,4 +1,4 @@
-"""The typed values that flow through the Check pipeline: identify -> authorize -> mint -> respond."""
+"""Typed values that flow through the Check pipeline: identify -> authorize -> mint -> respond."""
 
 from __future__ import annotations
 

@@ -40,10 +40,11 @@ def main() -> None:
     print(f"   kid {kid_for(group_key)}; no participant ever held the group secret.")
 
     now = int(time.time())
-    claims = {
-        "iss": "https://keymint.demo",
+    issuer, audience = "https://keymint.demo", "https://inventory.internal"
+    claims: dict[str, str | int] = {
+        "iss": issuer,
         "sub": "spiffe://example.org/ns/payments/sa/api",
-        "aud": "https://inventory.internal",
+        "aud": audience,
         "scope": "inventory:read",
         "iat": now,
         "nbf": now,
@@ -64,8 +65,8 @@ def main() -> None:
             token,
             Ed25519PublicKey.from_public_bytes(group_key),
             algorithms=["EdDSA"],
-            audience=claims["aud"],
-            issuer=claims["iss"],
+            audience=audience,
+            issuer=issuer,
         )
         print(
             f"2. Signers {signers} signed a token; PyJWT verifies it as EdDSA: sub={decoded['sub']}"

@@ -8,6 +8,7 @@ bring their own CA (cert-manager, SPIRE); the file layout is the same.
 from __future__ import annotations
 
 import datetime
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,8 +135,9 @@ def _builder(
     )
 
 
+@functools.lru_cache(maxsize=256)
 def peer_spiffe_id(pem: bytes) -> str | None:
-    """The single SPIFFE ID URI SAN of a PEM certificate, or None."""
+    """The single SPIFFE ID URI SAN of a PEM certificate, or None (cached: peers reconnect)."""
     cert = x509.load_pem_x509_certificate(pem)
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value

@@ -35,6 +35,16 @@ class KeyState:
         self._key = key
         self._persist = persist
         self._lock = threading.Lock()
+        self._listeners: list[Callable[[SigningKey], None]] = []
+
+    def on_install(self, listener: Callable[[SigningKey], None]) -> None:
+        """Call `listener` after each new key is swapped in (e.g. to void old nonces)."""
+        self._listeners.append(listener)
+
+    def install_loaded(self, key: SigningKey) -> None:
+        """Adopt a key just unsealed from storage: nothing to persist."""
+        with self._lock:
+            self._key = key
 
     @property
     def current(self) -> SigningKey:
@@ -55,5 +65,7 @@ class KeyState:
         with self._lock:
             if self._persist is not None:
                 self._persist(share, package)
-            self._key = SigningKey(share, package)
-            return self._key
+            key = self._key = SigningKey(share, package)
+        for listener in self._listeners:
+            listener(key)
+        return key

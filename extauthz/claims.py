@@ -1,0 +1,40 @@
+"""What a minted token says about its caller, derived once from a verified Identity.
+
+The gateway writes these claims into tokens, and its evidence checker (running inside each signer)
+derives them again from the same evidence, so a signer's guard can insist they match.
+"""
+
+from __future__ import annotations
+
+from extauthz.model import Identity, IdentityKind
+from signer.token import b64url
+
+# GitHub claims carried into minted tokens: ids bind, names inform.
+GITHUB_PROVENANCE = (
+    "repository",
+    "repository_id",
+    "repository_owner",
+    "repository_owner_id",
+    "ref",
+    "environment",
+    "job_workflow_ref",
+    "run_id",
+)
+
+
+def provenance_claims(identity: Identity) -> dict[str, str]:
+    """Claims beyond the registered ones that describe where the caller's identity came from."""
+    if identity.kind is IdentityKind.GITHUB_ACTIONS:
+        return {
+            name: identity.claims[name] for name in GITHUB_PROVENANCE if identity.claims.get(name)
+        }
+    if identity.spiffe_id is not None:
+        return {"spiffe_id": str(identity.spiffe_id)}
+    return {}
+
+
+def confirmation_claim(identity: Identity) -> dict[str, str] | None:
+    """RFC 8705 `cnf`: binds a certificate caller's token to the certificate it presented."""
+    if identity.certificate_sha256 is None:
+        return None
+    return {"x5t#S256": b64url(identity.certificate_sha256)}

@@ -1,0 +1,47 @@
+"""The outcome of one Check, as data: an Allow with its token, or a Deny with status and reason."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from extauthz.model import Grant, Identity
+from extauthz.tokencache import MintedToken
+
+
+@dataclass(frozen=True, slots=True)
+class Allow:
+    identity: Identity
+    grant: Grant
+    token: MintedToken
+    cached: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Deny:
+    """A denial: `status` is the HTTP status Envoy returns, `reason` a stable snake_case code."""
+
+    status: int
+    reason: str
+    detail: str
+    identity: Identity | None = None
+    retry_after: int | None = None
+    headers: tuple[tuple[str, str], ...] = field(default=())
+
+    @classmethod
+    def unauthenticated(cls, reason: str, detail: str) -> Deny:
+        return cls(401, reason, detail)
+
+    @classmethod
+    def forbidden(cls, reason: str, detail: str, identity: Identity | None = None) -> Deny:
+        return cls(403, reason, detail, identity)
+
+    @classmethod
+    def rate_limited(cls, detail: str, identity: Identity, retry_after: int) -> Deny:
+        return cls(429, "rate_limited", detail, identity, retry_after)
+
+    @classmethod
+    def unavailable(cls, reason: str, detail: str, identity: Identity | None = None) -> Deny:
+        return cls(503, reason, detail, identity, retry_after=1)
+
+
+Decision = Allow | Deny

@@ -1,0 +1,171 @@
+"""Minting: claims, lifetime clamps, threshold signing, and the token cache in front of it.
+
+The hot path is a cache hit: a hash and a lookup. A miss builds the claims, clamps the lifetime to
+what policy grants and to the caller's own credential expiry, and asks the coordinator for a
+threshold signature with the evidence attached for the signers' guards. Concurrent misses for the
+same key share one mint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from extauthz.claims import confirmation_claim, provenance_claims
+from extauthz.errors import ExtAuthzError
+from extauthz.model import Grant, Identity, Route
+from extauthz.tokencache import MintedToken, TokenCache, cache_key
+from signer.proto import signer_pb2
+from signer.token import compact, header_for, signing_input
+
+
+class MintError(ExtAuthzError):
+    """A token could not be minted; `reason` is a stable code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}")
+
+
+class SignResult(Protocol):
+    @property
+    def signature(self) -> bytes: ...
+    @property
+    def signers(self) -> tuple[int, ...]: ...
+
+
+class ThresholdSigner(Protocol):
+    """The coordinator, as minting sees it."""
+
+    async def sign(
+        self,
+        message: bytes,
+        *,
+        evidence: signer_pb2.Evidence | None = None,
+        request_id: str = "",
+        timeout: float = 2.0,
+    ) -> SignResult: ...
+
+
+@dataclass(frozen=True, slots=True)
+class MintSettings:
+    issuer: str
+    default_ttl_seconds: int = 900
+    min_ttl_seconds: int = 30  # a credential about to expire gets a denial, not a 2-second token
+    remint_fraction: float = 0.1  # re-mint when less than this share of the lifetime is left
+    sign_timeout: float = 2.0
+
+
+class Minter:
+    def __init__(
+        self,
+        *,
+        settings: MintSettings,
+        signer: ThresholdSigner,
+        group_public_key: Callable[[], bytes],
+        cache: TokenCache | None = None,
+        clock: Callable[[], float] = time.time,
+        new_jti: Callable[[], str] = lambda: str(uuid.uuid4()),
+    ) -> None:
+        self._settings = settings
+        self._signer = signer
+        self._group_public_key = group_public_key
+        self._cache = cache or TokenCache()
+        self._clock = clock
+        self._new_jti = new_jti
+        self._inflight: dict[str, asyncio.Future[MintedToken]] = {}
+
+    @property
+    def cache(self) -> TokenCache:
+        return self._cache
+
+    async def cached(self, identity: Identity, grant: Grant) -> MintedToken | None:
+        key = cache_key(identity.credential_hash, grant.audience, grant.scopes)
+        token = await self._cache.get(key)
+        if token is not None and token.fresh_at(self._clock(), self._settings.remint_fraction):
+            return token
+        return None
+
+    async def mint(
+        self, identity: Identity, grant: Grant, route: Route
+    ) -> tuple[MintedToken, bool]:
+        """The token for this identity and grant, and whether it came from the cache."""
+        key = cache_key(identity.credential_hash, grant.audience, grant.scopes)
+        token = await self._cache.get(key)
+        if token is not None and token.fresh_at(self._clock(), self._settings.remint_fraction):
+            return token, True
+        pending = self._inflight.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending), True
+        future: asyncio.Future[MintedToken] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            token = await self._mint(identity, grant, route)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters re-raise it, nobody else must log it
+            raise
+        else:
+            future.set_result(token)
+            await self._cache.set(key, token, token.expires_at - int(self._clock()))
+            return token, False
+        finally:
+            del self._inflight[key]
+
+    async def _mint(self, identity: Identity, grant: Grant, route: Route) -> MintedToken:
+        now = int(self._clock())
+        ttl = min(grant.ttl_seconds, self._settings.default_ttl_seconds, identity.expires_at - now)
+        if ttl < self._settings.min_ttl_seconds:
+            raise MintError(
+                "credential_expiring",
+                f"the presented credential expires in {identity.expires_at - now}s, too soon to "
+                "mint a token",
+            )
+        jti = self._new_jti()
+        claims: dict[str, object] = {
+            **provenance_claims(identity),
+            "iss": self._settings.issuer,
+            "sub": identity.subject,
+            "aud": grant.audience,
+            "scope": " ".join(grant.scopes),
+            "iat": now,
+            "nbf": now,
+            "exp": now + ttl,
+            "jti": jti,
+        }
+        cnf = confirmation_claim(identity)
+        if cnf is not None:
+            claims["cnf"] = cnf
+        message = signing_input(header_for(self._group_public_key()), claims)
+        outcome = await self._signer.sign(
+            message,
+            evidence=evidence_message(identity, route),
+            request_id=jti,
+            timeout=self._settings.sign_timeout,
+        )
+        return MintedToken(
+            token=compact(message, outcome.signature),
+            jti=jti,
+            subject=identity.subject,
+            audience=grant.audience,
+            scopes=grant.scopes,
+            issued_at=now,
+            expires_at=now + ttl,
+            signers=outcome.signers,
+        )
+
+
+def evidence_message(identity: Identity, route: Route) -> signer_pb2.Evidence:
+    return signer_pb2.Evidence(
+        kind=identity.evidence.kind,
+        value=identity.evidence.value,
+        host=route.host,
+        path=route.path,
+        method=route.method,
+        context_extensions=dict(route.context_extensions),
+    )

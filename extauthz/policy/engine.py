@@ -1,0 +1,262 @@
+"""Decide: (identity, route, requested audience/scopes/TTL) -> Grant, or Denial with a reason.
+
+Every rule that applies must pass, in this order: a binding matches the identity; the route is
+one the binding allows; the audience resolves, is declared and is one the binding allows; every
+requested scope is inside ALLOWED_SCOPES and the binding's role; the TTL is clamped to the role.
+Bindings are tried in file order; the first that passes every rule grants.
+
+With a Rego policy as well, the JSON policy decides first and Rego must also allow; Rego can
+only narrow the grant (fewer scopes, shorter TTL), never widen it or change its audience. A
+Rego policy alone must itself answer the scopes it grants; ALLOWED_SCOPES and the default TTL
+still cap it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from typing import TypeVar
+
+from extauthz.model import Grant, Identity
+from extauthz.policy.model import (
+    CONTEXT_AUDIENCE,
+    CONTEXT_ROUTE_KEY,
+    AuthzRequest,
+    Binding,
+    Decision,
+    Denial,
+    DenyReason,
+    Limits,
+    Policy,
+    PolicyError,
+    normalize_host,
+    request_path,
+)
+from extauthz.policy.rego import RegoAnswer, RegoEvaluationError, RegoPolicy, build_input
+from extauthz.policy.reload import PolicyStore
+
+T = TypeVar("T")
+_log = logging.getLogger(__name__)
+
+
+class PolicyEngine:
+    """The authorize step: a JSON policy, a Rego policy, or both (each fixed or reloadable)."""
+
+    def __init__(
+        self,
+        *,
+        limits: Limits,
+        policy: Policy | PolicyStore[Policy] | None = None,
+        rego: RegoPolicy | PolicyStore[RegoPolicy] | None = None,
+    ) -> None:
+        if policy is None and rego is None:
+            raise PolicyError("no policy configured: give a JSON policy, a Rego policy or both")
+        self._limits = limits
+        self._policy = policy
+        self._rego = rego
+
+    def evaluate(self, request: AuthzRequest) -> Decision:
+        policy = _current(self._policy)  # one snapshot per request, even across a reload
+        rego = _current(self._rego)
+        if policy is not None:
+            decision = evaluate_policy(policy, request, self._limits)
+            if rego is None or isinstance(decision, Denial):
+                return decision
+            answer = _ask(rego, request, decision)
+            return answer if isinstance(answer, Denial) else narrow_grant(decision, answer, request)
+        assert rego is not None
+        ttl = _requested_ttl(request, self._limits)
+        if isinstance(ttl, Denial):  # refused before asking Rego anything
+            return ttl
+        answer = _ask(rego, request, None)
+        if isinstance(answer, Denial):
+            return answer
+        return grant_from_rego(answer, request, self._limits, rule=f"rego:{rego.query}")
+
+
+def _current(source: T | PolicyStore[T] | None) -> T | None:
+    return source.current if isinstance(source, PolicyStore) else source
+
+
+def _ask(rego: RegoPolicy, request: AuthzRequest, grant: Grant | None) -> RegoAnswer | Denial:
+    try:
+        return rego.decide(build_input(request, grant))
+    except RegoEvaluationError as exc:
+        _log.warning("Rego policy failed, denying: %s", exc)
+        return Denial(DenyReason.REGO_ERROR, str(exc), rule=None if grant is None else grant.rule)
+
+
+def evaluate_policy(policy: Policy, request: AuthzRequest, limits: Limits) -> Decision:
+    matched = policy.bindings_for(request.identity)
+    if not matched:
+        detail = f"no binding matches {describe_identity(request.identity)}"
+        return Denial(DenyReason.NO_MATCHING_BINDING, detail)
+    ttl_requested = _requested_ttl(request, limits)
+    if isinstance(ttl_requested, Denial):
+        return ttl_requested
+    audience = resolve_audience(policy, request)
+    if isinstance(audience, Denial):
+        return audience
+    route = request.route
+    on_route = [b for b in matched if b.routes is None or b.routes.allows_route(route)]
+    if not on_route:
+        detail = (
+            f"{_names(matched)} match the caller but not {route.method} {route.host}{route.path}"
+        )
+        return Denial(DenyReason.ROUTE_NOT_ALLOWED, detail, rule=matched[0].rule)
+    allowed = [b for b in on_route if b.routes is None or b.routes.allows_audience(audience)]
+    if not allowed:
+        detail = f"{_names(on_route)} match the caller but not audience {audience!r}"
+        return Denial(DenyReason.AUDIENCE_NOT_ALLOWED, detail, rule=on_route[0].rule)
+    requested = request.requested_scopes()
+    denials: list[Denial] = []
+    for binding in allowed:
+        role = binding.role
+        scopes = choose_scopes(role.scopes, requested, limits, granted_by=f"role {role.name!r}")
+        if isinstance(scopes, Denial):
+            denials.append(dataclasses.replace(scopes, rule=binding.rule))
+            continue
+        ttl = min(ttl_requested, role.max_ttl_seconds)
+        return Grant(audience=audience, scopes=scopes, ttl_seconds=ttl, rule=binding.rule)
+    return denials[0]
+
+
+def resolve_audience(policy: Policy, request: AuthzRequest) -> str | Denial:
+    """Explicit request, else the route's context_extensions (audience, then route key), else
+    the policy's host/path-prefix map. The result must be declared in the policy."""
+    audience = _requested_audience(request)
+    if isinstance(audience, Denial):
+        return audience
+    route = request.route
+    if audience is None:
+        route_key = route.context_extensions.get(CONTEXT_ROUTE_KEY)
+        if route_key:
+            audience = policy.audience_by_route_key.get(route_key)
+            if audience is None:
+                detail = f"route key {route_key!r} maps to no audience in the policy"
+                return Denial(DenyReason.NO_AUDIENCE, detail)
+        else:
+            host, path = normalize_host(route.host), request_path(route.path)
+            audience = next(
+                (r.audience for r in policy.audience_routes if r.matches(host, path)), None
+            )
+            if audience is None:
+                detail = f"no audience was requested and none is mapped for {host}{path}"
+                return Denial(DenyReason.NO_AUDIENCE, detail)
+    if audience not in policy.audiences:
+        return Denial(DenyReason.UNKNOWN_AUDIENCE, f"audience {audience!r} is not in the policy")
+    return audience
+
+
+def _requested_audience(request: AuthzRequest) -> str | Denial | None:
+    configured = request.route.context_extensions.get(CONTEXT_AUDIENCE) or None
+    if request.audience and configured and request.audience != configured:
+        detail = f"the route fixes audience {configured!r}; {request.audience!r} was requested"
+        return Denial(DenyReason.AUDIENCE_NOT_ALLOWED, detail)
+    return request.audience or configured
+
+
+def choose_scopes(
+    offered: frozenset[str], requested: tuple[str, ...], limits: Limits, *, granted_by: str
+) -> tuple[str, ...] | Denial:
+    """Requested scopes must all be allowed (outside ALLOWED_SCOPES or `offered`: refused);
+    with none requested, `offered` is granted minus what ALLOWED_SCOPES excludes (dropped)."""
+    if requested:
+        capped = [s for s in requested if s not in limits.allowed_scopes]
+        if capped:
+            detail = f"outside ALLOWED_SCOPES: {' '.join(capped)}"
+            return Denial(DenyReason.SCOPE_NOT_ALLOWED, detail)
+        missing = [s for s in requested if s not in offered]
+        if missing:
+            detail = f"{granted_by} does not grant: {' '.join(missing)}"
+            return Denial(DenyReason.SCOPE_NOT_ALLOWED, detail)
+        return tuple(sorted(requested))
+    granted = tuple(sorted(offered & limits.allowed_scopes))
+    if not granted:
+        detail = f"none of the scopes {granted_by} grants is in ALLOWED_SCOPES"
+        return Denial(DenyReason.NO_SCOPES, detail)
+    return granted
+
+
+def narrow_grant(grant: Grant, answer: RegoAnswer, request: AuthzRequest) -> Decision:
+    """Apply a Rego answer to the JSON policy's grant: it may only remove, never add."""
+    if not answer.allow:
+        reason = answer.reason or "the Rego policy does not allow this request"
+        return Denial(DenyReason.REGO_DENIED, reason, rule=grant.rule)
+    if answer.audience is not None and answer.audience != grant.audience:
+        detail = f"Rego answered audience {answer.audience!r}; the policy grants {grant.audience!r}"
+        return Denial(DenyReason.AUDIENCE_NOT_ALLOWED, detail, rule=grant.rule)
+    scopes = grant.scopes
+    if answer.scopes is not None:
+        refused = [s for s in scopes if s not in answer.scopes]
+        scopes = tuple(s for s in scopes if s in answer.scopes)
+        if refused and request.requested_scopes():
+            detail = f"the Rego policy does not allow: {' '.join(refused)}"
+            return Denial(DenyReason.SCOPE_NOT_ALLOWED, detail, rule=grant.rule)
+        if not scopes:
+            detail = "the Rego policy allows none of the granted scopes"
+            return Denial(DenyReason.NO_SCOPES, detail, rule=grant.rule)
+    ttl = grant.ttl_seconds
+    if answer.ttl_seconds is not None:
+        ttl = min(ttl, answer.ttl_seconds)
+    return Grant(audience=grant.audience, scopes=scopes, ttl_seconds=ttl, rule=f"{grant.rule}+rego")
+
+
+def grant_from_rego(
+    answer: RegoAnswer, request: AuthzRequest, limits: Limits, *, rule: str
+) -> Decision:
+    """A grant from a Rego policy used without a JSON policy."""
+    if not answer.allow:
+        reason = answer.reason or "the Rego policy does not allow this request"
+        return Denial(DenyReason.REGO_DENIED, reason, rule=rule)
+    requested = _requested_audience(request)
+    if isinstance(requested, Denial):
+        return requested
+    if answer.audience and requested and answer.audience != requested:
+        detail = f"Rego answered audience {answer.audience!r}; {requested!r} was requested"
+        return Denial(DenyReason.AUDIENCE_NOT_ALLOWED, detail, rule=rule)
+    audience = answer.audience or requested
+    if not audience:
+        return Denial(DenyReason.NO_AUDIENCE, "neither the request nor Rego names an audience")
+    if answer.scopes is None:
+        detail = "the Rego policy allows but names no `scopes` to grant"
+        return Denial(DenyReason.NO_SCOPES, detail, rule=rule)
+    scopes = choose_scopes(
+        answer.scopes, request.requested_scopes(), limits, granted_by="the Rego policy"
+    )
+    if isinstance(scopes, Denial):
+        return dataclasses.replace(scopes, rule=rule)
+    ttl = _requested_ttl(request, limits)
+    if isinstance(ttl, Denial):
+        return ttl
+    ceiling = answer.ttl_seconds or limits.default_ttl_seconds
+    return Grant(audience=audience, scopes=scopes, ttl_seconds=min(ttl, ceiling), rule=rule)
+
+
+def _requested_ttl(request: AuthzRequest, limits: Limits) -> int | Denial:
+    """The TTL asked for, or the default; the caller clamps it to the role's maximum."""
+    if request.ttl_seconds is None:
+        return limits.default_ttl_seconds
+    if request.ttl_seconds <= 0:
+        return Denial(
+            DenyReason.INVALID_TTL, f"requested TTL {request.ttl_seconds} is not positive"
+        )
+    return request.ttl_seconds
+
+
+def describe_identity(identity: Identity) -> str:
+    if identity.spiffe_id is not None:
+        return f"{identity.kind.value} {identity.spiffe_id}"
+    claims = identity.claims
+    ids = ", ".join(
+        f"{k}={claims[k]}" for k in ("repository_id", "repository_owner_id") if k in claims
+    )
+    return f"{identity.kind.value} {identity.subject} from {identity.issuer}" + (
+        f" ({ids})" if ids else ""
+    )
+
+
+def _names(bindings: Sequence[Binding]) -> str:
+    names = [b.name for b in bindings]
+    return f"binding {names[0]!r}" if len(names) == 1 else f"bindings {names!r}"

@@ -1,0 +1,106 @@
+"""Respond: the one mapping from a Decision to Envoy's CheckResponse.
+
+OK replaces the caller's credential with the minted token; a denial is an HTTP response Envoy sends
+back (never a gRPC error), with a JSON body naming the reason and no secret. Dynamic metadata
+carries the decision into Envoy's access log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from envoy.config.core.v3.base_pb2 import HeaderValue, HeaderValueOption
+from envoy.service.auth.v3.external_auth_pb2 import (
+    CheckResponse,
+    DeniedHttpResponse,
+    OkHttpResponse,
+)
+from envoy.type.v3.http_status_pb2 import HttpStatus
+from google.protobuf.struct_pb2 import Struct
+from google.rpc import code_pb2, status_pb2
+
+from extauthz.decision import Allow, Decision, Deny
+
+# Headers that carried the caller's own credential; upstream sees only the minted token.
+CREDENTIAL_HEADERS = ("x-forwarded-client-cert",)
+_OVERWRITE = HeaderValueOption.HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD
+
+_GRPC_CODE = {
+    401: code_pb2.UNAUTHENTICATED,
+    403: code_pb2.PERMISSION_DENIED,
+    429: code_pb2.RESOURCE_EXHAUSTED,
+    503: code_pb2.UNAVAILABLE,
+}
+
+
+def token_ref(token: str) -> str:
+    """How a token appears anywhere it might be read: a SHA-256 prefix, never the token."""
+    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()[:16]
+
+
+def to_check_response(decision: Decision) -> CheckResponse:
+    if isinstance(decision, Allow):
+        return _allow(decision)
+    return _deny(decision)
+
+
+def _header(key: str, value: str) -> HeaderValueOption:
+    return HeaderValueOption(header=HeaderValue(key=key, value=value), append_action=_OVERWRITE)
+
+
+def _allow(allow: Allow) -> CheckResponse:
+    token = allow.token
+    metadata = {
+        "decision": "allow",
+        "subject": allow.identity.subject,
+        "identity_kind": allow.identity.kind.value,
+        "rule": allow.grant.rule,
+        "audience": token.audience,
+        "scope": " ".join(token.scopes),
+        "jti": token.jti,
+        "token": token_ref(token.token),
+        "cache": "hit" if allow.cached else "miss",
+    }
+    return CheckResponse(
+        status=status_pb2.Status(code=code_pb2.OK),
+        ok_response=OkHttpResponse(
+            headers=[_header("authorization", f"Bearer {token.token}")],
+            headers_to_remove=list(CREDENTIAL_HEADERS),
+        ),
+        dynamic_metadata=_struct(metadata),
+    )
+
+
+def _deny(deny: Deny) -> CheckResponse:
+    headers = [_header("content-type", "application/json"), _header("cache-control", "no-store")]
+    if deny.status == 401:
+        description = deny.detail.replace('"', "'")
+        headers.append(
+            _header(
+                "www-authenticate",
+                f'Bearer realm="keymint", error="invalid_token", error_description="{description}"',
+            )
+        )
+    if deny.retry_after is not None:
+        headers.append(_header("retry-after", str(deny.retry_after)))
+    headers.extend(_header(k, v) for k, v in deny.headers)
+    body = json.dumps({"error": deny.reason, "detail": deny.detail, "status": deny.status})
+    metadata = {"decision": "deny", "status": str(deny.status), "reason": deny.reason}
+    if deny.identity is not None:
+        metadata["subject"] = deny.identity.subject
+    return CheckResponse(
+        status=status_pb2.Status(code=_GRPC_CODE.get(deny.status, code_pb2.PERMISSION_DENIED)),
+        denied_response=DeniedHttpResponse(
+            status=HttpStatus(code=deny.status),
+            headers=headers,
+            body=body,
+        ),
+        dynamic_metadata=_struct(metadata),
+    )
+
+
+def _struct(values: dict[str, str]) -> Struct:
+    struct = Struct()
+    struct.update({"keymint": values})
+    return struct

@@ -1,0 +1,117 @@
+"""The minted-token cache: in memory by default, on Redis (aiocache) when replicas share it.
+
+Values cross Redis as JSON, never pickle: a compromised cache must not become code execution.
+A cache that errors is bypassed, not trusted: the caller simply mints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from aiocache import BaseCache, SimpleMemoryCache
+from aiocache.serializers import NullSerializer, StringSerializer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class MintedToken:
+    token: str
+    jti: str
+    subject: str
+    audience: str
+    scopes: tuple[str, ...]
+    issued_at: int
+    expires_at: int
+    signers: tuple[int, ...]
+
+    @property
+    def lifetime(self) -> int:
+        return self.expires_at - self.issued_at
+
+    def fresh_at(self, now: float, remint_fraction: float) -> bool:
+        """Still worth serving: more than `remint_fraction` of its lifetime left."""
+        return now < self.expires_at - remint_fraction * self.lifetime
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> MintedToken:
+        raw: dict[str, Any] = json.loads(text)
+        return cls(
+            token=str(raw["token"]),
+            jti=str(raw["jti"]),
+            subject=str(raw["subject"]),
+            audience=str(raw["audience"]),
+            scopes=tuple(str(s) for s in raw["scopes"]),
+            issued_at=int(raw["issued_at"]),
+            expires_at=int(raw["expires_at"]),
+            signers=tuple(int(s) for s in raw["signers"]),
+        )
+
+
+def cache_key(credential_hash: str, audience: str, scopes: Iterable[str]) -> str:
+    material = "\x1f".join([credential_hash, audience, " ".join(sorted(scopes))])
+    return "keymint:token:" + hashlib.sha256(material.encode()).hexdigest()
+
+
+class TokenCache:
+    def __init__(self, backend: BaseCache | None = None, *, shared: bool = False) -> None:
+        """`shared` backends (Redis) store JSON text; the in-memory one stores the objects."""
+        self._shared = shared
+        self._backend = backend or SimpleMemoryCache(serializer=NullSerializer())
+
+    @classmethod
+    def redis(cls, url: str) -> TokenCache:
+        from urllib.parse import urlparse
+
+        from aiocache import RedisCache
+
+        parsed = urlparse(url)
+        backend = RedisCache(
+            serializer=StringSerializer(),
+            endpoint=parsed.hostname or "127.0.0.1",
+            port=parsed.port or 6379,
+            db=int((parsed.path or "/0").lstrip("/") or 0),
+            password=parsed.password,
+            namespace="",
+        )
+        return cls(backend, shared=True)
+
+    async def get(self, key: str) -> MintedToken | None:
+        try:
+            value = await self._backend.get(key)
+        except Exception as exc:  # any backend failure: bypass the cache
+            log.warning("token cache read failed, minting instead: %s", type(exc).__name__)
+            return None
+        if value is None:
+            return None
+        if isinstance(value, MintedToken):
+            return value
+        try:
+            return MintedToken.from_json(value)
+        except (ValueError, KeyError, TypeError):
+            log.warning("token cache held an unreadable entry; ignoring it")
+            return None
+
+    async def set(self, key: str, token: MintedToken, ttl_seconds: int) -> None:
+        value: object = token.to_json() if self._shared else token
+        try:
+            await self._backend.set(key, value, ttl=max(1, ttl_seconds))
+        except Exception as exc:  # any backend failure: bypass the cache
+            log.warning("token cache write failed: %s", type(exc).__name__)
+
+    async def delete(self, key: str) -> None:
+        try:
+            await self._backend.delete(key)
+        except Exception as exc:  # any backend failure: bypass the cache
+            log.warning("token cache delete failed: %s", type(exc).__name__)
+
+    async def close(self) -> None:
+        await self._backend.close()

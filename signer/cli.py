@@ -1,0 +1,84 @@
+"""`signer`: run a signer sidecar, make development certificates, run key ceremonies."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from signer.errors import SignerError
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from signer.server import SignerSettings, serve
+
+    env = dict(os.environ)
+    settings = SignerSettings.from_env(env)
+
+    def announce(port: int) -> None:
+        # A machine-readable line for supervisors and tests that start signers on port 0.
+        print(f"keymint-signer ready id={settings.identifier} port={port}", flush=True)
+
+    asyncio.run(serve(settings, env, started=announce))
+    return 0
+
+
+def _certs(args: argparse.Namespace) -> int:
+    from signer.devca import make_dev_pki
+
+    ids = [int(x) for x in args.signers.split(",") if x.strip()]
+    files = make_dev_pki(Path(args.out), ids)
+    for name, f in files.items():
+        print(f"{name}: {f.cert} (key {f.key})")
+    print(f"CA bundle: {Path(args.out) / 'ca.pem'}  (development only)")
+    return 0
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    from signer.audit import verify_log
+
+    result = verify_log(Path(args.path))
+    print(result)
+    return 0 if result.ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="signer", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run a signer sidecar (configured by environment)")
+    serve.set_defaults(handler=_serve)
+
+    certs = sub.add_parser("certs", help="make a development CA and mTLS certificates")
+    certs.add_argument("--out", required=True, help="directory for ca.pem and the certificates")
+    certs.add_argument("--signers", default="1,2,3", help="signer identifiers, comma-separated")
+    certs.set_defaults(handler=_certs)
+
+    audit = sub.add_parser("audit-verify", help="check a signer audit log's hash chain")
+    audit.add_argument("path")
+    audit.set_defaults(handler=_audit_verify)
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        code: int = args.handler(args)
+    except SignerError as exc:
+        print(f"signer: {exc}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,467 @@
+"""The coordinator: drives any t of the n signers to a verified Ed25519 signature.
+
+It keeps a pool of round-one commitments from each signer, refilled in the background, so one
+signature is one round trip to t signers in parallel. A signer that is down, slow past the attempt
+deadline, or returns a share that fails verification is named, set aside with exponential back-off,
+and the signature is retried with another subset. A signature fails only when fewer than t signers
+can serve, and then fails at once with an error that says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+
+from signer.devca import TlsFiles, signer_name
+from signer.errors import SignerError
+from signer.frost import (
+    FrostError,
+    InvalidSignatureShare,
+    PublicKeyPackage,
+    SignatureShare,
+    SigningCommitment,
+    finish_aggregate,
+    prepare_aggregate,
+)
+from signer.frost.encoding import (
+    decode_public_key_package,
+    decode_signature_share,
+    decode_signing_commitment,
+    encode_commitment_list,
+)
+from signer.frost.group import deserialize_scalar
+from signer.metrics import (
+    COMMITMENT_POOL,
+    SIGNER_FAULTS,
+    SIGNER_UP,
+    THRESHOLD_SIGN_SECONDS,
+    THRESHOLD_SIGNATURES,
+)
+from signer.proto import signer_pb2, signer_pb2_grpc
+from signer.tls import secure_channel
+
+log = logging.getLogger(__name__)
+
+
+class QuorumUnavailable(SignerError):
+    """Fewer than t signers can serve; `unavailable` names each other signer and why."""
+
+    def __init__(self, needed: int, available: int, unavailable: dict[int, str]) -> None:
+        self.needed = needed
+        self.available = available
+        self.unavailable = unavailable
+        reasons = "; ".join(f"signer {i}: {why}" for i, why in sorted(unavailable.items()))
+        super().__init__(
+            f"signing quorum unavailable: {available} signer(s) can serve, {needed} needed"
+            + (f" ({reasons})" if reasons else "")
+        )
+
+
+class SigningRefused(SignerError):
+    """Signers' guards refused the message; `refusals` maps signer to the rule it cited."""
+
+    def __init__(self, refusals: dict[int, str]) -> None:
+        self.refusals = refusals
+        rules = "; ".join(f"signer {i}: {r}" for i, r in sorted(refusals.items()))
+        super().__init__(f"signers refused to sign: {rules}")
+
+    @property
+    def rule(self) -> str:
+        return next(iter(self.refusals.values())).split(":", 2)[1] if self.refusals else ""
+
+
+@dataclass(frozen=True, slots=True)
+class SignerEndpoint:
+    identifier: int
+    address: str
+    name: str = ""  # the certificate name; devca.signer_name(identifier) by default
+
+    @property
+    def server_name(self) -> str:
+        return self.name or signer_name(self.identifier)
+
+
+@dataclass(frozen=True, slots=True)
+class SignOutcome:
+    signature: bytes
+    signers: tuple[int, ...]
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class CoordinatorSettings:
+    attempt_timeout: float = 0.5  # one round trip; a signer slower than this is set aside
+    pool_target: int = 64  # commitments to hold per signer
+    refill_below: int = 24
+    refill_batch: int = 16  # small batches keep each signer's event loop responsive
+    announce: bool = True  # let peers validate commitments before they are used
+    commitment_margin: float = 30.0  # drop commitments this long before the signer expires them
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+
+
+@dataclass(slots=True)
+class _Member:
+    endpoint: SignerEndpoint
+    stub: signer_pb2_grpc.SignerStub
+    channel: grpc.aio.Channel
+    pool: deque[tuple[SigningCommitment, float]] = field(default_factory=deque)
+    boot_id: bytes = b""
+    down_until: float = 0.0
+    failures: int = 0
+    reason: str = "not yet contacted"
+    latency: float = 0.0
+    refill: asyncio.Task[None] | None = None
+
+    @property
+    def identifier(self) -> int:
+        return self.endpoint.identifier
+
+    @property
+    def label(self) -> str:
+        return str(self.endpoint.identifier)
+
+
+class Coordinator:
+    def __init__(
+        self,
+        *,
+        endpoints: Sequence[SignerEndpoint],
+        tls: TlsFiles,
+        package: PublicKeyPackage | None = None,
+        settings: CoordinatorSettings | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._settings = settings or CoordinatorSettings()
+        self._clock = clock
+        self._rng = rng or random.SystemRandom()
+        self._package = package
+        self._members: dict[int, _Member] = {}
+        for endpoint in endpoints:
+            channel = secure_channel(endpoint.address, tls, endpoint.server_name)
+            self._members[endpoint.identifier] = _Member(
+                endpoint,
+                signer_pb2_grpc.SignerStub(channel),  # type: ignore[no-untyped-call]
+                channel,
+            )
+        self._closed = False
+
+    @property
+    def package(self) -> PublicKeyPackage:
+        if self._package is None:
+            raise SignerError("coordinator has not learned the group key yet; call start()")
+        return self._package
+
+    @property
+    def threshold(self) -> int:
+        return self.package.min_participants
+
+    async def start(self) -> None:
+        """Learn the key from the signers (at least t must agree) and fill the pools."""
+        infos = await asyncio.gather(
+            *(self._info(m) for m in self._members.values()), return_exceptions=True
+        )
+        packages: dict[bytes, int] = {}
+        for member, info in zip(self._members.values(), infos, strict=True):
+            if isinstance(info, BaseException):
+                self._mark_down(member, f"unreachable at start: {_describe(info)}")
+                continue
+            identifier = deserialize_scalar(info.identifier)
+            if identifier != member.identifier:
+                self._mark_down(member, f"reports identifier {identifier}")
+                continue
+            member.boot_id = info.boot_id
+            packages[info.public_key_package] = packages.get(info.public_key_package, 0) + 1
+        if self._package is None and packages:
+            encoded = max(packages, key=lambda k: packages[k])
+            self._package = decode_public_key_package(encoded)
+        for member in self._members.values():
+            member.refill = asyncio.create_task(self._keep_filled(member))
+        await self._wait_for_pools()
+
+    async def close(self) -> None:
+        self._closed = True
+        for member in self._members.values():
+            if member.refill is not None:
+                member.refill.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await member.refill
+            await member.channel.close()
+
+    def ready(self) -> bool:
+        now = self._clock()
+        return (
+            self._package is not None
+            and sum(1 for m in self._members.values() if m.down_until <= now and m.pool)
+            >= self.threshold
+        )
+
+    def health(self) -> dict[int, str]:
+        now = self._clock()
+        return {
+            i: ("up" if m.down_until <= now else f"down: {m.reason}")
+            for i, m in sorted(self._members.items())
+        }
+
+    async def sign(
+        self,
+        message: bytes,
+        *,
+        evidence: signer_pb2.Evidence | None = None,
+        request_id: str = "",
+        timeout: float = 2.0,
+    ) -> SignOutcome:
+        started = self._clock()
+        try:
+            outcome = await self._sign(message, evidence, request_id, started + timeout)
+        except QuorumUnavailable:
+            THRESHOLD_SIGNATURES.labels("no_quorum").inc()
+            raise
+        except SigningRefused:
+            THRESHOLD_SIGNATURES.labels("refused").inc()
+            raise
+        THRESHOLD_SIGNATURES.labels("ok").inc()
+        THRESHOLD_SIGN_SECONDS.observe(self._clock() - started)
+        return outcome
+
+    async def _sign(
+        self, message: bytes, evidence: signer_pb2.Evidence | None, request_id: str, deadline: float
+    ) -> SignOutcome:
+        package = self.package
+        t = package.min_participants
+        refusals: dict[int, str] = {}
+        attempts = 0
+        while True:
+            now = self._clock()
+            chosen = self._choose(t, now, exclude=refusals.keys())
+            if chosen is None:
+                if refusals:
+                    raise SigningRefused(refusals)
+                raise QuorumUnavailable(
+                    t, self._count_usable(now, refusals.keys()), self._why_not()
+                )
+            if now >= deadline:
+                raise QuorumUnavailable(t, 0, {0: "deadline passed while retrying"})
+            attempts += 1
+            commitments = sorted((m.pool.popleft()[0] for m in chosen), key=lambda c: c.identifier)
+            for m in chosen:
+                COMMITMENT_POOL.labels(m.label).set(len(m.pool))
+            request = signer_pb2.SignRequest(
+                message=message,
+                commitment_list=encode_commitment_list(commitments),
+                request_id=request_id,
+            )
+            if evidence is not None:
+                request.evidence.CopyFrom(evidence)
+            timeout = max(0.001, min(self._settings.attempt_timeout, deadline - now))
+            calls = [asyncio.ensure_future(self._call_sign(m, request, timeout)) for m in chosen]
+            # Runs while the signers work: binding factors and group commitment need no shares.
+            prepared = prepare_aggregate(commitments, message, package)
+            results = await asyncio.gather(*calls)
+            shares: list[SignatureShare] = []
+            for member, result in zip(chosen, results, strict=True):
+                if isinstance(result, SignatureShare):
+                    shares.append(result)
+                elif result.startswith("guard:"):
+                    refusals[member.identifier] = result
+                elif result.startswith("commitment_unknown"):
+                    # The signer restarted or expired our commitments: forget them, keep it.
+                    member.pool.clear()
+                    SIGNER_FAULTS.labels(member.label, "commitment_unknown").inc()
+                    self._kick_refill(member)
+                else:
+                    self._mark_down(member, result)
+            if len(shares) < t:
+                continue
+            try:
+                signature = finish_aggregate(prepared, shares)
+            except InvalidSignatureShare as bad:
+                for culprit in bad.culprits:
+                    self._mark_down(self._members[culprit], "returned an invalid signature share")
+                continue
+            for member in chosen:
+                self._mark_up(member)
+            return SignOutcome(signature, tuple(c.identifier for c in commitments), attempts)
+
+    async def _call_sign(
+        self, member: _Member, request: signer_pb2.SignRequest, timeout: float
+    ) -> SignatureShare | str:
+        started = self._clock()
+        try:
+            response = await member.stub.Sign(request, timeout=timeout)
+            share = decode_signature_share(response.signature_share)
+        except grpc.aio.AioRpcError as exc:
+            details = exc.details() or ""
+            if exc.code() == grpc.StatusCode.PERMISSION_DENIED and details.startswith("guard:"):
+                return details
+            if exc.code() == grpc.StatusCode.FAILED_PRECONDITION and details.startswith(
+                "commitment_unknown"
+            ):
+                return details
+            return _describe(exc)
+        except FrostError as exc:
+            return f"sent an undecodable signature share: {exc}"
+        if share.identifier != member.identifier:
+            return f"sent a share for participant {share.identifier}"
+        member.latency = 0.8 * member.latency + 0.2 * (self._clock() - started)
+        return share
+
+    def _choose(self, t: int, now: float, exclude: Collection[int]) -> list[_Member] | None:
+        usable = []
+        for member in self._members.values():
+            if member.identifier in exclude or member.down_until > now:
+                continue
+            while member.pool and member.pool[0][1] <= now:
+                member.pool.popleft()
+            if member.pool:
+                usable.append(member)
+            if len(member.pool) < self._settings.refill_below:
+                self._kick_refill(member)
+        if len(usable) < t:
+            return None
+        # Fastest first, with jitter so load spreads across equally fast signers.
+        usable.sort(key=lambda m: m.latency * (1 + 0.5 * self._rng.random()))
+        return usable[:t]
+
+    def _count_usable(self, now: float, exclude: Collection[int]) -> int:
+        return sum(
+            1
+            for m in self._members.values()
+            if m.down_until <= now and m.pool and m.identifier not in exclude
+        )
+
+    def _why_not(self) -> dict[int, str]:
+        now = self._clock()
+        return {
+            i: (m.reason if m.down_until > now else "no commitments available")
+            for i, m in self._members.items()
+            if m.down_until > now or not m.pool
+        }
+
+    def _mark_down(self, member: _Member, reason: str) -> None:
+        member.failures += 1
+        backoff = min(
+            self._settings.backoff_base * 2 ** (member.failures - 1), self._settings.backoff_max
+        )
+        member.down_until = self._clock() + backoff
+        member.reason = reason
+        member.pool.clear()
+        SIGNER_UP.labels(member.label).set(0)
+        SIGNER_FAULTS.labels(member.label, _reason_label(reason)).inc()
+        COMMITMENT_POOL.labels(member.label).set(0)
+        log.warning(
+            "signer %s (%s) set aside for %.1fs: %s",
+            member.identifier,
+            member.endpoint.address,
+            backoff,
+            reason,
+        )
+
+    def _mark_up(self, member: _Member) -> None:
+        if member.failures:
+            log.info("signer %s is serving again", member.identifier)
+        member.failures = 0
+        member.reason = "up"
+        SIGNER_UP.labels(member.label).set(1)
+
+    def _kick_refill(self, member: _Member) -> None:
+        if member.refill is not None and not member.refill.done():
+            return
+        if not self._closed:
+            member.refill = asyncio.create_task(self._keep_filled(member))
+
+    async def _keep_filled(self, member: _Member) -> None:
+        """Top the pool up whenever it runs low; after a failure, this is the health probe."""
+        settings = self._settings
+        while not self._closed:
+            now = self._clock()
+            if member.down_until > now:
+                await asyncio.sleep(member.down_until - now)
+                continue
+            if len(member.pool) >= settings.pool_target:
+                return
+            try:
+                wanted = min(settings.refill_batch, settings.pool_target - len(member.pool))
+                response = await member.stub.Commit(
+                    signer_pb2.CommitRequest(count=wanted),
+                    timeout=max(settings.attempt_timeout * 4, 1.0),
+                )
+                fresh = await _decode_commitments(response.commitments)
+            except (grpc.aio.AioRpcError, FrostError) as exc:
+                self._mark_down(member, f"commitments unavailable: {_describe(exc)}")
+                continue
+            if any(c.identifier != member.identifier for c in fresh):
+                self._mark_down(member, "sent commitments under another identifier")
+                continue
+            if member.boot_id and response.boot_id != member.boot_id:
+                log.info("signer %s restarted; its old commitments are void", member.identifier)
+                member.pool.clear()
+            member.boot_id = response.boot_id
+            expires = self._clock() + response.ttl_seconds - settings.commitment_margin
+            member.pool.extend((c, expires) for c in fresh)
+            COMMITMENT_POOL.labels(member.label).set(len(member.pool))
+            self._mark_up(member)
+            if settings.announce:
+                self._announce(member, list(response.commitments))
+
+    def _announce(self, source: _Member, commitments: list[bytes]) -> None:
+        """Tell the other signers about fresh commitments so they validate them off the path."""
+        request = signer_pb2.AnnounceRequest(commitments=commitments)
+        for member in self._members.values():
+            if member is not source and member.down_until <= self._clock():
+                task = asyncio.ensure_future(member.stub.Announce(request, timeout=2.0))
+                task.add_done_callback(_ignore_failure)
+
+    async def _wait_for_pools(self, timeout: float = 5.0) -> None:
+        deadline = self._clock() + timeout
+        while not self.ready() and self._clock() < deadline:
+            await asyncio.sleep(0.01)
+
+    async def _info(self, member: _Member) -> signer_pb2.InfoResponse:
+        response: signer_pb2.InfoResponse = await member.stub.GetInfo(
+            signer_pb2.InfoRequest(), timeout=max(self._settings.attempt_timeout * 4, 1.0)
+        )
+        return response
+
+
+async def _decode_commitments(encoded: Sequence[bytes]) -> list[SigningCommitment]:
+    """Validate a batch (two subgroup checks each), yielding so requests are not held up."""
+    decoded = []
+    for i, data in enumerate(encoded):
+        decoded.append(decode_signing_commitment(data))
+        if i % 4 == 3:
+            await asyncio.sleep(0)
+    return decoded
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        code = exc.code()
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return "too slow: missed the deadline"
+        return f"{code.name.lower()}: {exc.details()}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _reason_label(reason: str) -> str:
+    if "invalid signature share" in reason:
+        return "invalid_share"
+    if "deadline" in reason:
+        return "slow"
+    if "unavailable" in reason:
+        return "unavailable"
+    return "error"
+
+
+def _ignore_failure(task: asyncio.Future[object]) -> None:
+    if not task.cancelled():
+        task.exception()

@@ -1,0 +1,214 @@
+"""The signer process: settings from the environment, the share unsealed, the services served.
+
+The guard's evidence checker is composed in by name (`--evidence-checker module:factory`), so the
+gateway's identity and policy code runs here without `signer` importing it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import os
+import signal
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from signer.audit import AuditLog
+from signer.devca import TlsFiles, signer_name, spiffe_id, tls_files
+from signer.errors import SignerError
+from signer.frost import KeyShare, PublicKeyPackage
+from signer.frost.encoding import (
+    decode_key_share,
+    decode_public_key_package,
+    encode_key_share,
+    encode_public_key_package,
+)
+from signer.guard import AcceptedToken, EvidenceChecker, Guard, GuardEvidence, GuardLimits
+from signer.keystate import KeyState, SigningKey
+from signer.proto import signer_pb2_grpc
+from signer.service import SignerService
+from signer.tls import server_credentials
+from signer.vault.base import ShareVault
+from signer.vault.config import load_share, open_vault, parse_vault_config, store_share
+
+log = logging.getLogger(__name__)
+
+EvidenceCheckerFactory = Callable[[Mapping[str, str]], EvidenceChecker]
+
+
+class SignerSettingsError(SignerError):
+    def __init__(self, setting: str, problem: str) -> None:
+        self.setting = setting
+        super().__init__(f"{setting}: {problem}")
+
+
+@dataclass(frozen=True, slots=True)
+class SignerSettings:
+    identifier: int
+    listen: str
+    tls: TlsFiles
+    share_file: Path
+    audit_log: Path
+    issuer: str
+    max_ttl_seconds: int
+    coordinator_id: str
+    evidence_checker: str  # "module:factory"
+
+    @property
+    def package_file(self) -> Path:
+        return self.share_file.with_name(self.share_file.name + ".pub")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> SignerSettings:
+        identifier = _int(env, "KEYMINT_SIGNER_ID", None)
+        state = Path(env.get("KEYMINT_SIGNER_STATE_DIR", f"./state/signer-{identifier}"))
+        tls_dir = Path(_required(env, "KEYMINT_TLS_DIR"))
+        return cls(
+            identifier=identifier,
+            listen=env.get("KEYMINT_SIGNER_LISTEN", "127.0.0.1:0"),
+            tls=tls_files(tls_dir, signer_name(identifier)),
+            share_file=Path(env.get("KEYMINT_SHARE_FILE", str(state / "share.sealed"))),
+            audit_log=Path(env.get("KEYMINT_SIGNER_AUDIT_LOG", str(state / "audit.jsonl"))),
+            issuer=_required(env, "KEYMINT_ISSUER"),
+            max_ttl_seconds=_int(env, "TOKEN_MAX_TTL_SECONDS", 3600),
+            coordinator_id=env.get("KEYMINT_COORDINATOR_ID", spiffe_id("coordinator")),
+            evidence_checker=_required(env, "KEYMINT_EVIDENCE_CHECKER"),
+        )
+
+
+class KeyedGuard:
+    """A guard whose kid follows the installed key, so a ceremony's new key is guarded too."""
+
+    def __init__(
+        self, *, key_state: KeyState, checker: EvidenceChecker, issuer: str, max_ttl: int
+    ) -> None:
+        self._keys = key_state
+        self._checker = checker
+        self._issuer = issuer
+        self._max_ttl = max_ttl
+        self._guard: Guard | None = None
+
+    def check(self, message: bytes, evidence: GuardEvidence | None) -> AcceptedToken:
+        key = self._keys.current
+        guard = self._guard
+        if guard is None or guard.limits.kid != key.kid:
+            limits = GuardLimits.for_group_key(
+                key.package.group_public_key, issuer=self._issuer, max_ttl_seconds=self._max_ttl
+            )
+            guard = self._guard = Guard(limits=limits, evidence_checker=self._checker)
+        return guard.check(message, evidence)
+
+
+def load_evidence_checker(spec: str, env: Mapping[str, str]) -> EvidenceChecker:
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise SignerSettingsError("KEYMINT_EVIDENCE_CHECKER", f"{spec!r} is not module:factory")
+    try:
+        factory: EvidenceCheckerFactory = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise SignerSettingsError(
+            "KEYMINT_EVIDENCE_CHECKER", f"cannot load {spec!r}: {exc}"
+        ) from exc
+    return factory(env)
+
+
+def load_key(settings: SignerSettings, vault: ShareVault) -> KeyState:
+    def persist(share: KeyShare, package: PublicKeyPackage) -> None:
+        settings.share_file.parent.mkdir(parents=True, exist_ok=True)
+        store_share(vault, encode_key_share(share), settings.share_file)
+        settings.package_file.write_bytes(encode_public_key_package(package))
+
+    if not settings.share_file.exists():
+        log.warning("no key share at %s: waiting for a key ceremony", settings.share_file)
+        return KeyState(persist=persist)
+    share = decode_key_share(load_share(vault, settings.share_file))
+    package = decode_public_key_package(settings.package_file.read_bytes())
+    if share.identifier != settings.identifier:
+        raise SignerSettingsError(
+            "KEYMINT_SIGNER_ID", f"{settings.identifier}, but the share is for {share.identifier}"
+        )
+    state = KeyState(persist=persist)
+    state.install_loaded(SigningKey(share, package))
+    return state
+
+
+async def serve(
+    settings: SignerSettings,
+    env: Mapping[str, str],
+    *,
+    started: Callable[[int], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    vault = open_vault(parse_vault_config(env), env=env)
+    key_state = load_key(settings, vault)
+    checker = load_evidence_checker(settings.evidence_checker, env)
+    guard = KeyedGuard(
+        key_state=key_state,
+        checker=checker,
+        issuer=settings.issuer,
+        max_ttl=settings.max_ttl_seconds,
+    )
+    settings.audit_log.parent.mkdir(parents=True, exist_ok=True)
+    audit = AuditLog(settings.audit_log)
+    service = SignerService(
+        key_state=key_state,
+        guard=guard,
+        audit=audit,
+        allowed_callers=[settings.coordinator_id],
+    )
+    key_state.on_install(lambda _key: service.reset_nonces())
+    server = grpc.aio.server()
+    signer_pb2_grpc.add_SignerServicer_to_server(service, server)  # type: ignore[no-untyped-call]
+    _add_ceremony(server, settings, key_state)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    port = server.add_secure_port(settings.listen, server_credentials(settings.tls))
+    await server.start()
+    status = health_pb2.HealthCheckResponse.SERVING
+    await health_servicer.set("keymint.signer.v1.Signer", status)
+    await health_servicer.set("", status)
+    log.info("signer %s listening on port %s", settings.identifier, port)
+    if started is not None:
+        started(port)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    await server.stop(grace=1.0)
+
+
+def _add_ceremony(server: grpc.aio.Server, settings: SignerSettings, key_state: KeyState) -> None:
+    """Ceremonies (DKG, refresh, reshare) are served beside signing, from the same key state."""
+    # Wired in once the ceremony service lands (signer/ceremony/service.py).
+
+
+def _required(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise SignerSettingsError(name, "is required")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int | None) -> int:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        if default is None:
+            raise SignerSettingsError(name, "is required")
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SignerSettingsError(name, f"{raw!r} is not an integer") from None
+    if value <= 0:
+        raise SignerSettingsError(name, f"{value} must be positive")
+    return value
+
+
+def main_env() -> Mapping[str, str]:
+    return dict(os.environ)

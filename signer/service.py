@@ -1,0 +1,191 @@
+"""The signer sidecar's gRPC service: one key share, nonces in memory, a guard before every share.
+
+Every Sign consumes the nonces it names before anything else, so a refused or failed request can
+never be replayed against the same commitment. Each signature share and each refusal is appended
+to the signer's audit log.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+from collections.abc import Collection
+from typing import Protocol
+
+import grpc
+
+from signer.errors import SignerError
+from signer.frost import FrostError, sign
+from signer.frost.encoding import (
+    commitment_key,
+    decode_commitment_list,
+    encode_public_key_package,
+    encode_signature_share,
+    encode_signing_commitment,
+)
+from signer.frost.group import serialize_scalar
+from signer.guard import GuardEvidence, GuardRefusal
+from signer.keystate import KeyState, NoKey
+from signer.nonces import KnownCommitments, NoncePool, PeerCommitments
+from signer.proto import signer_pb2, signer_pb2_grpc
+from signer.tls import require_peer
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 256
+
+
+class MessageGuard(Protocol):
+    def check(self, message: bytes, evidence: GuardEvidence | None) -> object: ...
+
+
+class AuditSink(Protocol):
+    def append(self, event: str, data: dict[str, object]) -> object: ...
+
+
+class SignerService(signer_pb2_grpc.SignerServicer):
+    def __init__(
+        self,
+        *,
+        key_state: KeyState,
+        guard: MessageGuard,
+        audit: AuditSink,
+        allowed_callers: Collection[str],
+        nonces: NoncePool | None = None,
+        peers: PeerCommitments | None = None,
+    ) -> None:
+        self._keys = key_state
+        self._guard = guard
+        self._audit = audit
+        self._allowed = frozenset(allowed_callers)
+        self._nonces = nonces or NoncePool()
+        self._peers = peers or PeerCommitments()
+        self.boot_id = os.urandom(16)
+
+    def reset_nonces(self) -> None:
+        """Called when a new key is installed: commitments made under the old share are void."""
+        self._nonces.clear()
+
+    async def GetInfo(
+        self, request: signer_pb2.InfoRequest, context: grpc.aio.ServicerContext
+    ) -> signer_pb2.InfoResponse:
+        await require_peer(context, self._allowed)
+        key = await self._key_or_abort(context)
+        return signer_pb2.InfoResponse(
+            identifier=serialize_scalar(key.share.identifier),
+            public_key_package=encode_public_key_package(key.package),
+            boot_id=self.boot_id,
+            kid=key.kid,
+        )
+
+    async def Commit(
+        self, request: signer_pb2.CommitRequest, context: grpc.aio.ServicerContext
+    ) -> signer_pb2.CommitResponse:
+        await require_peer(context, self._allowed)
+        key = await self._key_or_abort(context)
+        count = min(max(request.count, 1), MAX_BATCH)
+        self._nonces.expire()
+        issued = self._nonces.issue(key.share, count)
+        return signer_pb2.CommitResponse(
+            boot_id=self.boot_id,
+            commitments=[encode_signing_commitment(c) for c in issued],
+            ttl_seconds=int(self._nonces.ttl_seconds),
+        )
+
+    async def Announce(
+        self, request: signer_pb2.AnnounceRequest, context: grpc.aio.ServicerContext
+    ) -> signer_pb2.AnnounceResponse:
+        await require_peer(context, self._allowed)
+        key = await self._key_or_abort(context)
+        try:
+            accepted = self._peers.announce(request.commitments, key.share.identifier)
+        except FrostError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad commitment: {exc}")
+            raise
+        return signer_pb2.AnnounceResponse(accepted=accepted)
+
+    async def Sign(
+        self, request: signer_pb2.SignRequest, context: grpc.aio.ServicerContext
+    ) -> signer_pb2.SignResponse:
+        await require_peer(context, self._allowed)
+        key = await self._key_or_abort(context)
+        me = key.share.identifier
+        try:
+            commitment_list = decode_commitment_list(
+                request.commitment_list, known=KnownCommitments(self._nonces, self._peers)
+            )
+        except FrostError as exc:
+            return await self._refuse(context, request, "bad_commitment_list", str(exc))
+        own = next((c for c in commitment_list if c.identifier == me), None)
+        nonces = self._nonces.take(commitment_key(own)) if own is not None else None
+        if nonces is None:
+            return await self._refuse(
+                context,
+                request,
+                "commitment_unknown",
+                "this signer's commitment was never issued by this process, or was already used",
+                code=grpc.StatusCode.FAILED_PRECONDITION,
+            )
+        evidence = (
+            GuardEvidence.from_message(request.evidence) if request.HasField("evidence") else None
+        )
+        try:
+            accepted = self._guard.check(request.message, evidence)
+        except GuardRefusal as refusal:
+            return await self._refuse(context, request, f"guard:{refusal.rule}", refusal.detail)
+        try:
+            share = sign(key.share, nonces, request.message, commitment_list)
+        except FrostError as exc:
+            return await self._refuse(context, request, "bad_commitment_list", str(exc))
+        self._audit.append(
+            "signature_share",
+            {
+                "request_id": request.request_id,
+                "message_sha256": hashlib.sha256(request.message).hexdigest(),
+                "signers": [c.identifier for c in commitment_list],
+                "accepted": _describe(accepted),
+            },
+        )
+        return signer_pb2.SignResponse(signature_share=encode_signature_share(share))
+
+    async def _key_or_abort(self, context: grpc.aio.ServicerContext):  # type: ignore[no-untyped-def]
+        try:
+            return self._keys.current
+        except NoKey as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+            raise
+
+    async def _refuse(
+        self,
+        context: grpc.aio.ServicerContext,
+        request: signer_pb2.SignRequest,
+        rule: str,
+        detail: str,
+        *,
+        code: grpc.StatusCode = grpc.StatusCode.PERMISSION_DENIED,
+    ) -> signer_pb2.SignResponse:
+        log.warning("refused request %s: %s: %s", request.request_id, rule, detail)
+        self._audit.append(
+            "refusal",
+            {
+                "request_id": request.request_id,
+                "rule": rule,
+                "detail": detail,
+                "message_sha256": hashlib.sha256(request.message).hexdigest(),
+            },
+        )
+        await context.abort(code, f"{rule}: {detail}")
+        raise SignerError("unreachable: abort raises")
+
+
+def _describe(accepted: object) -> dict[str, object]:
+    """The accepted token's audit fields (jti, sub, aud, scopes, exp), if the guard gave them."""
+    if dataclasses.is_dataclass(accepted) and not isinstance(accepted, type):
+        return {
+            k: v
+            for k, v in dataclasses.asdict(accepted).items()
+            if isinstance(v, str | int | list | tuple)
+        }
+    return {}

@@ -1,0 +1,284 @@
+"""Rego through regopy: OPA-Envoy input, allow/deny, narrowing only, failures deny."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from extauthz.model import Grant
+from extauthz.policy import (
+    Decision,
+    Denial,
+    DenyReason,
+    Limits,
+    PolicyEngine,
+    PolicyError,
+    RegoPolicy,
+    build_input,
+)
+from extauthz.policy.loader import compile_policy
+from tests.extauthz.policy import (
+    DEPLOY,
+    ORDERS,
+    github_identity,
+    policy_document,
+    request,
+    route,
+    spiffe_identity,
+)
+
+LIMITS = Limits(
+    allowed_scopes=frozenset({"orders:read", "orders:write", "deploy:read", "deploy:write"})
+)
+POLICY = compile_policy(policy_document(), "policy.json")
+WEB = spiffe_identity("spiffe://prod.test/ns/web/sa/search")
+FRONTEND = spiffe_identity("spiffe://prod.test/ns/web/sa/frontend")
+
+# Written the way OPA-Envoy policies are: parsed_path, parsed_query, source.principal.
+OPA_ENVOY_STYLE = """
+package envoy.authz
+
+import rego.v1
+
+default allow := false
+
+allow if {
+    input.attributes.request.http.method == "GET"
+    input.parsed_path[0] == "orders"
+    startswith(input.attributes.source.principal, "spiffe://prod.test/ns/web/")
+}
+
+allow if {
+    input.attributes.request.http.method == "POST"
+    input.parsed_path == ["api", "deployments", input.parsed_query.service[0]]
+    input.identity.claims.environment == "prod"
+}
+
+reason := "not on this path" if not allow
+"""
+
+NARROWING = """
+package keymint.authz
+
+import rego.v1
+
+allow := true
+
+scopes := ["orders:read", "orders:admin"] if input.parsed_query.mode == ["read"]
+
+ttl_seconds := 60 if input.parsed_query.short == ["1"]
+
+ttl_seconds := 100000 if input.parsed_query.long == ["1"]
+
+audience := input.parsed_query.aud[0] if input.parsed_query.aud
+"""
+
+ALONE = """
+package keymint.authz
+
+import rego.v1
+
+default allow := false
+
+allow if input.identity.kind == "spiffe"
+
+scopes := ["orders:read", "orders:write", "admin:all"] if allow
+
+ttl_seconds := 120 if input.parsed_query.short == ["1"]
+
+audience := "https://orders.example.com" if input.parsed_query.fixed == ["1"]
+"""
+
+
+def combined(rego_source: str, query: str = "data.keymint.authz") -> PolicyEngine:
+    rego = RegoPolicy.compile(rego_source, "test.rego", query=query)
+    return PolicyEngine(limits=LIMITS, policy=POLICY, rego=rego)
+
+
+def rego_alone(rego_source: str) -> PolicyEngine:
+    return PolicyEngine(limits=LIMITS, rego=RegoPolicy.compile(rego_source, "alone.rego"))
+
+
+def denied(decision: Decision, reason: DenyReason) -> Denial:
+    assert isinstance(decision, Denial), decision
+    assert decision.reason is reason, decision
+    return decision
+
+
+def test_opa_envoy_style_policy_allows_on_parsed_path() -> None:
+    engine = combined(OPA_ENVOY_STYLE, query="data.envoy.authz")
+    decision = engine.evaluate(request(WEB, route("orders.example.com", "/orders/42")))
+    assert decision == Grant(ORDERS, ("orders:read",), 600, "web-reads/reader+rego")
+    deploy = route("deploy.example.com", "/api/deployments/shop?service=shop", "POST")
+    assert isinstance(engine.evaluate(request(github_identity(), deploy)), Grant)
+
+
+def test_opa_envoy_style_policy_denies_with_its_reason() -> None:
+    engine = combined(OPA_ENVOY_STYLE, query="data.envoy.authz")
+    # The JSON policy grants this one; Rego must also allow, and does not.
+    elsewhere = request(WEB, route("orders.example.com", "/customers/42"))
+    denial = denied(engine.evaluate(elsewhere), DenyReason.REGO_DENIED)
+    assert denial.detail == "not on this path"
+    assert denial.rule == "web-reads/reader"
+    other_service = route("deploy.example.com", "/api/deployments/shop?service=bank", "POST")
+    denied(engine.evaluate(request(github_identity(), other_service)), DenyReason.REGO_DENIED)
+
+
+def test_json_policy_denial_stands_whatever_rego_says() -> None:
+    engine = combined('package keymint.authz\nallow := true\nscopes := ["deploy:write"]\n')
+    decision = engine.evaluate(request(WEB, route("orders.example.com"), audience=DEPLOY))
+    denied(decision, DenyReason.AUDIENCE_NOT_ALLOWED)
+
+
+def test_rego_narrows_scopes_but_cannot_add_any() -> None:
+    engine = combined(NARROWING)
+    on = route("orders.example.com", "/orders?mode=read", "POST")
+    decision = engine.evaluate(request(FRONTEND, on, scopes=("orders:read",)))
+    assert isinstance(decision, Grant)
+    assert decision.scopes == ("orders:read",)  # not orders:admin, which Rego named
+    refused = engine.evaluate(request(FRONTEND, on, scopes=("orders:write",)))
+    assert denied(refused, DenyReason.SCOPE_NOT_ALLOWED).detail.endswith("orders:write")
+
+
+def test_rego_shortens_ttl_but_cannot_lengthen_it() -> None:
+    engine = combined(NARROWING)
+    short = engine.evaluate(request(WEB, route("orders.example.com", "/?short=1")))
+    long = engine.evaluate(request(WEB, route("orders.example.com", "/?long=1")))
+    assert isinstance(short, Grant)
+    assert isinstance(long, Grant)
+    assert (short.ttl_seconds, long.ttl_seconds) == (60, 600)
+
+
+def test_rego_cannot_change_the_audience() -> None:
+    engine = combined(NARROWING)
+    same = engine.evaluate(request(WEB, route("orders.example.com", f"/?aud={ORDERS}")))
+    assert isinstance(same, Grant)
+    other = engine.evaluate(request(WEB, route("orders.example.com", f"/?aud={DEPLOY}")))
+    denied(other, DenyReason.AUDIENCE_NOT_ALLOWED)
+
+
+def test_rego_alone_grants_what_it_names_within_allowed_scopes() -> None:
+    engine = rego_alone(ALONE)
+    decision = engine.evaluate(request(WEB, route("x.local", audience=ORDERS)))
+    assert decision == Grant(
+        ORDERS, ("orders:read", "orders:write"), 900, "rego:data.keymint.authz"
+    )  # admin:all dropped: it is not in ALLOWED_SCOPES
+    asked = engine.evaluate(request(WEB, route("x.local", audience=ORDERS), scopes=("admin:all",)))
+    assert "ALLOWED_SCOPES" in denied(asked, DenyReason.SCOPE_NOT_ALLOWED).detail
+
+
+def test_rego_alone_ttl_is_capped_by_the_default_and_its_answer() -> None:
+    engine = rego_alone(ALONE)
+    on = route("x.local", audience=ORDERS)
+    long = engine.evaluate(request(WEB, on, ttl_seconds=3600))
+    short = engine.evaluate(request(WEB, route("x.local", "/?short=1", audience=ORDERS)))
+    assert isinstance(long, Grant)
+    assert isinstance(short, Grant)
+    assert (long.ttl_seconds, short.ttl_seconds) == (900, 120)
+    denied(engine.evaluate(request(WEB, on, ttl_seconds=-1)), DenyReason.INVALID_TTL)
+
+
+def test_rego_alone_audience_rules() -> None:
+    engine = rego_alone(ALONE)
+    denied(engine.evaluate(request(WEB, route("x.local"))), DenyReason.NO_AUDIENCE)
+    fixed = engine.evaluate(request(WEB, route("x.local", "/?fixed=1")))
+    assert isinstance(fixed, Grant)
+    assert fixed.audience == ORDERS
+    clash = request(WEB, route("x.local", "/?fixed=1"), audience=DEPLOY)
+    denied(engine.evaluate(clash), DenyReason.AUDIENCE_NOT_ALLOWED)
+    denied(engine.evaluate(request(github_identity(), route("x.local"))), DenyReason.REGO_DENIED)
+
+
+def test_rego_alone_must_name_scopes() -> None:
+    engine = rego_alone("package keymint.authz\nallow := true\n")
+    decision = engine.evaluate(request(WEB, route("x.local", audience=ORDERS)))
+    denied(decision, DenyReason.NO_SCOPES)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        'scopes := ["a"] if input.parsed_query.x\nscopes := ["b"] if input.parsed_query.x',
+        'allow := "yes" if input.parsed_query.x',
+        "ttl_seconds := -5 if input.parsed_query.x",
+    ],
+)
+def test_evaluation_faults_deny(body: str) -> None:
+    engine = combined(f"package keymint.authz\nimport rego.v1\n{body}\n")
+    decision = engine.evaluate(request(WEB, route("orders.example.com", "/?x=1")))
+    denied(decision, DenyReason.REGO_ERROR)
+
+
+def test_syntax_error_is_a_policy_error_with_its_line() -> None:
+    with pytest.raises(PolicyError) as caught:
+        RegoPolicy.compile("package keymint.authz\n\nallow if {{{\n", "bad.rego")
+    assert str(caught.value).startswith("bad.rego: line 3, column")
+
+
+def test_query_must_resolve() -> None:
+    with pytest.raises(PolicyError, match="undefined"):
+        RegoPolicy.compile("package other\nallow := true\n", "p.rego")
+    with pytest.raises(PolicyError, match="not a data reference"):
+        RegoPolicy.compile("package keymint.authz\n", "p.rego", query="data.keymint[")
+
+
+def test_input_is_opa_envoy_shaped_and_holds_no_credentials() -> None:
+    on = route("orders.example.com", "/a/b%20c/?x=1&x=2&empty=", "POST", route="orders")
+    headers = {
+        "Authorization": "Bearer secret",
+        "x-forwarded-client-cert": "Hash=abc",
+        "cookie": "session=1",
+        "proxy-authorization": "Basic x",
+        "X-Request-Id": "r-1",
+    }
+    document: dict[str, Any] = build_input(request(WEB, on, headers=headers))
+    http = document["attributes"]["request"]["http"]
+    assert http == {
+        "method": "POST",
+        "path": "/a/b%20c/?x=1&x=2&empty=",
+        "host": "orders.example.com",
+        "headers": {"x-request-id": "r-1"},
+    }
+    assert document["attributes"]["source"]["principal"] == "spiffe://prod.test/ns/web/sa/search"
+    assert document["attributes"]["context_extensions"] == {"route": "orders"}
+    assert document["parsed_path"] == ["a", "b c", ""]
+    assert document["parsed_query"] == {"x": ["1", "2"], "empty": [""]}
+    assert document["identity"]["spiffe_id"] == "spiffe://prod.test/ns/web/sa/search"
+    assert document["grant"] is None
+    assert "secret" not in repr(document)
+    assert build_input(request(WEB, route("h", "/")))["parsed_path"] == [""]
+
+
+def test_token_query_parameters_are_removed_from_the_input() -> None:
+    on = route("h", "/cb?access_token=sekrit&state=1&id_token=sekrit2#frag")
+    document: dict[str, Any] = build_input(request(WEB, on))
+    assert document["parsed_query"] == {"state": ["1"]}
+    assert document["attributes"]["request"]["http"]["path"] == "/cb?state=1"
+    assert "sekrit" not in repr(document)
+
+
+def test_github_identity_in_input() -> None:
+    document: dict[str, Any] = build_input(request(github_identity(), route("h")))
+    assert document["identity"]["kind"] == "github_actions"
+    assert document["identity"]["claims"]["repository_id"] == "74"
+    assert document["attributes"]["source"]["principal"] == ""
+
+
+def test_strings_compare_to_policy_literals_despite_escaping() -> None:
+    # rego-cpp keeps strings in escaped form; quotes, backslashes and non-ASCII must still
+    # compare equal to the same literals in a policy.
+    source = (
+        "package keymint.authz\nimport rego.v1\n"
+        'allow if {\n  input.attributes.request.http.headers["x-tag"] == "a\\"b\\\\c"\n'
+        '  input.identity.claims.environment == "prüf-😀"\n}\n'
+    )
+    engine = combined(source)
+    identity = github_identity(environment="prod")
+    deploy = route("deploy.example.com", "/api/x", "POST")
+    tagged = request(identity, deploy, headers={"x-tag": 'a"b\\c'})
+    denied(engine.evaluate(tagged), DenyReason.REGO_DENIED)  # environment differs
+    rego = RegoPolicy.compile(source, "esc.rego")
+    other = dataclasses.replace(identity, claims={**identity.claims, "environment": "prüf-😀"})
+    assert rego.decide(build_input(request(other, deploy, headers={"x-tag": 'a"b\\c'}))).allow

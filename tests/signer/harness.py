@@ -1,0 +1,164 @@
+"""Real signer processes on loopback for tests: dealer shares sealed to files, mTLS, ports of 0."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from signer.coordinator import SignerEndpoint
+from signer.devca import TlsFiles, make_dev_pki, tls_files
+from signer.frost import KeyShare, PublicKeyPackage, trusted_dealer_keygen
+from signer.frost.encoding import encode_key_share, encode_public_key_package
+from signer.vault.config import store_share
+from signer.vault.sealed_file import SealedFileVault
+
+REPO = Path(__file__).resolve().parents[2]
+ISSUER = "https://keymint.test"
+PASSPHRASE = "test-passphrase-not-secret"
+READY = re.compile(rb"keymint-signer ready id=(\d+) port=(\d+)")
+
+
+@dataclass
+class SignerProcess:
+    identifier: int
+    env: dict[str, str]
+    module: str
+    process: subprocess.Popen[bytes] | None = None
+    port: int = 0
+    log: Path = field(default_factory=Path)
+
+    def start(self, timeout: float = 30.0) -> None:
+        listen = f"127.0.0.1:{self.port}"  # keep the port across restarts
+        env = {**self.env, "KEYMINT_SIGNER_LISTEN": listen}
+        out = self.log.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", self.module, *([] if "faulty" in self.module else ["serve"])],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=out,
+            cwd=REPO,
+        )
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line:
+                raise RuntimeError(f"signer {self.identifier} exited: see {self.log}")
+            match = READY.search(line)
+            if match:
+                self.port = int(match.group(2))
+                return
+        raise RuntimeError(f"signer {self.identifier} did not start within {timeout}s")
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def hang(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+class SignerCluster:
+    """n signer processes holding dealer shares of one t-of-n key."""
+
+    def __init__(self, directory: Path, t: int, n: int, *, faulty: Iterable[int] = ()) -> None:
+        self.directory = directory
+        self.shares: list[KeyShare]
+        self.shares, self.package, _ = trusted_dealer_keygen(t, n)
+        self.pki = make_dev_pki(directory / "pki", list(range(1, n + 1)))
+        self.coordinator_tls: TlsFiles = tls_files(directory / "pki", "coordinator")
+        faulty = set(faulty)
+        self.signers = {
+            s.identifier: self._prepare(s, self.package, s.identifier in faulty)
+            for s in self.shares
+        }
+
+    def _prepare(self, share: KeyShare, package: PublicKeyPackage, faulty: bool) -> SignerProcess:
+        state = self.directory / f"signer-{share.identifier}"
+        state.mkdir(parents=True)
+        vault = SealedFileVault(PASSPHRASE, label=f"signer-{share.identifier}")
+        store_share(vault, encode_key_share(share), state / "share.sealed")
+        (state / "share.sealed.pub").write_bytes(encode_public_key_package(package))
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "KEYMINT_SIGNER_ID": str(share.identifier),
+            "KEYMINT_SIGNER_STATE_DIR": str(state),
+            "KEYMINT_TLS_DIR": str(self.directory / "pki"),
+            "KEYMINT_ISSUER": ISSUER,
+            "KEYMINT_EVIDENCE_CHECKER": "tests.signer.evidence:factory",
+            "KEYMINT_VAULT": "sealed-file",
+            "KEYMINT_VAULT_LABEL": f"signer-{share.identifier}",
+            "KEYMINT_VAULT_PASSPHRASE": PASSPHRASE,
+        }
+        module = "tests.signer.faulty_signer" if faulty else "signer.cli"
+        return SignerProcess(share.identifier, env, module, log=state / "stderr.log")
+
+    def start(self) -> None:
+        for process in self.signers.values():
+            process.start()
+
+    def stop(self) -> None:
+        for process in self.signers.values():
+            process.stop()
+
+    def endpoints(self) -> list[SignerEndpoint]:
+        return [SignerEndpoint(i, p.address) for i, p in sorted(self.signers.items())]
+
+
+def token_message(
+    group_public_key: bytes, *, subject: str = "svc", now: int | None = None, **overrides: object
+) -> bytes:
+    from signer.token import header_for, signing_input
+
+    now = int(time.time()) if now is None else now
+    claims: dict[str, object] = {
+        "iss": ISSUER,
+        "sub": subject,
+        "aud": "https://api.internal",
+        "scope": "read",
+        "iat": now,
+        "nbf": now,
+        "exp": now + 300,
+        "jti": str(uuid.uuid4()),
+    }
+    claims.update(overrides)
+    return signing_input(header_for(group_public_key), claims)
+
+
+def evidence_for(subject: str = "svc") -> object:
+    from signer.proto import signer_pb2
+
+    return signer_pb2.Evidence(kind="oidc_token", value=f"test:{subject}".encode())

@@ -1,0 +1,316 @@
+"""The hash-chained audit log: every kind of tampering is found where it happened."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from signer.audit import (
+    GENESIS_HASH,
+    AsyncAuditLog,
+    AuditError,
+    AuditLog,
+    ProblemKind,
+    VerifyResult,
+    canonical_json,
+    token_ref,
+    verify_log,
+)
+
+
+def ticking_clock(start: float = 1_700_000_000.0) -> Callable[[], float]:
+    now = [start]
+
+    def clock() -> float:
+        now[0] += 0.25
+        return now[0]
+
+    return clock
+
+
+@pytest.fixture
+def log_path(tmp_path: Path) -> Path:
+    return tmp_path / "audit.jsonl"
+
+
+@pytest.fixture
+def written(log_path: Path) -> Path:
+    """A log of 10 records, closed."""
+    with AuditLog(log_path, clock=ticking_clock()) as log:
+        for i in range(10):
+            log.append("mint", {"n": i, "aud": "https://orders.example.com"})
+    return log_path
+
+
+def lines(path: Path) -> list[bytes]:
+    return path.read_bytes().splitlines(keepends=True)
+
+
+def rewrite(path: Path, new_lines: list[bytes]) -> None:
+    path.write_bytes(b"".join(new_lines))
+
+
+def rehashed(line: bytes, **changes: object) -> bytes:
+    """A record edited by someone who also recomputed its own hash."""
+    record = json.loads(line)
+    record.update(changes)
+    del record["hash"]
+    record["hash"] = hashlib.sha256(canonical_json(record)).hexdigest()
+    return canonical_json(record) + b"\n"
+
+
+def only_problem(result: VerifyResult) -> tuple[int, int | None, ProblemKind]:
+    assert result.first_problem is not None, result
+    first = result.first_problem
+    return first.line, first.seq, first.kind
+
+
+def test_records_chain_from_genesis_and_verify(log_path: Path) -> None:
+    with AuditLog(log_path, clock=ticking_clock()) as log:
+        records = [log.append("mint", {"i": i}) for i in range(300)]
+    assert records[0].seq == 1
+    assert records[0].prev == GENESIS_HASH
+    assert all(b.prev == a.hash for a, b in itertools.pairwise(records))
+    assert records[0].ts == "2023-11-14T22:13:20.250000Z"
+    result = verify_log(log_path)
+    assert result.ok
+    assert (result.records, result.last_seq, result.last_hash) == (300, 300, records[-1].hash)
+
+
+def test_lines_are_canonical_json_with_the_record_hash(log_path: Path) -> None:
+    with AuditLog(log_path, clock=lambda: 0.0) as log:
+        record = log.append("deny", {"reason": "no_matching_binding", "b": [1, "é"]})
+    line = lines(log_path)[0]
+    assert line == record.line()
+    assert line.startswith(b'{"data":{"b":[1,"\xc3\xa9"],"reason":"no_matching_binding"},')
+    body = json.loads(line)
+    stored = body.pop("hash")
+    assert stored == hashlib.sha256(canonical_json(body)).hexdigest()
+
+
+def test_edited_field_is_found_on_its_line(written: Path) -> None:
+    content = lines(written)
+    content[4] = content[4].replace(b'"n":4', b'"n":5')
+    rewrite(written, content)
+    result = verify_log(written)
+    assert only_problem(result) == (5, 5, ProblemKind.HASH_MISMATCH)
+    assert len(result.problems) == 1
+
+
+def test_result_reads_well(written: Path) -> None:
+    assert str(verify_log(written)).startswith("OK: 10 records, last seq 10, head ")
+    content = lines(written)
+    del content[2]
+    rewrite(written, content)
+    text = str(verify_log(written))
+    assert text.startswith("BROKEN: 2 problem(s)")
+    assert "\n  line 3 (seq 4): seq_mismatch: seq 4 where 3 was expected" in text
+
+
+def test_edit_with_recomputed_hash_breaks_the_next_link(written: Path) -> None:
+    content = lines(written)
+    content[4] = rehashed(content[4], data={"n": 999})
+    rewrite(written, content)
+    assert only_problem(verify_log(written)) == (6, 6, ProblemKind.PREV_MISMATCH)
+
+
+def test_deleted_line_is_found(written: Path) -> None:
+    content = lines(written)
+    del content[4]
+    rewrite(written, content)
+    result = verify_log(written)
+    assert only_problem(result) == (5, 6, ProblemKind.SEQ_MISMATCH)
+    assert {p.kind for p in result.problems if p.line == 5} == {
+        ProblemKind.SEQ_MISMATCH,
+        ProblemKind.PREV_MISMATCH,
+    }
+
+
+def test_reordered_lines_are_found(written: Path) -> None:
+    content = lines(written)
+    content[4], content[5] = content[5], content[4]
+    rewrite(written, content)
+    assert only_problem(verify_log(written)) == (5, 6, ProblemKind.SEQ_MISMATCH)
+
+
+def test_inserted_record_is_found(written: Path) -> None:
+    content = lines(written)
+    # A forger who knows the format: right seq, right prev, right hash, for line 5...
+    forged = rehashed(content[4], data={"forged": True})
+    rewrite(written, [*content[:4], forged, *content[4:]])
+    # ...still cannot make the genuine record after it follow.
+    assert only_problem(verify_log(written)) == (6, 5, ProblemKind.SEQ_MISMATCH)
+
+
+def test_garbage_line_is_found(written: Path) -> None:
+    content = lines(written)
+    content.insert(3, b"not json\n")
+    rewrite(written, content)
+    assert only_problem(verify_log(written)) == (4, None, ProblemKind.INVALID_JSON)
+
+
+def test_torn_tail_is_reported_then_cut_on_reopen(
+    written: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    good_size = written.stat().st_size
+    with written.open("ab") as handle:
+        handle.write(b'{"data":{"n":10},"event":"mi')  # a crash mid-write
+    assert only_problem(verify_log(written)) == (11, None, ProblemKind.TORN_LINE)
+
+    with caplog.at_level(logging.WARNING, logger="signer.audit"):
+        log = AuditLog(written, clock=ticking_clock())
+    assert "torn final line" in caplog.text
+    assert written.stat().st_size == good_size
+    with log:
+        assert log.append("mint", {"n": 10}).seq == 11
+    assert verify_log(written).ok
+
+
+def test_reopen_continues_the_chain(written: Path) -> None:
+    last = json.loads(lines(written)[-1])
+    with AuditLog(written, clock=ticking_clock()) as log:
+        assert (log.last_seq, log.last_hash) == (10, last["hash"])
+        record = log.append("mint", {"n": 10})
+    assert (record.seq, record.prev) == (11, last["hash"])
+    result = verify_log(written)
+    assert result.ok
+    assert result.last_seq == 11
+
+
+def test_refuses_to_append_after_a_broken_last_record(written: Path) -> None:
+    content = lines(written)
+    content[-1] = content[-1].replace(b'"n":9', b'"n":8')
+    rewrite(written, content)
+    with pytest.raises(AuditError, match="broken last record"):
+        AuditLog(written)
+
+
+def test_one_writer_per_file(log_path: Path) -> None:
+    with AuditLog(log_path), pytest.raises(AuditError, match="already open"):
+        AuditLog(log_path)
+    with AuditLog(log_path) as log:  # released on close
+        log.append("start")
+
+
+def test_closed_log_refuses_appends(log_path: Path) -> None:
+    log = AuditLog(log_path)
+    log.close()
+    with pytest.raises(AuditError, match="closed"):
+        log.append("mint")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"token": "x"},
+        {"subject_token": "x"},
+        {"Access-Token": "x"},
+        {"share": "x"},
+        {"key_share": "x"},
+        {"nonce": "x"},
+        {"secret": "x"},
+        {"client_secret": "x"},
+        {"private_key": "x"},
+        {"private_key_pem": "x"},
+        {"pin": "1234"},
+        {"outer": {"inner": [{"token": "x"}]}},
+        {"credential": "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"},  # a JWT under any name
+        {"blob": "-----BEGIN PRIVATE KEY-----\nMC4=\n-----END PRIVATE KEY-----"},
+    ],
+)
+def test_secrets_are_refused(log_path: Path, data: dict[str, object]) -> None:
+    with AuditLog(log_path) as log:
+        with pytest.raises(AuditError, match=r"refusing a secret|looks like a token"):
+            log.append("mint", data)
+        assert log.last_seq == 0
+    assert log_path.read_bytes() == b""
+
+
+def test_references_to_secrets_are_allowed(log_path: Path) -> None:
+    with AuditLog(log_path) as log:
+        record = log.append(
+            "mint",
+            {"token_ref": token_ref("eyJ.x.y"), "share_index": 2, "nonce_count": 3, "spin": 1},
+        )
+    assert record.data["token_ref"] == "sha256:" + hashlib.sha256(b"eyJ.x.y").hexdigest()[:16]
+
+
+def test_token_ref_of_bytes_and_str_agree() -> None:
+    assert token_ref(b"abc") == token_ref("abc") == "sha256:ba7816bf8f01cfea"
+
+
+@pytest.mark.parametrize(
+    ("event", "data"),
+    [("", {}), ("two words", {}), ("mint", {"x": float("nan")}), ("mint", {"x": object()})],
+)
+def test_bad_events_and_data_are_refused(
+    log_path: Path, event: str, data: dict[str, object]
+) -> None:
+    with AuditLog(log_path) as log, pytest.raises(AuditError):
+        log.append(event, data)
+
+
+def test_concurrent_appends_keep_one_chain(log_path: Path) -> None:
+    with AuditLog(log_path) as log:
+
+        def worker(n: int) -> None:
+            for i in range(40):
+                log.append("mint", {"thread": n, "i": i})
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    result = verify_log(log_path)
+    assert result.ok, result.problems
+    assert result.records == result.last_seq == 320
+
+
+def test_failed_write_is_an_error_and_stops_the_log(
+    log_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with AuditLog(log_path) as log:
+        log.append("start")
+
+        def disk_full(fd: int, data: bytes) -> int:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(os, "write", disk_full)
+        with pytest.raises(AuditError, match="No space left"):
+            log.append("mint")
+        monkeypatch.undo()
+        with pytest.raises(AuditError, match="an earlier write failed"):
+            log.append("mint")
+    result = verify_log(log_path)
+    assert result.ok
+    assert result.last_seq == 1
+
+
+def test_async_wrapper_appends(log_path: Path) -> None:
+    async def main() -> None:
+        with AuditLog(log_path) as log:
+            writer = AsyncAuditLog(log)
+            await asyncio.gather(*(writer.append("mint", {"i": i}) for i in range(5)))
+
+    asyncio.run(main())
+    assert verify_log(log_path).last_seq == 5
+
+
+def test_verify_unreadable_path_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(AuditError, match="cannot read"):
+        verify_log(tmp_path / "absent.jsonl")
+
+
+def test_empty_log_verifies(log_path: Path) -> None:
+    log_path.write_bytes(b"")
+    assert verify_log(log_path) == VerifyResult(0, 0, GENESIS_HASH, ())
