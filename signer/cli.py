@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("path")
     audit.set_defaults(handler=_audit_verify)
 
+    from signer.ceremony.cli import add_commands
+
+    add_commands(sub)
+
     return parser
 
 

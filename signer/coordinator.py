@@ -101,7 +101,7 @@ class CoordinatorSettings:
     attempt_timeout: float = 0.5  # one round trip; a signer slower than this is set aside
     pool_target: int = 64  # commitments to hold per signer
     refill_below: int = 24
-    refill_batch: int = 16  # small batches keep each signer's event loop responsive
+    refill_batch: int = 32  # small batches keep each signer's event loop responsive
     announce: bool = True  # let peers validate commitments before they are used
     commitment_margin: float = 30.0  # drop commitments this long before the signer expires them
     backoff_base: float = 0.5
@@ -154,6 +154,7 @@ class Coordinator:
                 channel,
             )
         self._closed = False
+        self._refilled = asyncio.Event()
 
     @property
     def package(self) -> PublicKeyPackage:
@@ -243,6 +244,12 @@ class Coordinator:
         while True:
             now = self._clock()
             chosen = self._choose(t, now, exclude=refusals.keys())
+            if chosen is None and self._count_up(now, refusals.keys()) >= t and now < deadline:
+                # Enough signers are up, their pools are just empty: wait for a refill.
+                self._refilled.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._refilled.wait(), deadline - now)
+                continue
             if chosen is None:
                 if refusals:
                     raise SigningRefused(refusals)
@@ -332,6 +339,11 @@ class Coordinator:
         usable.sort(key=lambda m: m.latency * (1 + 0.5 * self._rng.random()))
         return usable[:t]
 
+    def _count_up(self, now: float, exclude: Collection[int]) -> int:
+        return sum(
+            1 for m in self._members.values() if m.down_until <= now and m.identifier not in exclude
+        )
+
     def _count_usable(self, now: float, exclude: Collection[int]) -> int:
         return sum(
             1
@@ -408,6 +420,7 @@ class Coordinator:
             member.boot_id = response.boot_id
             expires = self._clock() + response.ttl_seconds - settings.commitment_margin
             member.pool.extend((c, expires) for c in fresh)
+            self._refilled.set()
             COMMITMENT_POOL.labels(member.label).set(len(member.pool))
             self._mark_up(member)
             if settings.announce:

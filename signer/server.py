@@ -18,7 +18,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from signer.audit import AuditLog
+from signer.audit import AsyncAuditLog, AuditLog
+from signer.ceremony import CeremonyServicer, add_to_server
 from signer.devca import TlsFiles, signer_name, spiffe_id, tls_files
 from signer.errors import SignerError
 from signer.frost import KeyShare, PublicKeyPackage
@@ -154,7 +155,7 @@ async def serve(
         max_ttl=settings.max_ttl_seconds,
     )
     settings.audit_log.parent.mkdir(parents=True, exist_ok=True)
-    audit = AuditLog(settings.audit_log)
+    audit = AsyncAuditLog(AuditLog(settings.audit_log))
     service = SignerService(
         key_state=key_state,
         guard=guard,
@@ -185,7 +186,14 @@ async def serve(
 
 def _add_ceremony(server: grpc.aio.Server, settings: SignerSettings, key_state: KeyState) -> None:
     """Ceremonies (DKG, refresh, reshare) are served beside signing, from the same key state."""
-    # Wired in once the ceremony service lands (signer/ceremony/service.py).
+    servicer = CeremonyServicer(
+        identifier=settings.identifier,
+        key_state=key_state,
+        tls_files=settings.tls,
+        trusted_driver=settings.coordinator_id,
+        ca_pem=settings.tls.ca.read_bytes(),
+    )
+    add_to_server(servicer, server)
 
 
 def _required(env: Mapping[str, str], name: str) -> str:

@@ -42,7 +42,7 @@ class MessageGuard(Protocol):
 
 
 class AuditSink(Protocol):
-    def append(self, event: str, data: dict[str, object]) -> object: ...
+    async def append(self, event: str, data: dict[str, object]) -> object: ...
 
 
 class SignerService(signer_pb2_grpc.SignerServicer):
@@ -135,11 +135,17 @@ class SignerService(signer_pb2_grpc.SignerServicer):
             accepted = self._guard.check(request.message, evidence)
         except GuardRefusal as refusal:
             return await self._refuse(context, request, f"guard:{refusal.rule}", refusal.detail)
+        except Exception as exc:  # a faulty evidence checker refuses: fail closed, on the record
+            log.exception("evidence checker fault on request %s", request.request_id)
+            return await self._refuse(
+                context, request, "guard:checker_fault", f"{type(exc).__name__} in the guard"
+            )
         try:
             share = sign(key.share, nonces, request.message, commitment_list)
         except FrostError as exc:
             return await self._refuse(context, request, "bad_commitment_list", str(exc))
-        self._audit.append(
+        # Durable before the share leaves: every released share has its record.
+        await self._audit.append(
             "signature_share",
             {
                 "request_id": request.request_id,
@@ -167,7 +173,7 @@ class SignerService(signer_pb2_grpc.SignerServicer):
         code: grpc.StatusCode = grpc.StatusCode.PERMISSION_DENIED,
     ) -> signer_pb2.SignResponse:
         log.warning("refused request %s: %s: %s", request.request_id, rule, detail)
-        self._audit.append(
+        await self._audit.append(
             "refusal",
             {
                 "request_id": request.request_id,

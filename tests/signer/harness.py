@@ -93,38 +93,52 @@ class SignerProcess:
 class SignerCluster:
     """n signer processes holding dealer shares of one t-of-n key."""
 
-    def __init__(self, directory: Path, t: int, n: int, *, faulty: Iterable[int] = ()) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        t: int,
+        n: int,
+        *,
+        faulty: Iterable[int] = (),
+        dealer: bool = True,
+        spare: int = 0,
+    ) -> None:
+        """n signers holding dealer shares (or no key when `dealer` is False, awaiting a DKG),
+        plus `spare` keyless ones with certificates, for resharing onto."""
         self.directory = directory
-        self.shares: list[KeyShare]
-        self.shares, self.package, _ = trusted_dealer_keygen(t, n)
-        self.pki = make_dev_pki(directory / "pki", list(range(1, n + 1)))
+        self.shares: list[KeyShare] = []
+        self.package: PublicKeyPackage | None = None
+        if dealer:
+            self.shares, self.package, _ = trusted_dealer_keygen(t, n)
+        self.pki = make_dev_pki(directory / "pki", list(range(1, n + spare + 1)))
         self.coordinator_tls: TlsFiles = tls_files(directory / "pki", "coordinator")
         faulty = set(faulty)
+        shares = {s.identifier: s for s in self.shares}
         self.signers = {
-            s.identifier: self._prepare(s, self.package, s.identifier in faulty)
-            for s in self.shares
+            i: self._prepare(i, shares.get(i), i in faulty) for i in range(1, n + spare + 1)
         }
 
-    def _prepare(self, share: KeyShare, package: PublicKeyPackage, faulty: bool) -> SignerProcess:
-        state = self.directory / f"signer-{share.identifier}"
+    def _prepare(self, identifier: int, share: KeyShare | None, faulty: bool) -> SignerProcess:
+        state = self.directory / f"signer-{identifier}"
         state.mkdir(parents=True)
-        vault = SealedFileVault(PASSPHRASE, label=f"signer-{share.identifier}")
-        store_share(vault, encode_key_share(share), state / "share.sealed")
-        (state / "share.sealed.pub").write_bytes(encode_public_key_package(package))
+        if share is not None and self.package is not None:
+            vault = SealedFileVault(PASSPHRASE, label=f"signer-{identifier}")
+            store_share(vault, encode_key_share(share), state / "share.sealed")
+            (state / "share.sealed.pub").write_bytes(encode_public_key_package(self.package))
         env = {
             **os.environ,
             "PYTHONPATH": str(REPO),
-            "KEYMINT_SIGNER_ID": str(share.identifier),
+            "KEYMINT_SIGNER_ID": str(identifier),
             "KEYMINT_SIGNER_STATE_DIR": str(state),
             "KEYMINT_TLS_DIR": str(self.directory / "pki"),
             "KEYMINT_ISSUER": ISSUER,
             "KEYMINT_EVIDENCE_CHECKER": "tests.signer.evidence:factory",
             "KEYMINT_VAULT": "sealed-file",
-            "KEYMINT_VAULT_LABEL": f"signer-{share.identifier}",
+            "KEYMINT_VAULT_LABEL": f"signer-{identifier}",
             "KEYMINT_VAULT_PASSPHRASE": PASSPHRASE,
         }
         module = "tests.signer.faulty_signer" if faulty else "signer.cli"
-        return SignerProcess(share.identifier, env, module, log=state / "stderr.log")
+        return SignerProcess(identifier, env, module, log=state / "stderr.log")
 
     def start(self) -> None:
         for process in self.signers.values():
@@ -134,8 +148,14 @@ class SignerCluster:
         for process in self.signers.values():
             process.stop()
 
-    def endpoints(self) -> list[SignerEndpoint]:
-        return [SignerEndpoint(i, p.address) for i, p in sorted(self.signers.items())]
+    def endpoints(self, ids: Iterable[int] | None = None) -> list[SignerEndpoint]:
+        chosen = set(self.signers) if ids is None else set(ids)
+        return [
+            SignerEndpoint(i, p.address) for i, p in sorted(self.signers.items()) if i in chosen
+        ]
+
+    def addresses(self, ids: Iterable[int]) -> dict[int, str]:
+        return {i: self.signers[i].address for i in ids}
 
 
 def token_message(

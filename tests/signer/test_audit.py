@@ -314,3 +314,31 @@ def test_verify_unreadable_path_is_an_error(tmp_path: Path) -> None:
 def test_empty_log_verifies(log_path: Path) -> None:
     log_path.write_bytes(b"")
     assert verify_log(log_path) == VerifyResult(0, 0, GENESIS_HASH, ())
+
+
+def test_async_appends_share_fsyncs_and_keep_the_chain(tmp_path: Path) -> None:
+    from signer.audit import AsyncAuditLog
+
+    log = AuditLog(tmp_path / "group.jsonl")
+    batches: list[int] = []
+    original = log.append_batch
+
+    def counting(entries):  # type: ignore[no-untyped-def]
+        batches.append(len(entries))
+        return original(entries)
+
+    log.append_batch = counting  # type: ignore[method-assign]
+    writer = AsyncAuditLog(log)
+
+    async def run() -> list[int]:
+        records = await asyncio.gather(
+            *(writer.append("signature_share", {"n": i}) for i in range(200))
+        )
+        return [r.seq for r in records]
+
+    seqs = asyncio.run(run())
+    log.close()
+    assert sorted(seqs) == list(range(1, 201))
+    assert sum(batches) == 200
+    assert len(batches) < 200  # concurrent appends were grouped under fewer fsyncs
+    assert verify_log(tmp_path / "group.jsonl").ok
