@@ -3,12 +3,13 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := swig libpcsclite-dev pcscd softhsm2 opensc redis-server
+APT_PACKAGES := swig libpcsclite-dev pcscd softhsm2 opensc redis-server nodejs
 STAMP := $(VENV)/.installed
+NODE_STAMP := tests/interop/node_modules/.installed
 
 .PHONY: setup apt test lint typecheck unit demo bench bench-frost bench-sign bench-check bench-e2e clean
 
-setup: apt $(STAMP)
+setup: apt $(STAMP) $(NODE_STAMP)
 
 # Debian packages: pyscard (yubikey-manager) builds against PC/SC, the vault tests use SoftHSM2,
 # the shared-cache tests start a real redis-server.
@@ -29,6 +30,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[all,dev]'
 	touch $(STAMP)
 
+# jose (panva) is the independent JWT verifier of the interop tests.
+$(NODE_STAMP): tests/interop/package.json tests/interop/package-lock.json
+	npm ci --prefix tests/interop --no-audit --no-fund --silent
+	touch $(NODE_STAMP)
+
 lint: setup
 	$(VENV)/bin/ruff check signer extauthz tests benchmarks
 	$(VENV)/bin/ruff format --check signer extauthz tests benchmarks
@@ -44,10 +50,16 @@ test: lint typecheck unit
 demo: setup
 	$(PY) -m signer.demo
 
-bench: bench-frost
+bench: bench-frost bench-sign bench-check
 
 bench-frost: setup
 	$(PY) benchmarks/bench_frost.py
+
+bench-sign: setup
+	$(PY) benchmarks/bench_sign.py
+
+bench-check: setup
+	$(PY) benchmarks/bench_check.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

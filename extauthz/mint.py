@@ -84,12 +84,9 @@ class Minter:
     def cache(self) -> TokenCache:
         return self._cache
 
-    async def cached(self, identity: Identity, grant: Grant) -> MintedToken | None:
-        key = cache_key(identity.credential_hash, grant.audience, grant.scopes)
-        token = await self._cache.get(key)
-        if token is not None and token.fresh_at(self._clock(), self._settings.remint_fraction):
-            return token
-        return None
+    async def forget(self, identity: Identity, grant: Grant) -> None:
+        """Drop the cached token (e.g. its jti was revoked), so the next call mints afresh."""
+        await self._cache.delete(cache_key(identity.credential_hash, grant.audience, grant.scopes))
 
     async def mint(
         self, identity: Identity, grant: Grant, route: Route

@@ -22,10 +22,11 @@ quoted and truncated.
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, Protocol
@@ -245,7 +246,7 @@ class EvidenceChecker(Protocol):
         requested_audience: str,
         requested_scopes: tuple[str, ...],
         now: float,
-    ) -> EvidenceDecision: ...
+    ) -> EvidenceDecision | Awaitable[EvidenceDecision]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,6 +301,28 @@ class Guard:
         self, message: bytes, evidence: GuardEvidence | None, *, now: float
     ) -> AcceptedToken:
         """`check` as of the instant `now` (unix seconds)."""
+        claims, raw_claims, present = self._before_evidence(message, evidence, now)
+        decision = self._checker.check(
+            present, requested_audience=claims.aud, requested_scopes=claims.scopes, now=now
+        )
+        if inspect.isawaitable(decision):
+            raise TypeError("this evidence checker is asynchronous: use check_async")
+        return self._after_evidence(claims, raw_claims, present, decision)
+
+    async def check_async(self, message: bytes, evidence: GuardEvidence | None) -> AcceptedToken:
+        """`check` for evidence checkers whose `check` is a coroutine (they may fetch keys)."""
+        now = self._clock()
+        claims, raw_claims, present = self._before_evidence(message, evidence, now)
+        decision = self._checker.check(
+            present, requested_audience=claims.aud, requested_scopes=claims.scopes, now=now
+        )
+        if inspect.isawaitable(decision):
+            decision = await decision
+        return self._after_evidence(claims, raw_claims, present, decision)
+
+    def _before_evidence(
+        self, message: bytes, evidence: GuardEvidence | None, now: float
+    ) -> tuple[_Claims, Mapping[str, Any], GuardEvidence]:
         if not math.isfinite(now):
             # NaN compares false with everything, which would switch every time rule off.
             raise ValueError(f"the guard's clock gave {now!r}")
@@ -307,13 +330,15 @@ class Guard:
         _check_header(header, self._limits.kid)
         claims = _typed_claims(raw_claims, self._limits.required_claims)
         self._check_lifetime(claims, now)
-        evidence = _present(evidence)
-        decision = self._checker.check(
-            evidence,
-            requested_audience=claims.aud,
-            requested_scopes=claims.scopes,
-            now=now,
-        )
+        return claims, raw_claims, _present(evidence)
+
+    def _after_evidence(
+        self,
+        claims: _Claims,
+        raw_claims: Mapping[str, Any],
+        evidence: GuardEvidence,
+        decision: EvidenceDecision,
+    ) -> AcceptedToken:
         _check_grant(claims, decision)
         _check_binding(claims, raw_claims, evidence, decision)
         allowed = self._limits.required_claims | {"cnf"} | set(decision.provenance)

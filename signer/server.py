@@ -94,7 +94,7 @@ class KeyedGuard:
         self._max_ttl = max_ttl
         self._guard: Guard | None = None
 
-    def check(self, message: bytes, evidence: GuardEvidence | None) -> AcceptedToken:
+    async def check(self, message: bytes, evidence: GuardEvidence | None) -> AcceptedToken:
         key = self._keys.current
         guard = self._guard
         if guard is None or guard.limits.kid != key.kid:
@@ -102,7 +102,7 @@ class KeyedGuard:
                 key.package.group_public_key, issuer=self._issuer, max_ttl_seconds=self._max_ttl
             )
             guard = self._guard = Guard(limits=limits, evidence_checker=self._checker)
-        return guard.check(message, evidence)
+        return await guard.check_async(message, evidence)
 
 
 def load_evidence_checker(spec: str, env: Mapping[str, str]) -> EvidenceChecker:

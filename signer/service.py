@@ -38,7 +38,7 @@ MAX_BATCH = 256
 
 
 class MessageGuard(Protocol):
-    def check(self, message: bytes, evidence: GuardEvidence | None) -> object: ...
+    async def check(self, message: bytes, evidence: GuardEvidence | None) -> object: ...
 
 
 class AuditSink(Protocol):
@@ -132,7 +132,7 @@ class SignerService(signer_pb2_grpc.SignerServicer):
             GuardEvidence.from_message(request.evidence) if request.HasField("evidence") else None
         )
         try:
-            accepted = self._guard.check(request.message, evidence)
+            accepted = await self._guard.check(request.message, evidence)
         except GuardRefusal as refusal:
             return await self._refuse(context, request, f"guard:{refusal.rule}", refusal.detail)
         except Exception as exc:  # a faulty evidence checker refuses: fail closed, on the record

@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NoReturn
+from urllib.parse import urlsplit
 
 from extauthz.policy.model import (
     AudienceRoute,
@@ -306,10 +307,16 @@ def _match(node: _Node, binding: str) -> SpiffeMatch | GithubMatch:
     if kind == "github_actions":
         fields = node.fields(required=("kind", "issuer", "claims"))
         issuer = fields["issuer"].string()
-        if not issuer.startswith("https://"):
-            fields["issuer"].fail("an OIDC issuer is an https:// URL")
+        if not (issuer.startswith("https://") or _is_loopback_http(issuer)):
+            fields["issuer"].fail("an OIDC issuer is an https:// URL (http only on loopback)")
         return _github_match(issuer, fields["claims"], binding)
     _Node(kind, _join(node.path, "kind")).fail("expected 'spiffe' or 'github_actions'")
+
+
+def _is_loopback_http(issuer: str) -> bool:
+    """A local development or test issuer; the gateway fetches it only with http allowed."""
+    host = urlsplit(issuer).hostname if issuer.startswith("http://") else None
+    return host in ("127.0.0.1", "localhost", "::1")
 
 
 def _spiffe_pattern(node: _Node) -> SpiffePattern:

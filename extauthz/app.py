@@ -1,0 +1,207 @@
+"""The composition root: settings in, a running gateway out (gRPC Check and the HTTP edge).
+
+Everything is built once at start from `GatewaySettings`; nothing below reads the environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from extauthz.config import GatewaySettings
+from extauthz.identity import (
+    GitHubOidcVerifier,
+    JwksSettings,
+    TrustBundle,
+    TrustedProxies,
+    X509Verifier,
+    XfccIdentifier,
+)
+from extauthz.limits import RateLimiter, Revocations
+from extauthz.mint import Minter, MintSettings
+from extauthz.pipeline import Identifier, Pipeline
+from extauthz.policy import Limits, PolicyEngine, PolicyStore, RegoPolicy, parse_policy
+from extauthz.policy.model import Policy
+from extauthz.tokencache import TokenCache
+from signer.audit import AsyncAuditLog, AuditLog
+from signer.coordinator import Coordinator, SignerEndpoint
+from signer.devca import tls_files
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Gateway:
+    settings: GatewaySettings
+    coordinator: Coordinator
+    pipeline: Pipeline
+    policy: PolicyStore[Policy]
+    rego: PolicyStore[RegoPolicy] | None
+    session: aiohttp.ClientSession
+    audit: AsyncAuditLog
+    token_cache: TokenCache
+    started_at: float = field(default_factory=time.time)
+
+    @property
+    def group_public_key(self) -> bytes:
+        return self.coordinator.package.group_public_key
+
+    def ready(self) -> bool:
+        return self.coordinator.ready()
+
+    async def close(self) -> None:
+        await self.coordinator.close()
+        await self.session.close()
+        await self.token_cache.close()
+        self.audit.log.close()
+
+
+def build_identifier(
+    settings: GatewaySettings, session: aiohttp.ClientSession, clock: Callable[[], float]
+) -> Identifier:
+    oidc = None
+    if settings.oidc_issuers:
+        oidc = GitHubOidcVerifier.for_issuers(
+            settings.oidc_issuers,
+            audiences=settings.oidc_audiences,
+            session=session,
+            jwks_settings=JwksSettings(insecure_allow_http=settings.oidc_allow_http),
+            max_token_age_seconds=settings.oidc_max_token_age,
+            clock=clock,
+        )
+    bundles = [
+        TrustBundle.from_pem(domain, path.read_bytes())
+        for domain, path in sorted(settings.spiffe_bundles.items())
+    ]
+    certificates = None
+    xfcc = None
+    if bundles or settings.trust_envoy_principal:
+        certificates = X509Verifier(
+            spiffe_bundles=bundles,
+            trust_envoy_principal=settings.trust_envoy_principal,
+            clock=clock,
+        )
+        if settings.trusted_proxies:
+            xfcc = XfccIdentifier(
+                trusted_proxies=TrustedProxies.parse(settings.trusted_proxies),
+                certificates=certificates,
+            )
+    return Identifier(oidc=oidc, certificates=certificates, xfcc=xfcc)
+
+
+def build_policy_engine(
+    settings: GatewaySettings, on_reload: Callable[[], None] = lambda: None
+) -> tuple[PolicyEngine, PolicyStore[Policy], PolicyStore[RegoPolicy] | None]:
+    policy = PolicyStore(
+        settings.policy_file,
+        load=lambda content, source: parse_policy(content, source),
+        on_reload=lambda _result: on_reload(),
+    )
+    rego = (
+        PolicyStore(settings.rego_file, load=RegoPolicy.loader("data.keymint.authz"))
+        if settings.rego_file
+        else None
+    )
+    engine = PolicyEngine(
+        limits=Limits(settings.allowed_scopes, settings.default_ttl_seconds),
+        policy=policy,
+        rego=rego,
+    )
+    return engine, policy, rego
+
+
+async def build_gateway(
+    settings: GatewaySettings, *, clock: Callable[[], float] = time.time
+) -> Gateway:
+    session = aiohttp.ClientSession()
+    coordinator = Coordinator(
+        endpoints=[SignerEndpoint(s.identifier, s.address) for s in settings.signers],
+        tls=tls_files(settings.tls_dir, "coordinator"),
+    )
+    await coordinator.start()
+    package = coordinator.package
+    if package.min_participants != settings.frost_t:
+        log.warning(
+            "FROST_T is %d but the signers' key needs %d; the key wins",
+            settings.frost_t,
+            package.min_participants,
+        )
+    resets: list[Callable[[], None]] = []
+
+    def reset_all() -> None:
+        for reset in resets:
+            reset()
+
+    engine, policy, rego = build_policy_engine(settings, reset_all)
+    token_cache = TokenCache.redis(settings.redis_url) if settings.redis_url else TokenCache()
+    minter = Minter(
+        settings=MintSettings(
+            issuer=settings.issuer,
+            default_ttl_seconds=settings.default_ttl_seconds,
+            sign_timeout=settings.sign_timeout,
+        ),
+        signer=coordinator,
+        group_public_key=lambda: coordinator.package.group_public_key,
+        cache=token_cache,
+        clock=clock,
+    )
+    settings.audit_log.parent.mkdir(parents=True, exist_ok=True)
+    audit = AsyncAuditLog(AuditLog(settings.audit_log, clock=clock))
+    pipeline = Pipeline(
+        identifier=build_identifier(settings, session, clock),
+        engine=engine,
+        minter=minter,
+        revocations=Revocations(clock=clock),
+        rate_limiter=RateLimiter(
+            rate_per_second=settings.rate_per_second, burst=settings.rate_burst
+        ),
+        audit=audit,
+        clock=clock,
+    )
+    resets.append(pipeline.hot.clear)  # a new policy must not be bypassed by cached decisions
+    return Gateway(settings, coordinator, pipeline, policy, rego, session, audit, token_cache)
+
+
+async def serve(
+    settings: GatewaySettings,
+    *,
+    started: Callable[[int, int], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    from extauthz.grpc_edge import set_serving, start_grpc
+    from extauthz.http_edge import start_http
+
+    gateway = await build_gateway(settings)
+    grpc_server, grpc_port, health_servicer = await start_grpc(
+        gateway.pipeline, settings.grpc_listen
+    )
+    http_runner, http_port = await start_http(gateway, settings.http_listen)
+    await set_serving(health_servicer, True)
+    watchers = [asyncio.create_task(gateway.policy.watch())]
+    if gateway.rego is not None:
+        watchers.append(asyncio.create_task(gateway.rego.watch()))
+    log.info("gateway serving: gRPC port %d, HTTP port %d", grpc_port, http_port)
+    if started is not None:
+        started(grpc_port, http_port)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await set_serving(health_servicer, False)
+        for task in watchers:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await grpc_server.stop(grace=1.0)
+        await http_runner.cleanup()
+        await gateway.close()

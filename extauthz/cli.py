@@ -1,0 +1,106 @@
+"""`extauthz`: run the gateway, exchange a CI job's OIDC token, verify tokens and audit logs.
+
+    extauthz serve                    # settings from the environment (extauthz.config)
+    extauthz exchange --audience AUD --token-url https://keymint.example/token [--export-env]
+    extauthz verify --jwks URL --issuer ISS --audience AUD TOKEN|-
+    extauthz audit verify PATH
+
+Exit codes: 0 done; 1 a check said no (token refused, audit chain broken); 2 the command could
+not run (bad settings or arguments, a server refused or was unreachable), with a message on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from extauthz import exchange_client, offline_verify
+from extauthz.errors import ExtAuthzError
+
+READY_LINE = "keymint-gateway ready grpc_port={grpc_port} http_port={http_port}"
+
+
+class CommandError(ExtAuthzError):
+    """A command failed for a reason outside the gateway package (e.g. an unreadable file)."""
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from extauthz import app  # the gateway's dependencies load only for this command
+    from extauthz.config import GatewaySettings
+
+    settings = GatewaySettings.from_env(os.environ)
+
+    def announce(grpc_port: int, http_port: int) -> None:
+        # One machine-readable line for supervisors and tests that start the gateway on port 0.
+        print(READY_LINE.format(grpc_port=grpc_port, http_port=http_port), flush=True)
+
+    asyncio.run(app.serve(settings, started=announce))
+    return 0
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    from signer.audit import AuditError, verify_log
+
+    try:
+        result = verify_log(args.path)
+    except AuditError as exc:
+        raise CommandError(str(exc)) from None
+    print(result)
+    if result.first_problem is not None:
+        print(f"{args.path}: first problem at {result.first_problem}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="extauthz",
+        description=(__doc__ or "").split("\n\n")[0],
+        epilog="exit codes: 0 done, 1 a check said no, 2 the command could not run",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the gateway (gRPC ext_authz and HTTP), configured by the environment",
+        description="Run the gateway. Prints 'keymint-gateway ready grpc_port=N http_port=M' "
+        "once both listeners are up.",
+    )
+    serve.set_defaults(handler=_serve)
+
+    exchange_client.add_command(commands)
+    offline_verify.add_command(commands)
+
+    audit = commands.add_parser("audit", help="audit-log tools")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True, metavar="COMMAND")
+    audit_verify = audit_commands.add_parser(
+        "verify", help="check an audit log's hash chain", description="check an audit log"
+    )
+    audit_verify.add_argument("path", type=Path, help="the audit log (JSON lines)")
+    audit_verify.set_defaults(handler=_audit_verify)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        code: int = args.handler(args)
+    except ExtAuthzError as exc:
+        print(f"extauthz {args.command}: {exc}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""Gateway settings: read from the environment once, at start, into typed and validated values.
+
+Every problem names the variable it came from. Names follow the design notes operators know:
+TOKEN_DEFAULT_TTL_SECONDS, ALLOWED_SCOPES, POLICY_FILE, FROST_N / FROST_T.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from extauthz.errors import ExtAuthzError
+from extauthz.identity import GITHUB_ISSUER
+
+
+class SettingsError(ExtAuthzError):
+    def __init__(self, variable: str, problem: str) -> None:
+        self.variable = variable
+        self.problem = problem
+        super().__init__(f"{variable}: {problem}")
+
+
+@dataclass(frozen=True, slots=True)
+class SignerAddress:
+    identifier: int
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    issuer: str
+    default_ttl_seconds: int
+    allowed_scopes: frozenset[str]
+    policy_file: Path
+    rego_file: Path | None
+    frost_n: int
+    frost_t: int
+    signers: tuple[SignerAddress, ...]
+    tls_dir: Path
+    grpc_listen: str
+    http_listen: str
+    oidc_issuers: tuple[str, ...]
+    oidc_audiences: tuple[str, ...]
+    oidc_max_token_age: int
+    oidc_allow_http: bool
+    spiffe_bundles: Mapping[str, Path]
+    trusted_proxies: tuple[str, ...]
+    trust_envoy_principal: bool
+    redis_url: str | None
+    audit_log: Path
+    admin_token_sha256: str | None
+    rate_per_second: float
+    rate_burst: int
+    sign_timeout: float
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> GatewaySettings:
+        n = _int(env, "FROST_N", 3)
+        t = _int(env, "FROST_T", 2)
+        if not 2 <= t <= n:
+            raise SettingsError("FROST_T", f"{t} must be between 2 and FROST_N ({n})")
+        signers = _signers(env.get("KEYMINT_SIGNERS", ""))
+        if signers and len(signers) != n:
+            raise SettingsError("KEYMINT_SIGNERS", f"lists {len(signers)} signers, FROST_N is {n}")
+        issuers = tuple(_list(env.get("KEYMINT_OIDC_ISSUERS", GITHUB_ISSUER)))
+        audiences = tuple(_list(env.get("KEYMINT_OIDC_AUDIENCES", "")))
+        if issuers and not audiences:
+            raise SettingsError(
+                "KEYMINT_OIDC_AUDIENCES",
+                "is required when OIDC issuers are configured (GitHub's default audience is "
+                "never accepted)",
+            )
+        admin = env.get("KEYMINT_ADMIN_TOKEN_SHA256", "").strip().lower() or None
+        if admin is not None and (
+            len(admin) != 64 or any(c not in "0123456789abcdef" for c in admin)
+        ):
+            raise SettingsError("KEYMINT_ADMIN_TOKEN_SHA256", "must be 64 hex characters")
+        rego = env.get("REGO_FILE", "").strip()
+        return cls(
+            issuer=_required(env, "KEYMINT_ISSUER"),
+            default_ttl_seconds=_int(env, "TOKEN_DEFAULT_TTL_SECONDS", 900),
+            allowed_scopes=frozenset(_list(env.get("ALLOWED_SCOPES", ""))),
+            policy_file=Path(_required(env, "POLICY_FILE")),
+            rego_file=Path(rego) if rego else None,
+            frost_n=n,
+            frost_t=t,
+            signers=signers,
+            tls_dir=Path(env.get("KEYMINT_TLS_DIR", "./state/pki")),
+            grpc_listen=env.get("KEYMINT_GRPC_LISTEN", "127.0.0.1:9001"),
+            http_listen=env.get("KEYMINT_HTTP_LISTEN", "127.0.0.1:8080"),
+            oidc_issuers=issuers,
+            oidc_audiences=audiences,
+            oidc_max_token_age=_int(env, "KEYMINT_OIDC_MAX_TOKEN_AGE_SECONDS", 600),
+            oidc_allow_http=_bool(env, "KEYMINT_OIDC_ALLOW_HTTP", False),
+            spiffe_bundles=_bundles(env.get("KEYMINT_SPIFFE_BUNDLES", "")),
+            trusted_proxies=tuple(_list(env.get("KEYMINT_TRUSTED_PROXIES", ""))),
+            trust_envoy_principal=_bool(env, "KEYMINT_TRUST_ENVOY_PRINCIPAL", False),
+            redis_url=env.get("KEYMINT_REDIS_URL", "").strip() or None,
+            audit_log=Path(env.get("KEYMINT_AUDIT_LOG", "./state/gateway-audit.jsonl")),
+            admin_token_sha256=admin,
+            rate_per_second=_float(env, "KEYMINT_RATE_PER_SECOND", 50.0),
+            rate_burst=_int(env, "KEYMINT_RATE_BURST", 100),
+            sign_timeout=_float(env, "KEYMINT_SIGN_TIMEOUT_SECONDS", 2.0),
+        )
+
+
+def _required(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise SettingsError(name, "is required")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(name, f"{raw!r} is not an integer") from None
+    if value <= 0:
+        raise SettingsError(name, f"{value} must be positive")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(name, f"{raw!r} is not a number") from None
+    if not value > 0:
+        raise SettingsError(name, f"{raw} must be positive")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(name, f"{raw!r} is not a boolean (true/false)")
+
+
+def _list(raw: str) -> list[str]:
+    return [item for item in raw.replace(",", " ").split() if item]
+
+
+def _signers(raw: str) -> tuple[SignerAddress, ...]:
+    signers = []
+    for item in _list(raw):
+        identifier, sep, address = item.partition("=")
+        if not sep or not identifier.isdigit() or ":" not in address:
+            raise SettingsError("KEYMINT_SIGNERS", f"{item!r} is not ID=HOST:PORT")
+        signers.append(SignerAddress(int(identifier), address))
+    if len({s.identifier for s in signers}) != len(signers):
+        raise SettingsError("KEYMINT_SIGNERS", "repeats a signer identifier")
+    return tuple(signers)
+
+
+def _bundles(raw: str) -> dict[str, Path]:
+    bundles = {}
+    for item in _list(raw):
+        domain, sep, path = item.partition("=")
+        if not sep or not domain or not path:
+            raise SettingsError("KEYMINT_SPIFFE_BUNDLES", f"{item!r} is not TRUST_DOMAIN=PATH")
+        bundles[domain] = Path(path)
+    return bundles

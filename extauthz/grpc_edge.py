@@ -1,0 +1,69 @@
+"""The gRPC edge: Envoy's Authorization/Check, health and reflection. Thin by design.
+
+Denials are CheckResponses, never gRPC errors; the pipeline already turns anything unexpected into
+a denial, and this edge adds one last net so not even a bug escapes as a gRPC error.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from extauthz.decision import Deny
+from extauthz.pipeline import Pipeline
+from extauthz.respond import to_check_response
+
+log = logging.getLogger(__name__)
+
+SERVICE = "envoy.service.auth.v3.Authorization"
+
+
+class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
+    def __init__(self, pipeline: Pipeline) -> None:
+        self._pipeline = pipeline
+
+    async def Check(
+        self, request: CheckRequest, context: grpc.aio.ServicerContext
+    ) -> CheckResponse:
+        try:
+            return await self._pipeline.check(request)
+        except Exception:
+            log.exception("Check failed outside the pipeline; denying")
+            return to_check_response(Deny.unavailable("internal_error", "internal error"))
+
+
+async def start_grpc(
+    pipeline: Pipeline, listen: str
+) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
+    server = grpc.aio.server(
+        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 1024 * 1024)]
+    )
+    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
+        AuthorizationService(pipeline), server
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = (
+        external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name,
+        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        reflection.SERVICE_NAME,
+    )
+    reflection.enable_server_reflection(names, server)
+    port = server.add_insecure_port(listen)
+    await server.start()
+    return server, port, health_servicer
+
+
+async def set_serving(health_servicer: health.aio.HealthServicer, serving: bool) -> None:
+    status = (
+        health_pb2.HealthCheckResponse.SERVING
+        if serving
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
+    await health_servicer.set(SERVICE, status)
+    await health_servicer.set("", status)

@@ -1,0 +1,384 @@
+"""`extauthz verify`: check a keymint token offline, as an upstream API would.
+
+    extauthz verify --jwks https://keymint.example/.well-known/jwks.json \\
+        --issuer https://keymint.example --audience https://api.internal "$TOKEN"
+    echo "$TOKEN" | extauthz verify --jwks-file jwks.json --issuer ... --audience ... -
+
+Checks, in order: size and shape (three base64url parts of strict JSON, no repeated members);
+header (`alg` exactly EdDSA, `typ` at+jwt per RFC 9068, no `crit`, a `kid`); the key named by
+`kid` in the given JWKS (OKP Ed25519 keys only); the signature, `iss` and `aud` (PyJWT, with the
+algorithm allow-list `ALGORITHMS`); the required claims `REQUIRED_CLAIMS`; then exp/nbf/iat
+against the clock, with `leeway` seconds of skew either way.
+
+Keys come only from `--jwks` / `--jwks-file`: `jku`, `x5u`, `jwk` and `x5c` in a token header
+are never read, so a token carrying its own key verifies only if the JWKS holds that key.
+
+A refusal is an `IdentityError` with the same reason codes the gateway uses (`bad_signature`,
+`unknown_kid`, `token_expired`...); the command prints it and exits 1. A JWKS that cannot be
+read or fetched is a `KeySetError`: the command could not decide, and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import binascii
+import json
+import math
+import sys
+import time
+import urllib.parse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import aiohttp
+import jwt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from extauthz.errors import ExtAuthzError
+from extauthz.identity._http import FetchError, fetch_json
+from extauthz.identity.errors import IdentityError, Reason
+
+ALGORITHMS: Final = ("EdDSA",)
+REQUIRED_CLAIMS: Final = ("exp", "iat", "nbf", "iss", "aud", "sub", "jti")
+ACCEPTED_TYPES: Final = frozenset({"at+jwt", "application/at+jwt"})  # RFC 9068 section 4
+MAX_TOKEN_BYTES = 16 * 1024
+MAX_JWKS_BYTES = 256 * 1024
+MAX_KID_LENGTH = 256
+MAX_NUMERIC_DATE = 2**40
+DEFAULT_LEEWAY_SECONDS = 30.0
+DEFAULT_FETCH_TIMEOUT_SECONDS = 10.0
+
+_B64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+_PYJWT_REASONS: tuple[tuple[type[jwt.PyJWTError], Reason], ...] = (
+    (jwt.InvalidSignatureError, Reason.BAD_SIGNATURE),
+    (jwt.InvalidAudienceError, Reason.BAD_AUDIENCE),
+    (jwt.InvalidIssuerError, Reason.UNKNOWN_ISSUER),
+    (jwt.MissingRequiredClaimError, Reason.MISSING_CLAIM),
+    (jwt.InvalidAlgorithmError, Reason.ALG_NOT_ALLOWED),
+    (jwt.DecodeError, Reason.MALFORMED_TOKEN),
+)
+
+
+class KeySetError(ExtAuthzError):
+    """The JWKS could not be read, fetched or used; no token can be checked against it."""
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedToken:
+    header: Mapping[str, Any]
+    claims: Mapping[str, Any]
+
+    def to_json(self) -> str:
+        return json.dumps({"header": self.header, "claims": self.claims}, indent=2, sort_keys=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Ed25519KeySet:
+    """The OKP Ed25519 verification keys of a JWKS, by kid. `skipped` names the kids of other
+    keys (RSA, EC, encryption keys), so a token naming one gets a precise refusal."""
+
+    keys: Mapping[str, Ed25519PublicKey]
+    skipped: Mapping[str, str]
+    source: str
+
+    @classmethod
+    def from_jwks(cls, document: object, *, source: str) -> Ed25519KeySet:
+        if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+            raise KeySetError(f"{source}: not a JWKS (a JSON object with a 'keys' list)")
+        keys: dict[str, Ed25519PublicKey] = {}
+        skipped: dict[str, str] = {}
+        for index, jwk in enumerate(document["keys"]):
+            if not isinstance(jwk, dict):
+                raise KeySetError(f"{source}: keys[{index}] is not a JSON object")
+            if "d" in jwk:
+                raise KeySetError(f"{source}: keys[{index}] is a private key; a JWKS must not be")
+            kid = jwk.get("kid")
+            problem = _unusable_because(jwk)
+            if problem is not None:
+                if isinstance(kid, str):
+                    skipped[kid] = problem
+                continue
+            if not isinstance(kid, str) or not 0 < len(kid) <= MAX_KID_LENGTH:
+                continue  # a token must name its key; a key without a kid cannot be named
+            if kid in keys:
+                raise KeySetError(f"{source}: kid {kid!r} names two keys")
+            try:
+                keys[kid] = Ed25519PublicKey.from_public_bytes(_b64url_decode(jwk["x"]))
+            except ValueError:
+                raise KeySetError(f"{source}: kid {kid!r} is not a valid Ed25519 key") from None
+        if not keys:
+            raise KeySetError(f"{source}: no OKP Ed25519 signing key with a kid")
+        return cls(keys, skipped, source)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Ed25519KeySet:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise KeySetError(f"{path}: cannot read: {exc}") from None
+        try:
+            document = json.loads(text)
+        except (ValueError, RecursionError):
+            raise KeySetError(f"{path}: not JSON") from None
+        return cls.from_jwks(document, source=str(path))
+
+    @classmethod
+    async def from_url(
+        cls,
+        url: str,
+        *,
+        allow_http: bool = False,
+        timeout: float = DEFAULT_FETCH_TIMEOUT_SECONDS,
+        session: aiohttp.ClientSession | None = None,
+    ) -> Ed25519KeySet:
+        """GET the JWKS (https only unless `allow_http`; redirects are not followed)."""
+        scheme = urllib.parse.urlsplit(url).scheme
+        if scheme != "https" and not (allow_http and scheme == "http"):
+            raise KeySetError(f"{url}: the JWKS URL must be https (http needs --allow-http)")
+        try:
+            if session is None:
+                async with aiohttp.ClientSession() as own_session:
+                    response = await fetch_json(
+                        url, session=own_session, timeout=timeout, max_bytes=MAX_JWKS_BYTES
+                    )
+            else:
+                response = await fetch_json(
+                    url, session=session, timeout=timeout, max_bytes=MAX_JWKS_BYTES
+                )
+        except FetchError as exc:
+            raise KeySetError(f"cannot fetch the JWKS: {exc}") from None
+        return cls.from_jwks(response.document, source=url)
+
+    def key_for(self, kid: str) -> Ed25519PublicKey:
+        key = self.keys.get(kid)
+        if key is not None:
+            return key
+        if kid in self.skipped:
+            detail = f"kid {kid!r} names a key that is not usable: {self.skipped[kid]}"
+        else:
+            known = ", ".join(sorted(self.keys))
+            detail = f"kid {kid!r} is not in {self.source} (its Ed25519 kids: {known})"
+        raise IdentityError(Reason.UNKNOWN_KID, detail)
+
+
+def _unusable_because(jwk: Mapping[str, Any]) -> str | None:
+    if jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":
+        return f"kty {jwk.get('kty')!r} crv {jwk.get('crv')!r} is not OKP Ed25519"
+    if jwk.get("use", "sig") != "sig":
+        return f"use {jwk.get('use')!r} is not sig"
+    if jwk.get("alg", "EdDSA") not in ALGORITHMS:
+        return f"alg {jwk.get('alg')!r} is not EdDSA"
+    x = jwk.get("x")
+    if not isinstance(x, str) or len(_b64url_decode_or_empty(x)) != 32:
+        return "x is not a 32-byte base64url public key"
+    return None
+
+
+def _b64url_decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _b64url_decode_or_empty(text: str) -> bytes:
+    if not text or any(c not in _B64URL for c in text):
+        return b""
+    try:
+        return _b64url_decode(text)
+    except (ValueError, binascii.Error):
+        return b""
+
+
+def verify_token(
+    token: str,
+    keys: Ed25519KeySet,
+    *,
+    issuer: str,
+    audience: str,
+    now: float,
+    leeway: float = DEFAULT_LEEWAY_SECONDS,
+) -> VerifiedToken:
+    """The header and claims of a token valid at `now`; IdentityError says why one is not."""
+    header, claims = _read_unverified(token)
+    kid = _accepted_kid(header)
+    key = keys.key_for(kid)
+    try:
+        verified: dict[str, Any] = jwt.decode(
+            token,
+            key=key,
+            algorithms=list(ALGORITHMS),
+            audience=audience,
+            issuer=issuer,
+            options={
+                "require": list(REQUIRED_CLAIMS),
+                "verify_signature": True,
+                "verify_aud": True,
+                "verify_iss": True,
+                "verify_exp": False,  # checked in _check_times, against `now`
+                "verify_nbf": False,
+                "verify_iat": False,
+            },
+        )
+    except jwt.PyJWTError as error:
+        reason = next((r for t, r in _PYJWT_REASONS if isinstance(error, t)), None)
+        raise IdentityError(reason or Reason.INVALID_CLAIM, str(error)[:200]) from None
+    except (ValueError, TypeError, OverflowError, RecursionError):
+        raise IdentityError(Reason.MALFORMED_TOKEN, "token could not be decoded") from None
+    if verified != claims:  # one parser, one reading: refuse anything read two ways
+        raise IdentityError(Reason.MALFORMED_TOKEN, "claims parse differently")
+    for name in ("sub", "jti"):
+        if not isinstance(claims[name], str) or not claims[name]:
+            raise IdentityError(Reason.INVALID_CLAIM, f"{name} is not a non-empty string")
+    _check_times(claims, now, leeway)
+    return VerifiedToken(header, claims)
+
+
+def _read_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    if len(token) > MAX_TOKEN_BYTES:
+        raise IdentityError(Reason.TOKEN_TOO_LARGE, f"token exceeds {MAX_TOKEN_BYTES} bytes")
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise IdentityError(Reason.MALFORMED_TOKEN, "not a compact JWS (three parts)")
+    header = _json_segment(parts[0], "header")
+    _accepted_kid(header)  # before anything else, so `alg: none` is refused as such
+    if not parts[2] or any(c not in _B64URL for c in parts[2]):
+        raise IdentityError(Reason.MALFORMED_TOKEN, "signature is missing or not base64url")
+    return header, _json_segment(parts[1], "payload")
+
+
+def _json_segment(segment: str, what: str) -> dict[str, Any]:
+    if not segment or any(c not in _B64URL for c in segment):
+        raise IdentityError(Reason.MALFORMED_TOKEN, f"{what} is not base64url")
+    try:
+        value = json.loads(
+            _b64url_decode(segment).decode("utf-8"),
+            object_pairs_hook=_reject_repeated_members,
+            parse_constant=_reject_constant,
+        )
+    except (ValueError, binascii.Error, RecursionError):
+        raise IdentityError(Reason.MALFORMED_TOKEN, f"{what} is not base64url JSON") from None
+    if not isinstance(value, dict):
+        raise IdentityError(Reason.MALFORMED_TOKEN, f"{what} is not a JSON object")
+    return value
+
+
+def _reject_repeated_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    names = [name for name, _ in pairs]
+    if len(set(names)) != len(names):
+        raise ValueError("repeated member name")
+    return dict(pairs)
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _accepted_kid(header: Mapping[str, Any]) -> str:
+    alg = header.get("alg")
+    if alg not in ALGORITHMS:
+        raise IdentityError(Reason.ALG_NOT_ALLOWED, f"alg {str(alg)[:20]!r} is not EdDSA")
+    typ = header.get("typ")
+    if not isinstance(typ, str) or typ.lower() not in ACCEPTED_TYPES:
+        raise IdentityError(Reason.BAD_TOKEN_TYPE, f"typ {str(typ)[:40]!r} is not at+jwt")
+    if "crit" in header or "b64" in header:
+        raise IdentityError(Reason.CRIT_NOT_SUPPORTED, "critical header extensions unsupported")
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not 0 < len(kid) <= MAX_KID_LENGTH:
+        raise IdentityError(Reason.MISSING_KID, "header has no usable kid")
+    return kid
+
+
+def _numeric_date(claims: Mapping[str, Any], name: str) -> float:
+    value = claims.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise IdentityError(Reason.INVALID_CLAIM, f"{name} is not a number")
+    if not (0 <= value < MAX_NUMERIC_DATE and math.isfinite(value)):
+        raise IdentityError(Reason.INVALID_CLAIM, f"{name} is out of range")
+    return float(value)
+
+
+def _check_times(claims: Mapping[str, Any], now: float, leeway: float) -> None:
+    exp, nbf, iat = (_numeric_date(claims, name) for name in ("exp", "nbf", "iat"))
+    if exp <= iat:
+        raise IdentityError(Reason.INVALID_CLAIM, "exp is not after iat")
+    if exp <= now - leeway:
+        raise IdentityError(Reason.TOKEN_EXPIRED, f"token expired {now - exp:.0f} s ago")
+    if nbf > now + leeway:
+        raise IdentityError(Reason.TOKEN_NOT_YET_VALID, "token is not valid yet (nbf)")
+    if iat > now + leeway:
+        raise IdentityError(Reason.IAT_IN_FUTURE, "token was issued in the future (iat)")
+
+
+# --- the command ---------------------------------------------------------------------------
+
+
+def add_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    summary = "verify a minted token offline against a JWKS"
+    parser = subparsers.add_parser("verify", help=summary, description=summary)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--jwks", metavar="URL", help="the JWKS URL, e.g. ISSUER/.well-known/...")
+    source.add_argument("--jwks-file", type=Path, metavar="PATH", help="a JWKS JSON file")
+    parser.add_argument("--issuer", required=True, help="the iss the token must carry")
+    parser.add_argument("--audience", required=True, help="an aud the token must carry")
+    parser.add_argument(
+        "--leeway",
+        type=_seconds,
+        default=DEFAULT_LEEWAY_SECONDS,
+        help="seconds of clock skew allowed for exp/nbf/iat (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--allow-http", action="store_true", help="allow an http:// JWKS URL (testing only)"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        default=DEFAULT_FETCH_TIMEOUT_SECONDS,
+        help="seconds for the JWKS fetch (default: %(default)s)",
+    )
+    parser.add_argument("token", help="the token, or - to read it from stdin")
+    parser.set_defaults(handler=run)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"{text!r} must be zero or more seconds")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = _seconds(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be more than zero seconds")
+    return value
+
+
+def run(args: argparse.Namespace, *, clock: Callable[[], float] = time.time) -> int:
+    """The `verify` command: 0 and the token as JSON if valid, 1 and the reason if not."""
+    read_stdin = args.token == "-"  # noqa: S105 (the stdin marker, not a password)
+    token = (sys.stdin.read() if read_stdin else args.token).strip()
+    if args.jwks_file is not None:
+        keys = Ed25519KeySet.from_file(args.jwks_file)
+    else:
+        keys = asyncio.run(
+            Ed25519KeySet.from_url(args.jwks, allow_http=args.allow_http, timeout=args.timeout)
+        )
+    try:
+        verified = verify_token(
+            token,
+            keys,
+            issuer=args.issuer,
+            audience=args.audience,
+            now=clock(),
+            leeway=args.leeway,
+        )
+    except IdentityError as refused:
+        print(f"token refused: {refused}", file=sys.stderr)
+        return 1
+    print(verified.to_json())
+    return 0

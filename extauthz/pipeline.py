@@ -1,0 +1,336 @@
+"""One Check, four phases: identify, authorize, mint, respond.
+
+Identity: the first credential that verifies wins (bearer OIDC token, Envoy's peer certificate,
+XFCC from a trusted proxy, Envoy's principal if trusted). Authorization: every policy rule must
+pass. Mint: cached, or threshold-signed. Respond: one mapping to CheckResponse.
+
+The hot path, a credential seen before on the same route, is a SHA-256 and a dictionary lookup:
+no JWT verification, no policy, no signing. Anything unexpected fails closed as a denial.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
+
+from extauthz.decision import Allow, Decision, Deny
+from extauthz.identity import (
+    GitHubOidcVerifier,
+    IdentityError,
+    MissingCredential,
+    X509Verifier,
+    XfccIdentifier,
+)
+from extauthz.limits import RateLimiter, Revocations
+from extauthz.metrics import CHECK_SECONDS, DECISIONS, MINTS
+from extauthz.mint import Minter, MintError
+from extauthz.model import Identity, Route
+from extauthz.policy import AuthzRequest, Denial, PolicyEngine
+from extauthz.respond import to_check_response, token_ref
+from signer.coordinator import QuorumUnavailable, SigningRefused
+
+log = logging.getLogger(__name__)
+
+BEARER = "bearer "
+
+
+class Identifier:
+    """Identify: the credentials of a CheckRequest, verified into one Identity."""
+
+    def __init__(
+        self,
+        *,
+        oidc: GitHubOidcVerifier | None = None,
+        certificates: X509Verifier | None = None,
+        xfcc: XfccIdentifier | None = None,
+    ) -> None:
+        self._oidc = oidc
+        self._certificates = certificates
+        self._xfcc = xfcc
+
+    @property
+    def oidc(self) -> GitHubOidcVerifier | None:
+        return self._oidc
+
+    @property
+    def certificates(self) -> X509Verifier | None:
+        return self._certificates
+
+    async def identify(self, request: CheckRequest) -> Identity:
+        attributes = request.attributes
+        headers = attributes.request.http.headers
+        failure: IdentityError | None = None
+        authorization = headers.get("authorization", "")
+        if authorization[:7].lower() == BEARER and self._oidc is not None:
+            try:
+                return await self._oidc.verify(authorization[7:].strip())
+            except IdentityError as exc:
+                failure = exc
+        source = attributes.source
+        if self._certificates is not None and source.certificate:
+            try:
+                return self._certificates.verify_envoy_certificate(source.certificate)
+            except IdentityError as exc:
+                failure = failure or exc
+        xfcc = headers.get("x-forwarded-client-cert")
+        if self._xfcc is not None and xfcc:
+            try:
+                identity = self._xfcc.identify(xfcc, source.principal or None)
+            except IdentityError as exc:
+                failure = failure or exc
+            else:
+                if identity is not None:
+                    return identity
+                log.info("ignored x-forwarded-client-cert from untrusted peer %r", source.principal)
+        if self._certificates is not None and source.principal:
+            try:
+                return self._certificates.verify_principal(source.principal)
+            except IdentityError as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+        if authorization:
+            raise MissingCredential(
+                "the Authorization header is not a bearer token keymint accepts"
+            )
+        raise MissingCredential("no credential: present a client certificate or a bearer token")
+
+
+@dataclass(frozen=True, slots=True)
+class _HotEntry:
+    allow: Allow
+    response: CheckResponse
+    fresh_until: float
+
+
+class HotCache:
+    """Prebuilt OK responses by (credential, route): bounded, in memory, exact."""
+
+    def __init__(self, max_entries: int = 50_000) -> None:
+        self._entries: OrderedDict[bytes, _HotEntry] = OrderedDict()
+        self._max = max_entries
+
+    def get(self, key: bytes, now: float) -> _HotEntry | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry.fresh_until <= now:
+            del self._entries[key]
+            return None
+        return entry
+
+    def put(self, key: bytes, entry: _HotEntry) -> None:
+        self._entries[key] = entry
+        if len(self._entries) > self._max:
+            self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+def request_fingerprint(request: CheckRequest) -> bytes | None:
+    """Credential and route of a request, hashed; None when it carries no credential."""
+    attributes = request.attributes
+    http = attributes.request.http
+    headers = http.headers
+    credential = (
+        headers.get("authorization", ""),
+        attributes.source.certificate,
+        attributes.source.principal,
+        headers.get("x-forwarded-client-cert", ""),
+    )
+    if not any(credential):
+        return None
+    digest = hashlib.sha256()
+    for part in (*credential, http.host, http.method, http.path):
+        digest.update(part.encode())
+        digest.update(b"\x00")
+    for key in sorted(attributes.context_extensions):
+        digest.update(f"{key}={attributes.context_extensions[key]}\x00".encode())
+    return digest.digest()
+
+
+class AuditWriter(Protocol):
+    async def append(self, event: str, data: Mapping[str, object] | None = None) -> object: ...
+
+
+class Pipeline:
+    def __init__(
+        self,
+        *,
+        identifier: Identifier,
+        engine: PolicyEngine,
+        minter: Minter,
+        revocations: Revocations | None = None,
+        rate_limiter: RateLimiter | None = None,
+        audit: AuditWriter | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._identifier = identifier
+        self._engine = engine
+        self._minter = minter
+        self._revocations = revocations or Revocations()
+        self._rate = rate_limiter
+        self._audit = audit
+        self._clock = clock
+        self.hot = HotCache()
+
+    @property
+    def revocations(self) -> Revocations:
+        return self._revocations
+
+    async def check(self, request: CheckRequest) -> CheckResponse:
+        started = time.perf_counter()
+        key = request_fingerprint(request)
+        if key is not None:
+            entry = self.hot.get(key, self._clock())
+            if entry is not None and self._still_good(entry.allow):
+                limited = self._rate_limit(entry.allow.identity)
+                if limited is None:
+                    DECISIONS.labels("allow", "ok", "hit").inc()
+                    CHECK_SECONDS.labels("hit").observe(time.perf_counter() - started)
+                    return entry.response
+                return to_check_response(await self._record(limited))
+        decision = await self._decide_safely(request)
+        response = to_check_response(decision)
+        if isinstance(decision, Allow) and key is not None:
+            fresh_until = decision.token.expires_at - 0.1 * decision.token.lifetime
+            self.hot.put(key, _HotEntry(decision, response, fresh_until))
+        CHECK_SECONDS.labels("miss").observe(time.perf_counter() - started)
+        return response
+
+    async def exchange(
+        self, subject_token: str, audience: str | None, scopes: tuple[str, ...]
+    ) -> Decision:
+        """RFC 8693 /token: the same pipeline with an explicit subject token and target."""
+        try:
+            oidc = self._identifier.oidc  # the exchange accepts only OIDC subject tokens
+            if oidc is None:
+                return await self._record(Deny.unauthenticated("unsupported", "no OIDC issuer"))
+            try:
+                identity = await oidc.verify(subject_token)
+            except IdentityError as exc:
+                return await self._record(Deny.unauthenticated(str(exc.reason), exc.message))
+            route = Route(host="", path="/token", method="POST")
+            return await self._authorize_and_mint(
+                identity, route, AuthzRequest(identity, route, audience=audience, scopes=scopes)
+            )
+        except Exception:
+            log.exception("token exchange failed unexpectedly; denying")
+            return await self._record(Deny.unavailable("internal_error", "internal error"))
+
+    async def _decide_safely(self, request: CheckRequest) -> Decision:
+        try:
+            return await self._decide(request)
+        except Exception:
+            log.exception("check failed unexpectedly; denying")
+            return await self._record(Deny.unavailable("internal_error", "internal error"))
+
+    async def _decide(self, request: CheckRequest) -> Decision:
+        try:
+            identity = await self._identifier.identify(request)
+        except IdentityError as exc:
+            return await self._record(Deny.unauthenticated(str(exc.reason), exc.message))
+        http = request.attributes.request.http
+        route = Route(
+            host=http.host,
+            path=http.path,
+            method=http.method,
+            context_extensions=dict(request.attributes.context_extensions),
+        )
+        headers = {k: v for k, v in http.headers.items()}
+        return await self._authorize_and_mint(
+            identity, route, AuthzRequest(identity, route, headers=headers)
+        )
+
+    async def _authorize_and_mint(
+        self, identity: Identity, route: Route, authz: AuthzRequest
+    ) -> Decision:
+        if self._revocations.subject_revoked(identity.subject):
+            return await self._record(
+                Deny.forbidden("subject_revoked", "this subject has been revoked", identity)
+            )
+        limited = self._rate_limit(identity)
+        if limited is not None:
+            return await self._record(limited)
+        outcome = self._engine.evaluate(authz)
+        if isinstance(outcome, Denial):
+            return await self._record(Deny.forbidden(str(outcome.reason), outcome.detail, identity))
+        try:
+            token, cached = await self._minter.mint(identity, outcome, route)
+            if cached and self._revocations.jti_revoked(token.jti):
+                await self._minter.forget(identity, outcome)
+                token, cached = await self._minter.mint(identity, outcome, route)
+        except QuorumUnavailable as exc:
+            MINTS.labels("no_quorum").inc()
+            return await self._record(Deny.unavailable("no_signing_quorum", str(exc), identity))
+        except SigningRefused as exc:
+            MINTS.labels("refused").inc()
+            return await self._record(
+                Deny.forbidden("signer_refused", f"signers refused: {exc.rule}", identity)
+            )
+        except MintError as exc:
+            return await self._record(Deny.unauthenticated(exc.reason, exc.detail))
+        if not cached:
+            MINTS.labels("ok").inc()
+        return await self._record(Allow(identity, outcome, token, cached))
+
+    def _still_good(self, allow: Allow) -> bool:
+        return not (
+            self._revocations.jti_revoked(allow.token.jti)
+            or self._revocations.subject_revoked(allow.identity.subject)
+        )
+
+    def _rate_limit(self, identity: Identity) -> Deny | None:
+        if self._rate is None:
+            return None
+        allowed, retry_after = self._rate.allow(identity.credential_hash)
+        if allowed:
+            return None
+        return Deny.rate_limited("too many requests for this identity", identity, retry_after)
+
+    async def _record(self, decision: Decision) -> Decision:
+        """Count the decision and write it to the audit log (mints and every denial)."""
+        if isinstance(decision, Allow):
+            DECISIONS.labels("allow", "ok", "hit" if decision.cached else "miss").inc()
+            if decision.cached or self._audit is None:
+                return decision
+            token = decision.token
+            await self._write(
+                "mint",
+                {
+                    "subject": decision.identity.subject,
+                    "identity_kind": decision.identity.kind.value,
+                    "rule": decision.grant.rule,
+                    "audience": token.audience,
+                    "scope": " ".join(token.scopes),
+                    "jti": token.jti,
+                    "token_ref": token_ref(token.token),
+                    "signers": list(token.signers),
+                    "expires_at": token.expires_at,
+                },
+            )
+            return decision
+        DECISIONS.labels("deny", decision.reason, "miss").inc()
+        if self._audit is not None:
+            await self._write(
+                "deny",
+                {
+                    "status": decision.status,
+                    "reason": decision.reason,
+                    "detail": decision.detail,
+                    "subject": decision.identity.subject if decision.identity else None,
+                },
+            )
+        return decision
+
+    async def _write(self, event: str, data: Mapping[str, object]) -> None:
+        if self._audit is not None:
+            await self._audit.append(event, data)
