@@ -26,6 +26,7 @@ from extauthz.identity import (
 )
 from extauthz.limits import RateLimiter, Revocations
 from extauthz.mint import Minter, MintSettings
+from extauthz.own_tokens import OwnTokenVerifier
 from extauthz.pipeline import Identifier, Pipeline
 from extauthz.policy import Limits, PolicyEngine, PolicyStore, RegoPolicy, parse_policy
 from extauthz.policy.model import Policy
@@ -163,6 +164,11 @@ async def build_gateway(
             rate_per_second=settings.rate_per_second, burst=settings.rate_burst
         ),
         audit=audit,
+        own_tokens=OwnTokenVerifier(
+            issuer=settings.issuer,
+            group_keys=lambda: [coordinator.package.group_public_key],
+            clock=clock,
+        ),
         clock=clock,
     )
     resets.append(pipeline.hot.clear)  # a new policy must not be bypassed by cached decisions

@@ -10,17 +10,15 @@ no JWT verification, no policy, no signing. Anything unexpected fails closed as 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Protocol
 
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 
 from extauthz.decision import Allow, Decision, Deny
+from extauthz.hotcache import HotCache, HotEntry, request_fingerprint
 from extauthz.identity import (
     GitHubOidcVerifier,
     IdentityError,
@@ -32,6 +30,7 @@ from extauthz.limits import RateLimiter, Revocations
 from extauthz.metrics import CHECK_SECONDS, DECISIONS, MINTS
 from extauthz.mint import Minter, MintError
 from extauthz.model import Identity, Route
+from extauthz.own_tokens import OwnTokenVerifier, certificate_sha256, passthrough
 from extauthz.policy import AuthzRequest, Denial, PolicyEngine
 from extauthz.respond import to_check_response, token_ref
 from signer.coordinator import QuorumUnavailable, SigningRefused
@@ -103,60 +102,6 @@ class Identifier:
         raise MissingCredential("no credential: present a client certificate or a bearer token")
 
 
-@dataclass(frozen=True, slots=True)
-class _HotEntry:
-    allow: Allow
-    response: CheckResponse
-    fresh_until: float
-
-
-class HotCache:
-    """Prebuilt OK responses by (credential, route): bounded, in memory, exact."""
-
-    def __init__(self, max_entries: int = 50_000) -> None:
-        self._entries: OrderedDict[bytes, _HotEntry] = OrderedDict()
-        self._max = max_entries
-
-    def get(self, key: bytes, now: float) -> _HotEntry | None:
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        if entry.fresh_until <= now:
-            del self._entries[key]
-            return None
-        return entry
-
-    def put(self, key: bytes, entry: _HotEntry) -> None:
-        self._entries[key] = entry
-        if len(self._entries) > self._max:
-            self._entries.popitem(last=False)
-
-    def clear(self) -> None:
-        self._entries.clear()
-
-
-def request_fingerprint(request: CheckRequest) -> bytes | None:
-    """Credential and route of a request, hashed; None when it carries no credential."""
-    attributes = request.attributes
-    http = attributes.request.http
-    headers = http.headers
-    credential = (
-        headers.get("authorization", ""),
-        attributes.source.certificate,
-        attributes.source.principal,
-        headers.get("x-forwarded-client-cert", ""),
-    )
-    if not any(credential):
-        return None
-    digest = hashlib.sha256()
-    for part in (*credential, http.host, http.method, http.path):
-        digest.update(part.encode())
-        digest.update(b"\x00")
-    for key in sorted(attributes.context_extensions):
-        digest.update(f"{key}={attributes.context_extensions[key]}\x00".encode())
-    return digest.digest()
-
-
 class AuditWriter(Protocol):
     async def append(self, event: str, data: Mapping[str, object] | None = None) -> object: ...
 
@@ -171,8 +116,10 @@ class Pipeline:
         revocations: Revocations | None = None,
         rate_limiter: RateLimiter | None = None,
         audit: AuditWriter | None = None,
+        own_tokens: OwnTokenVerifier | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self._own = own_tokens
         self._identifier = identifier
         self._engine = engine
         self._minter = minter
@@ -202,7 +149,7 @@ class Pipeline:
         response = to_check_response(decision)
         if isinstance(decision, Allow) and key is not None:
             fresh_until = decision.token.expires_at - 0.1 * decision.token.lifetime
-            self.hot.put(key, _HotEntry(decision, response, fresh_until))
+            self.hot.put(key, HotEntry(decision, response, fresh_until))
         CHECK_SECONDS.labels("miss").observe(time.perf_counter() - started)
         return response
 
@@ -234,10 +181,6 @@ class Pipeline:
             return await self._record(Deny.unavailable("internal_error", "internal error"))
 
     async def _decide(self, request: CheckRequest) -> Decision:
-        try:
-            identity = await self._identifier.identify(request)
-        except IdentityError as exc:
-            return await self._record(Deny.unauthenticated(str(exc.reason), exc.message))
         http = request.attributes.request.http
         route = Route(
             host=http.host,
@@ -245,6 +188,13 @@ class Pipeline:
             method=http.method,
             context_extensions=dict(request.attributes.context_extensions),
         )
+        passed = await self._own_token(request, route)
+        if passed is not None:
+            return passed
+        try:
+            identity = await self._identifier.identify(request)
+        except IdentityError as exc:
+            return await self._record(Deny.unauthenticated(str(exc.reason), exc.message))
         headers = {k: v for k, v in http.headers.items()}
         return await self._authorize_and_mint(
             identity, route, AuthzRequest(identity, route, headers=headers)
@@ -281,6 +231,35 @@ class Pipeline:
         if not cached:
             MINTS.labels("ok").inc()
         return await self._record(Allow(identity, outcome, token, cached))
+
+    async def _own_token(self, request: CheckRequest, route: Route) -> Decision | None:
+        """A keymint token presented back (e.g. the result of /token): passed through unchanged
+        when valid for this route; None when the request carries no token of ours."""
+        authorization = request.attributes.request.http.headers.get("authorization", "")
+        if self._own is None or authorization[:7].lower() != BEARER:
+            return None
+        token = authorization[7:].strip()
+        key = self._own.key_for(token)
+        if key is None:
+            return None
+        audience = self._engine.audience_for(route)
+        if audience is None:
+            return await self._record(
+                Deny.forbidden("no_audience", "this route maps to no audience in the policy")
+            )
+        try:
+            claims = self._own.verify(
+                token, key, audience, certificate_sha256(request.attributes.source.certificate)
+            )
+        except IdentityError as exc:
+            return await self._record(Deny.unauthenticated(str(exc.reason), exc.message))
+        allow = passthrough(token, claims)
+        if not self._still_good(allow):
+            return await self._record(
+                Deny.forbidden("token_revoked", "this token or its subject has been revoked")
+            )
+        limited = self._rate_limit(allow.identity)
+        return await self._record(limited) if limited is not None else await self._record(allow)
 
     def _still_good(self, allow: Allow) -> bool:
         return not (

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Sequence
 from typing import TypeVar
 
-from extauthz.model import Grant, Identity
+from extauthz.model import Grant, Identity, Route
 from extauthz.policy.model import (
     CONTEXT_AUDIENCE,
     CONTEXT_ROUTE_KEY,
@@ -74,6 +74,14 @@ class PolicyEngine:
             return answer
         return grant_from_rego(answer, request, self._limits, rule=f"rego:{rego.query}")
 
+    def audience_for(self, route: Route) -> str | None:
+        """The audience the JSON policy maps this route to, if any (for keymint's own tokens)."""
+        policy = _current(self._policy)
+        if policy is None:
+            return None
+        audience = route_audience(policy, route, route.context_extensions.get(CONTEXT_AUDIENCE))
+        return None if isinstance(audience, Denial) else audience
+
 
 def _current(source: T | PolicyStore[T] | None) -> T | None:
     return source.current if isinstance(source, PolicyStore) else source
@@ -128,7 +136,11 @@ def resolve_audience(policy: Policy, request: AuthzRequest) -> str | Denial:
     audience = _requested_audience(request)
     if isinstance(audience, Denial):
         return audience
-    route = request.route
+    return route_audience(policy, request.route, audience)
+
+
+def route_audience(policy: Policy, route: Route, audience: str | None = None) -> str | Denial:
+    """The audience a route stands for (or the one requested), declared in the policy."""
     if audience is None:
         route_key = route.context_extensions.get(CONTEXT_ROUTE_KEY)
         if route_key:

@@ -204,3 +204,17 @@ def test_faults_during_1000_signatures(tmp_path: Path, caplog: pytest.LogCapture
     assert "invalid signature share" in named
     assert "signer 3" in named
     assert "signer 4" in named
+
+
+def test_a_wrong_vault_secret_stops_the_signer_at_start(tmp_path: Path) -> None:
+    cluster = SignerCluster(tmp_path, 2, 3)
+    process = cluster.signers[1]
+    process.env["KEYMINT_VAULT_PASSPHRASE"] = "not the passphrase"
+    with pytest.raises(RuntimeError, match="exited"):
+        process.start()
+    assert process.process is not None
+    assert process.process.wait(timeout=10) == 2
+    log = process.log.read_text()
+    assert "signer: " in log
+    assert "wrong passphrase" in log
+    assert "not the passphrase" not in log
