@@ -187,7 +187,7 @@ class AuditLog:
             lines = b"".join(r.line() for r in records)
             try:
                 _write_all(self._fd, lines)
-                os.fsync(self._fd)
+                os.fdatasync(self._fd)  # the data and the file size: all a reader needs
             except OSError as exc:
                 raise self._failed_write(exc) from exc
             self._size += len(lines)

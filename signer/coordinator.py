@@ -101,7 +101,7 @@ class CoordinatorSettings:
     attempt_timeout: float = 0.5  # one round trip; a signer slower than this is set aside
     pool_target: int = 64  # commitments to hold per signer
     refill_below: int = 24
-    refill_batch: int = 32  # small batches keep each signer's event loop responsive
+    refill_batch: int = 8  # small batches keep each signer's event loop responsive
     announce: bool = True  # let peers validate commitments before they are used
     commitment_margin: float = 30.0  # drop commitments this long before the signer expires them
     backoff_base: float = 0.5
@@ -271,6 +271,7 @@ class Coordinator:
                 request.evidence.CopyFrom(evidence)
             timeout = max(0.001, min(self._settings.attempt_timeout, deadline - now))
             calls = [asyncio.ensure_future(self._call_sign(m, request, timeout)) for m in chosen]
+            await asyncio.sleep(0)  # let the calls go out before computing anything
             # Runs while the signers work: binding factors and group commitment need no shares.
             prepared = prepare_aggregate(commitments, message, package)
             results = await asyncio.gather(*calls)

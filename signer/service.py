@@ -7,6 +7,7 @@ to the signer's audit log.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import logging
@@ -140,20 +141,24 @@ class SignerService(signer_pb2_grpc.SignerServicer):
             return await self._refuse(
                 context, request, "guard:checker_fault", f"{type(exc).__name__} in the guard"
             )
+        # The record is made durable while the share is computed; the share leaves only after.
+        record = asyncio.ensure_future(
+            self._audit.append(
+                "signature_share",
+                {
+                    "request_id": request.request_id,
+                    "message_sha256": hashlib.sha256(request.message).hexdigest(),
+                    "signers": [c.identifier for c in commitment_list],
+                    "accepted": _describe(accepted),
+                },
+            )
+        )
         try:
             share = sign(key.share, nonces, request.message, commitment_list)
         except FrostError as exc:
+            await record
             return await self._refuse(context, request, "bad_commitment_list", str(exc))
-        # Durable before the share leaves: every released share has its record.
-        await self._audit.append(
-            "signature_share",
-            {
-                "request_id": request.request_id,
-                "message_sha256": hashlib.sha256(request.message).hexdigest(),
-                "signers": [c.identifier for c in commitment_list],
-                "accepted": _describe(accepted),
-            },
-        )
+        await record
         return signer_pb2.SignResponse(signature_share=encode_signature_share(share))
 
     async def _key_or_abort(self, context: grpc.aio.ServicerContext):  # type: ignore[no-untyped-def]
