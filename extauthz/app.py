@@ -10,7 +10,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -24,6 +24,7 @@ from extauthz.identity import (
     X509Verifier,
     XfccIdentifier,
 )
+from extauthz.keyring import KeyRing
 from extauthz.limits import RateLimiter, Revocations
 from extauthz.mint import Minter, MintSettings
 from extauthz.own_tokens import OwnTokenVerifier
@@ -33,7 +34,8 @@ from extauthz.policy.model import Policy
 from extauthz.tokencache import TokenCache
 from signer.audit import AsyncAuditLog, AuditLog
 from signer.coordinator import Coordinator, SignerEndpoint
-from signer.devca import tls_files
+from signer.devca import TlsFiles, tls_files
+from signer.token import kid_for
 
 log = logging.getLogger(__name__)
 
@@ -48,17 +50,38 @@ class Gateway:
     session: aiohttp.ClientSession
     audit: AsyncAuditLog
     token_cache: TokenCache
+    keyring: KeyRing
     started_at: float = field(default_factory=time.time)
 
     @property
     def group_public_key(self) -> bytes:
-        return self.coordinator.package.group_public_key
+        return self.keyring.active_key
 
     def ready(self) -> bool:
-        return self.coordinator.ready()
+        return self.keyring.ready()
+
+    async def publish_signers(
+        self, endpoints: Sequence[SignerEndpoint], tls: TlsFiles | None = None
+    ) -> bytes:
+        """Rotation step 1: a new signer group's key joins the JWKS; nothing signs with it yet."""
+        coordinator = Coordinator(
+            endpoints=endpoints, tls=tls or tls_files(self.settings.tls_dir, "coordinator")
+        )
+        await coordinator.start()
+        try:
+            return self.keyring.publish(coordinator)
+        except Exception:
+            await coordinator.close()
+            raise
+
+    def activate_next_key(self) -> bytes:
+        """Rotation step 2: mint with the published key; the old one stays until its tokens die."""
+        key = self.keyring.activate()
+        log.info("minting with group key %s from now on", kid_for(key))
+        return key
 
     async def close(self) -> None:
-        await self.coordinator.close()
+        await self.keyring.close()
         await self.session.close()
         await self.token_cache.close()
         self.audit.log.close()
@@ -134,6 +157,12 @@ async def build_gateway(
             settings.frost_t,
             package.min_participants,
         )
+    keyring = KeyRing(
+        coordinator,
+        max_token_ttl_seconds=settings.default_ttl_seconds,
+        publish_lead_seconds=settings.key_publish_lead_seconds,
+        clock=clock,
+    )
     resets: list[Callable[[], None]] = []
 
     def reset_all() -> None:
@@ -148,8 +177,8 @@ async def build_gateway(
             default_ttl_seconds=settings.default_ttl_seconds,
             sign_timeout=settings.sign_timeout,
         ),
-        signer=coordinator,
-        group_public_key=lambda: coordinator.package.group_public_key,
+        signer=keyring,
+        group_public_key=lambda: keyring.active_key,
         cache=token_cache,
         clock=clock,
     )
@@ -166,13 +195,15 @@ async def build_gateway(
         audit=audit,
         own_tokens=OwnTokenVerifier(
             issuer=settings.issuer,
-            group_keys=lambda: [coordinator.package.group_public_key],
+            group_keys=keyring.keys,
             clock=clock,
         ),
         clock=clock,
     )
     resets.append(pipeline.hot.clear)  # a new policy must not be bypassed by cached decisions
-    return Gateway(settings, coordinator, pipeline, policy, rego, session, audit, token_cache)
+    return Gateway(
+        settings, coordinator, pipeline, policy, rego, session, audit, token_cache, keyring
+    )
 
 
 async def serve(

@@ -53,6 +53,7 @@ class GatewaySettings:
     rate_per_second: float
     rate_burst: int
     sign_timeout: float
+    key_publish_lead_seconds: float
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> GatewaySettings:
@@ -102,6 +103,7 @@ class GatewaySettings:
             rate_per_second=_float(env, "KEYMINT_RATE_PER_SECOND", 50.0),
             rate_burst=_int(env, "KEYMINT_RATE_BURST", 100),
             sign_timeout=_float(env, "KEYMINT_SIGN_TIMEOUT_SECONDS", 2.0),
+            key_publish_lead_seconds=_float(env, "KEYMINT_KEY_PUBLISH_LEAD_SECONDS", 300.0),
         )
 
 

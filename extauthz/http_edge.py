@@ -89,6 +89,7 @@ class PipelineBackend:
     group_public_key: Callable[[], bytes]
     quorum_ready: Callable[[], bool]
     audit_log: AuditWriter | None = None
+    published_keys: Callable[[], list[bytes]] | None = None  # rotation: active, next, retiring
 
     @classmethod
     def from_gateway(cls, gateway: Gateway) -> PipelineBackend:
@@ -97,6 +98,7 @@ class PipelineBackend:
             issuer=gateway.settings.issuer,
             admin_token_sha256=gateway.settings.admin_token_sha256,
             group_public_key=lambda: gateway.group_public_key,
+            published_keys=gateway.keyring.keys,
             quorum_ready=gateway.ready,
             audit_log=gateway.audit,
         )
@@ -109,7 +111,8 @@ class PipelineBackend:
         return self.quorum_ready()
 
     def jwks_keys(self) -> list[bytes]:
-        # Only the current key until key rotation keeps the previous one in the key state.
+        if self.published_keys is not None:
+            return self.published_keys()
         return [self.group_public_key()]
 
     async def exchange(

@@ -1,0 +1,113 @@
+"""Key rotation without downtime: a new group key from a fresh DKG is published before it signs,
+tokens of the old key keep verifying until they expire, and traffic never fails meanwhile."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import aiohttp
+import jwt
+
+from extauthz.http_edge import start_http
+from signer.ceremony.driver import connect
+from signer.token import kid_for
+from tests.extauthz.stack import DEPLOY, ISSUER, Stack, check_request, running_stack
+from tests.extauthz.test_gateway import minted
+from tests.signer.harness import SignerCluster
+
+
+async def jwks(port: int) -> dict[str, object]:
+    url = f"http://127.0.0.1:{port}/.well-known/jwks.json"
+    async with aiohttp.ClientSession() as session, session.get(url) as reply:
+        document: dict[str, object] = await reply.json()
+        return document
+
+
+def verify(token: str, document: dict[str, object]) -> dict[str, object]:
+    kid = jwt.get_unverified_header(token)["kid"]
+    keys = [k for k in document["keys"] if k["kid"] == kid]  # type: ignore[attr-defined, index]
+    assert keys, f"kid {kid} is not published"
+    claims: dict[str, object] = jwt.decode(
+        token, jwt.PyJWK(keys[0]), algorithms=["EdDSA"], audience=DEPLOY, issuer=ISSUER
+    )
+    return claims
+
+
+async def traffic(stack: Stack, stop: asyncio.Event, failures: list[str], kids: list[str]) -> None:
+    """A new CI credential every 20 ms: every one of them is a fresh mint."""
+    n = 0
+    while not stop.is_set():
+        n += 1
+        token = stack.issuer.mint({"jti": f"job-{n}"})
+        response = await stack.check(check_request(bearer=token, route_key="deploy"))
+        if response.status.code != 0:
+            failures.append(response.denied_response.body)
+        else:
+            kids.append(jwt.get_unverified_header(minted(response))["kid"])
+        await asyncio.sleep(0.02)
+
+
+def test_rotation_publishes_first_and_never_drops_a_request(tmp_path: Path) -> None:
+    async def run() -> None:
+        lead = "1.0"
+        async with running_stack(tmp_path, KEYMINT_KEY_PUBLISH_LEAD_SECONDS=lead) as stack:
+            runner, port = await start_http(stack.gateway, "127.0.0.1:0")
+            old_key = stack.gateway.group_public_key
+            before = minted(
+                await stack.check(check_request(bearer=stack.issuer.mint(), route_key="deploy"))
+            )
+            assert len((await jwks(port))["keys"]) == 1  # type: ignore[arg-type]
+
+            stop, failures, kids = asyncio.Event(), [], []
+            load = asyncio.create_task(traffic(stack, stop, failures, kids))
+            fresh = SignerCluster(tmp_path / "next", 2, 3, dealer=False)
+            for process in fresh.signers.values():  # same policy; its own PKI
+                process.env.update({k: v for k, v in stack.env.items() if k != "KEYMINT_TLS_DIR"})
+            await asyncio.to_thread(fresh.start)
+            try:
+                async with connect(
+                    fresh.addresses([1, 2, 3]), tls_files=fresh.coordinator_tls
+                ) as driver:
+                    new_key = (await driver.dkg(2)).group_public_key
+
+                await stack.gateway.publish_signers(fresh.endpoints(), fresh.coordinator_tls)
+                published = await jwks(port)
+                assert {k["kid"] for k in published["keys"]} == {  # type: ignore[attr-defined, index]
+                    kid_for(old_key),
+                    kid_for(new_key),
+                }
+                await asyncio.sleep(0.3)
+                assert set(kids) == {kid_for(old_key)}  # published, not yet used
+
+                await asyncio.sleep(float(lead))
+                stack.gateway.activate_next_key()
+                kids.clear()
+                await asyncio.sleep(0.5)
+                assert set(kids) == {kid_for(new_key)}
+
+                # The old key's token still verifies: its key stays published.
+                document = await jwks(port)
+                assert verify(before, document)["sub"]
+                after = minted(
+                    await stack.check(
+                        check_request(bearer=stack.issuer.mint({"jti": "x"}), route_key="deploy")
+                    )
+                )
+                assert verify(after, document)["sub"]
+
+                # Once the last old token has expired, the old key leaves the JWKS.
+                keyring = stack.gateway.keyring
+                keyring._clock = lambda: time.time() + 3600
+                assert [kid_for(k) for k in await keyring.prune()] == [kid_for(old_key)]
+                assert [k["kid"] for k in (await jwks(port))["keys"]] == [kid_for(new_key)]  # type: ignore[attr-defined, index]
+            finally:
+                stop.set()
+                await load
+                await runner.cleanup()
+                await asyncio.to_thread(fresh.stop)
+            assert failures == []
+            assert len(kids) > 10
+
+    asyncio.run(run())
