@@ -195,7 +195,7 @@ async def build_gateway(
         audit=audit,
         own_tokens=OwnTokenVerifier(
             issuer=settings.issuer,
-            group_keys=keyring.keys,
+            group_keys=keyring.published_keys,
             clock=clock,
         ),
         clock=clock,
@@ -204,6 +204,14 @@ async def build_gateway(
     return Gateway(
         settings, coordinator, pipeline, policy, rego, session, audit, token_cache, keyring
     )
+
+
+async def _prune_keys(gateway: Gateway, interval: float = 60.0) -> None:
+    """Drop rotated-out keys from the JWKS once their last token has expired."""
+    while True:
+        await asyncio.sleep(interval)
+        for key in await gateway.keyring.prune():
+            log.info("group key %s retired: its last token has expired", kid_for(key))
 
 
 async def serve(
@@ -221,7 +229,10 @@ async def serve(
     )
     http_runner, http_port = await start_http(gateway, settings.http_listen)
     await set_serving(health_servicer, True)
-    watchers = [asyncio.create_task(gateway.policy.watch())]
+    watchers = [
+        asyncio.create_task(gateway.policy.watch()),
+        asyncio.create_task(_prune_keys(gateway)),
+    ]
     if gateway.rego is not None:
         watchers.append(asyncio.create_task(gateway.rego.watch()))
     log.info("gateway serving: gRPC port %d, HTTP port %d", grpc_port, http_port)

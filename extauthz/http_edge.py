@@ -98,7 +98,7 @@ class PipelineBackend:
             issuer=gateway.settings.issuer,
             admin_token_sha256=gateway.settings.admin_token_sha256,
             group_public_key=lambda: gateway.group_public_key,
-            published_keys=gateway.keyring.keys,
+            published_keys=gateway.keyring.published_keys,
             quorum_ready=gateway.ready,
             audit_log=gateway.audit,
         )
@@ -299,21 +299,7 @@ class _Handlers:
     # --- admin ------------------------------------------------------------------------------------
 
     def _authorize_admin(self, request: web.Request) -> web.Response | None:
-        """None when the caller holds the admin token; else the answer to give."""
-        expected = self._backend.admin_token_sha256
-        if expected is None:
-            raise web.HTTPNotFound()  # the same answer as a path that does not exist
-        scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
-        credential = credential.strip() if scheme.lower() == "bearer" else ""
-        presented = hashlib.sha256(credential.encode()).hexdigest()
-        if credential and hmac.compare_digest(presented.encode(), expected.encode()):
-            return None
-        log.warning("admin request refused from %s: missing or wrong token", request.remote)
-        return _json(
-            401,
-            {"error": "unauthorized", "error_description": "a valid admin bearer token is needed"},
-            {"WWW-Authenticate": 'Bearer realm="keymint-admin"', "Cache-Control": "no-store"},
-        )
+        return admin_refusal(request, self._backend.admin_token_sha256)
 
     async def revoke(self, request: web.Request) -> web.Response:
         refused = self._authorize_admin(request)
@@ -407,9 +393,28 @@ async def start_app(app: web.Application, listen: str) -> tuple[web.AppRunner, i
     return runner, int(bound)
 
 
+def admin_refusal(request: web.Request, expected: str | None) -> web.Response | None:
+    """None when the caller holds the admin token; else the answer to give."""
+    if expected is None:
+        raise web.HTTPNotFound()  # the same answer as a path that does not exist
+    scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
+    credential = credential.strip() if scheme.lower() == "bearer" else ""
+    presented = hashlib.sha256(credential.encode()).hexdigest()
+    if credential and hmac.compare_digest(presented.encode(), expected.encode()):
+        return None
+    log.warning("admin request refused from %s: missing or wrong token", request.remote)
+    return _json(
+        401,
+        {"error": "unauthorized", "error_description": "a valid admin bearer token is needed"},
+        {"WWW-Authenticate": 'Bearer realm="keymint-admin"', "Cache-Control": "no-store"},
+    )
+
+
 async def start_http(
     gateway: Gateway, listen: str, *, settings: HttpSettings | None = None
 ) -> tuple[web.AppRunner, int]:
-    return await start_app(
-        build_app(PipelineBackend.from_gateway(gateway), settings=settings), listen
-    )
+    from extauthz.admin_keys import add_key_routes
+
+    app = build_app(PipelineBackend.from_gateway(gateway), settings=settings)
+    add_key_routes(app, gateway)
+    return await start_app(app, listen)

@@ -61,7 +61,7 @@ class KeyRing:
     def active_key(self) -> bytes:
         return self._active.public_key
 
-    def keys(self) -> list[bytes]:
+    def published_keys(self) -> list[bytes]:
         """Every key that may verify a live token or soon will: active, next, retiring."""
         now = self._clock()
         keys = [self._active.public_key]
@@ -73,7 +73,7 @@ class KeyRing:
     def publish(self, coordinator: Coordinator) -> bytes:
         if self._next is not None:
             raise RotationError("a next key is already published; activate it first")
-        if coordinator.package.group_public_key in self.keys():
+        if coordinator.package.group_public_key in self.published_keys():
             raise RotationError("that group key is already in the ring")
         self._next = _Key(coordinator, self._clock())
         return self._next.public_key

@@ -4,6 +4,7 @@ tokens of the old key keep verifying until they expire, and traffic never fails 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from pathlib import Path
 
@@ -35,6 +36,20 @@ def verify(token: str, document: dict[str, object]) -> dict[str, object]:
     return claims
 
 
+ADMIN_TOKEN = "rotation-admin-token"
+
+
+async def admin_post(port: int, step: str, document: object) -> tuple[int, dict[str, object]]:
+    url = f"http://127.0.0.1:{port}/admin/keys/{step}"
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, json=document, headers=headers) as reply,
+    ):
+        body: dict[str, object] = await reply.json()
+        return reply.status, body
+
+
 async def traffic(stack: Stack, stop: asyncio.Event, failures: list[str], kids: list[str]) -> None:
     """A new CI credential every 20 ms: every one of them is a fresh mint."""
     n = 0
@@ -52,7 +67,11 @@ async def traffic(stack: Stack, stop: asyncio.Event, failures: list[str], kids: 
 def test_rotation_publishes_first_and_never_drops_a_request(tmp_path: Path) -> None:
     async def run() -> None:
         lead = "1.0"
-        async with running_stack(tmp_path, KEYMINT_KEY_PUBLISH_LEAD_SECONDS=lead) as stack:
+        admin = {
+            "KEYMINT_KEY_PUBLISH_LEAD_SECONDS": lead,
+            "KEYMINT_ADMIN_TOKEN_SHA256": hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest(),
+        }
+        async with running_stack(tmp_path, **admin) as stack:
             runner, port = await start_http(stack.gateway, "127.0.0.1:0")
             old_key = stack.gateway.group_public_key
             before = minted(
@@ -63,16 +82,22 @@ def test_rotation_publishes_first_and_never_drops_a_request(tmp_path: Path) -> N
             stop, failures, kids = asyncio.Event(), [], []
             load = asyncio.create_task(traffic(stack, stop, failures, kids))
             fresh = SignerCluster(tmp_path / "next", 2, 3, dealer=False)
-            for process in fresh.signers.values():  # same policy; its own PKI
-                process.env.update({k: v for k, v in stack.env.items() if k != "KEYMINT_TLS_DIR"})
+            for process in fresh.signers.values():  # same policy, same CA as the first group
+                process.env.update(stack.env)
             await asyncio.to_thread(fresh.start)
             try:
                 async with connect(
-                    fresh.addresses([1, 2, 3]), tls_files=fresh.coordinator_tls
+                    fresh.addresses([1, 2, 3]), tls_files=stack.cluster.coordinator_tls
                 ) as driver:
                     new_key = (await driver.dkg(2)).group_public_key
 
-                await stack.gateway.publish_signers(fresh.endpoints(), fresh.coordinator_tls)
+                signers = {str(e.identifier): e.address for e in fresh.endpoints()}
+                status, body = await admin_post(port, "publish", {"signers": signers})
+                assert status == 200, body
+                assert body["published"] == kid_for(new_key)
+                status, body = await admin_post(port, "activate", {})
+                assert status == 409  # too soon: verifiers may not have the new key yet
+                assert "wait" in str(body["error_description"])
                 published = await jwks(port)
                 assert {k["kid"] for k in published["keys"]} == {  # type: ignore[attr-defined, index]
                     kid_for(old_key),
@@ -82,7 +107,8 @@ def test_rotation_publishes_first_and_never_drops_a_request(tmp_path: Path) -> N
                 assert set(kids) == {kid_for(old_key)}  # published, not yet used
 
                 await asyncio.sleep(float(lead))
-                stack.gateway.activate_next_key()
+                status, body = await admin_post(port, "activate", {})
+                assert (status, body["active"]) == (200, kid_for(new_key))
                 await asyncio.sleep(0.2)  # a mint begun under the old key may still complete
                 kids.clear()
                 await asyncio.sleep(0.5)
