@@ -33,7 +33,7 @@ from extauthz.policy import Limits, PolicyEngine, PolicyStore, RegoPolicy, parse
 from extauthz.policy.model import Policy
 from extauthz.tokencache import TokenCache
 from signer.audit import AsyncAuditLog, AuditLog
-from signer.coordinator import Coordinator, SignerEndpoint
+from signer.coordinator import Coordinator, CoordinatorSettings, SignerEndpoint
 from signer.devca import TlsFiles, tls_files
 from signer.token import kid_for
 
@@ -65,7 +65,9 @@ class Gateway:
     ) -> bytes:
         """Rotation step 1: a new signer group's key joins the JWKS; nothing signs with it yet."""
         coordinator = Coordinator(
-            endpoints=endpoints, tls=tls or tls_files(self.settings.tls_dir, "coordinator")
+            endpoints=endpoints,
+            tls=tls or tls_files(self.settings.tls_dir, "coordinator"),
+            settings=CoordinatorSettings(attempt_timeout=self.settings.signer_attempt_timeout),
         )
         await coordinator.start()
         try:
@@ -96,7 +98,10 @@ def build_identifier(
             settings.oidc_issuers,
             audiences=settings.oidc_audiences,
             session=session,
-            jwks_settings=JwksSettings(insecure_allow_http=settings.oidc_allow_http),
+            jwks_settings=JwksSettings(
+                insecure_allow_http=settings.oidc_allow_http,
+                fetch_timeout_seconds=settings.jwks_fetch_timeout,
+            ),
             max_token_age_seconds=settings.oidc_max_token_age,
             clock=clock,
         )
@@ -148,6 +153,7 @@ async def build_gateway(
     coordinator = Coordinator(
         endpoints=[SignerEndpoint(s.identifier, s.address) for s in settings.signers],
         tls=tls_files(settings.tls_dir, "coordinator"),
+        settings=CoordinatorSettings(attempt_timeout=settings.signer_attempt_timeout),
     )
     await coordinator.start()
     package = coordinator.package

@@ -54,6 +54,8 @@ class GatewaySettings:
     rate_burst: int
     sign_timeout: float
     key_publish_lead_seconds: float
+    signer_attempt_timeout: float
+    jwks_fetch_timeout: float
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> GatewaySettings:
@@ -104,6 +106,9 @@ class GatewaySettings:
             rate_burst=_int(env, "KEYMINT_RATE_BURST", 100),
             sign_timeout=_float(env, "KEYMINT_SIGN_TIMEOUT_SECONDS", 2.0),
             key_publish_lead_seconds=_float(env, "KEYMINT_KEY_PUBLISH_LEAD_SECONDS", 300.0),
+            signer_attempt_timeout=_float(env, "KEYMINT_SIGNER_ATTEMPT_TIMEOUT_SECONDS", 0.5),
+            # Below Envoy's ext_authz timeout, so a slow issuer is keymint's answer, not Envoy's.
+            jwks_fetch_timeout=_float(env, "KEYMINT_JWKS_FETCH_TIMEOUT_SECONDS", 1.5),
         )
 
 

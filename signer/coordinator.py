@@ -191,11 +191,13 @@ class Coordinator:
 
     async def close(self) -> None:
         self._closed = True
-        for member in self._members.values():
-            if member.refill is not None:
-                member.refill.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await member.refill
+        refills = [m.refill for m in self._members.values() if m.refill is not None]
+        for task in refills:
+            task.cancel()
+        for task in refills:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for member in self._members.values():  # only once nothing can start a call on them
             await member.channel.close()
 
     def ready(self) -> bool:
@@ -429,6 +431,8 @@ class Coordinator:
 
     def _announce(self, source: _Member, commitments: list[bytes]) -> None:
         """Tell the other signers about fresh commitments so they validate them off the path."""
+        if self._closed:
+            return
         request = signer_pb2.AnnounceRequest(commitments=commitments)
         for member in self._members.values():
             if member is not source and member.down_until <= self._clock():

@@ -90,17 +90,26 @@ class Stack:
         return response
 
     def svid(self, path: str) -> IssuedCertificate:
-        return self.ca.issue_svid(f"spiffe://{TRUST_DOMAIN}{path}", **valid_now())
+        not_before, not_after = validity_now()
+        return self.ca.issue_svid(
+            f"spiffe://{TRUST_DOMAIN}{path}", not_before=not_before, not_after=not_after
+        )
+
+
+def validity_now() -> tuple[datetime, datetime]:
+    """Certificates valid today (the identity tests' helpers default to a fixed future date)."""
+    now = datetime.now(UTC)
+    return now - timedelta(hours=1), now + timedelta(days=1)
 
 
 def valid_now() -> dict[str, datetime]:
-    """Certificates valid today (the identity tests' helpers default to a fixed future date)."""
-    now = datetime.now(UTC)
-    return {"not_before": now - timedelta(hours=1), "not_after": now + timedelta(days=1)}
+    not_before, not_after = validity_now()
+    return {"not_before": not_before, "not_after": not_after}
 
 
 def root_ca(trust_domain: str) -> CertificateAuthority:
-    return CertificateAuthority.root(trust_domain, **valid_now())
+    not_before, not_after = validity_now()
+    return CertificateAuthority.root(trust_domain, not_before=not_before, not_after=not_after)
 
 
 def check_request(

@@ -1,0 +1,286 @@
+"""Everything real, on loopback: keymint as production runs it, with two Envoys around it.
+
+    caller --TLS/mTLS--> front Envoy (envoy/envoy.yaml) --ext_authz gRPC--> gateway process
+                              |                                                | mTLS gRPC
+                              +--> echo upstream                      3 signer processes (2-of-3)
+    caller ----------------> jwt Envoy (envoy/upstream-jwt.yaml) --> echo upstream
+                              +-- JWKS from the gateway's HTTP edge
+
+The gateway is `python -m extauthz.cli serve` with the environment of tests/extauthz/stack.py;
+the signers are `SignerCluster`'s processes with the same environment, so their guards check the
+same policy. The local OIDC issuer (GitHub's shape) and the echo upstream run in this process, on
+an event loop in a background thread, as do the test's HTTP clients. Ports are all chosen by the
+OS (port 0) and read back: the gateway prints them, Envoy's admin API lists its listeners.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jwt
+
+from extauthz.cli import READY_LINE
+from tests.envoy.harness import EnvoyProcess, render, server_certificate, write_tls
+from tests.envoy.servers import BackgroundLoop, EchoUpstream, Reply, request
+from tests.extauthz.stack import (
+    DEPLOY,
+    ISSUER,
+    OIDC_AUDIENCE,
+    ORDERS,
+    TRUST_DOMAIN,
+    root_ca,
+    stack_env,
+    valid_now,
+)
+from tests.helpers.certs import CertificateAuthority, IssuedCertificate, pem
+from tests.helpers.oidc_issuer import LocalOidcIssuer
+from tests.signer.harness import SignerCluster
+
+REPO = Path(__file__).resolve().parents[2]
+FRONT_HOSTNAME = "front.keymint.test"  # the name in the front listener's certificate
+FRONT_LISTENER = "front_tls"
+JWT_LISTENER = "api"
+REQUIRED_CLAIMS = ["exp", "iat", "nbf", "iss", "aud", "sub", "jti"]
+
+
+@dataclass
+class GatewayProcess:
+    """`python -m extauthz.cli serve`, configured by its environment; ports read from its line."""
+
+    env: Mapping[str, str]
+    log: Path
+    process: subprocess.Popen[bytes] | None = None
+    grpc_port: int = 0
+    http_port: int = 0
+
+    def start(self, timeout: float = 60.0) -> None:
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "extauthz.cli", "serve"],
+                env=dict(self.env),
+                stdout=subprocess.PIPE,
+                stderr=log,
+                cwd=REPO,
+            )
+        assert self.process.stdout is not None
+        prefix = READY_LINE.split(" grpc_port")[0].encode()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.process.stdout], [], [], 0.2)
+            if not ready:
+                if self.process.poll() is not None:
+                    raise RuntimeError(
+                        f"gateway exited ({self.process.returncode}): see {self.log}"
+                    )
+                continue
+            line = self.process.stdout.readline()
+            if not line:
+                raise RuntimeError(f"gateway exited: see {self.log}")
+            if line.startswith(prefix):
+                fields = dict(part.split(b"=") for part in line.split()[2:])
+                self.grpc_port = int(fields[b"grpc_port"])
+                self.http_port = int(fields[b"http_port"])
+                return
+        raise RuntimeError(f"gateway did not start within {timeout}s: see {self.log}")
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """A crash, not a shutdown: SIGKILL."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+@dataclass
+class E2EStack:
+    directory: Path
+    background: BackgroundLoop
+    issuer: LocalOidcIssuer
+    ca: CertificateAuthority
+    cluster: SignerCluster
+    gateway: GatewayProcess
+    echo: EchoUpstream
+    front: EnvoyProcess
+    jwt_envoy: EnvoyProcess
+    edge_ca: Path  # verifies the front listener's certificate
+    _client_files: dict[str, tuple[Path, Path]] = field(default_factory=dict)
+
+    # --- identities ---------------------------------------------------------------------------
+
+    def svid(self, path: str) -> IssuedCertificate:
+        return self.ca.issue_svid(f"spiffe://{TRUST_DOMAIN}{path}", **valid_now())
+
+    def oidc_token(self, **claims: Any) -> str:
+        return self.issuer.mint(claims or None)
+
+    # --- calls --------------------------------------------------------------------------------
+
+    def front_call(
+        self,
+        method: str,
+        path: str,
+        *,
+        certificate: IssuedCertificate | None = None,
+        headers: Mapping[str, str] | None = None,
+        data: bytes | Mapping[str, str] | None = None,
+    ) -> Reply:
+        """A request to the front Envoy over TLS, with `certificate` as the client's (mTLS)."""
+        context = ssl.create_default_context(cafile=str(self.edge_ca))
+        if certificate is not None:
+            cert, key = self._files_for(certificate)
+            context.load_cert_chain(str(cert), str(key))
+        url = f"https://127.0.0.1:{self.front.port(FRONT_LISTENER)}{path}"
+        return self.background.run(request(method, url, headers, data, context, FRONT_HOSTNAME))
+
+    def jwt_call(self, path: str, *, bearer: str | None = None) -> Reply:
+        """A request to the upstream-side jwt_authn Envoy (plain HTTP on loopback)."""
+        headers = {} if bearer is None else {"authorization": f"Bearer {bearer}"}
+        url = f"http://127.0.0.1:{self.jwt_envoy.port(JWT_LISTENER)}{path}"
+        return self.background.run(request("GET", url, headers, None, None, None))
+
+    def _files_for(self, certificate: IssuedCertificate) -> tuple[Path, Path]:
+        name = f"client-{certificate.certificate.serial_number:x}"
+        if name not in self._client_files:
+            self._client_files[name] = write_tls(self.directory, name, certificate)
+        return self._client_files[name]
+
+    # --- the served JWKS ----------------------------------------------------------------------
+
+    def jwks(self) -> dict[str, Any]:
+        """keymint's JWKS, fetched through the front Envoy as an upstream API would."""
+        reply = self.front_call("GET", "/.well-known/jwks.json")
+        assert reply.status == 200, reply.body
+        document: dict[str, Any] = reply.json()
+        return document
+
+    def decode(self, token: str, audience: str) -> dict[str, Any]:
+        """Verify a minted token with PyJWT against the served JWKS; its claims."""
+        keys = jwt.PyJWKSet.from_dict(self.jwks())
+        kid = jwt.get_unverified_header(token)["kid"]
+        key = next(k for k in keys.keys if k.key_id == kid)
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key.key,
+            algorithms=["EdDSA"],
+            audience=audience,
+            issuer=ISSUER,
+            options={"require": REQUIRED_CLAIMS},
+        )
+        return claims
+
+
+@contextlib.contextmanager
+def e2e_stack(directory: Path) -> Iterator[E2EStack]:
+    """Start everything (and stop everything, whatever happened) for one test module."""
+    with contextlib.ExitStack() as stack:
+        background = BackgroundLoop()
+        stack.callback(background.close)
+
+        issuer = LocalOidcIssuer(clock=time.time, audience=OIDC_AUDIENCE)
+        background.run(issuer.start())
+        stack.callback(lambda: background.run(issuer.stop()))
+        echo = EchoUpstream()
+        background.run(echo.start())
+        stack.callback(lambda: background.run(echo.stop()))
+
+        ca = root_ca(TRUST_DOMAIN)
+        (directory / "trust-bundle.pem").write_bytes(pem(ca.certificate))
+        cluster = SignerCluster(directory, 2, 3)
+        env = stack_env(directory, issuer.issuer, cluster)
+        for signer in cluster.signers.values():
+            signer.env.update(env)
+        stack.callback(cluster.stop)
+        cluster.start()
+
+        signers = ",".join(f"{i}={p.address}" for i, p in sorted(cluster.signers.items()))
+        gateway = GatewayProcess(
+            env={**os.environ, **env, "KEYMINT_SIGNERS": signers, "PYTHONPATH": str(REPO)},
+            log=directory / "gateway.log",
+        )
+        stack.callback(gateway.stop)
+        gateway.start()
+
+        edge = root_ca("edge.test")
+        edge_ca = directory / "edge-ca.pem"
+        edge_ca.write_bytes(pem(edge.certificate))
+        server_cert, server_key = write_tls(
+            directory, "front-server", server_certificate(edge, FRONT_HOSTNAME)
+        )
+        front = EnvoyProcess(
+            render(
+                "envoy.yaml",
+                directory,
+                ADMIN_PORT=0,
+                LISTEN_ADDRESS="127.0.0.1",
+                LISTEN_PORT=0,
+                SERVER_CERT=server_cert,
+                SERVER_KEY=server_key,
+                CLIENT_CA_BUNDLE=directory / "trust-bundle.pem",
+                GATEWAY_GRPC_PORT=gateway.grpc_port,
+                GATEWAY_HTTP_PORT=gateway.http_port,
+                UPSTREAM_PORT=echo.port,
+            ),
+            directory,
+            "front-envoy",
+        )
+        stack.callback(front.stop)
+        front.start()
+
+        jwt_envoy = EnvoyProcess(
+            render(
+                "upstream-jwt.yaml",
+                directory,
+                ADMIN_PORT=0,
+                LISTEN_ADDRESS="127.0.0.1",
+                LISTEN_PORT=0,
+                KEYMINT_ISSUER=ISSUER,
+                KEYMINT_JWKS_URI=f"http://127.0.0.1:{gateway.http_port}/.well-known/jwks.json",
+                JWKS_ADDRESS="127.0.0.1",
+                JWKS_PORT=gateway.http_port,
+                ORDERS_AUDIENCE=ORDERS,
+                DEPLOY_AUDIENCE=DEPLOY,
+                APP_PORT=echo.port,
+            ),
+            directory,
+            "jwt-envoy",
+        )
+        stack.callback(jwt_envoy.stop)
+        jwt_envoy.start()
+
+        yield E2EStack(
+            directory=directory,
+            background=background,
+            issuer=issuer,
+            ca=ca,
+            cluster=cluster,
+            gateway=gateway,
+            echo=echo,
+            front=front,
+            jwt_envoy=jwt_envoy,
+            edge_ca=edge_ca,
+        )

@@ -1,0 +1,106 @@
+"""In-process servers and clients for Envoy tests, on an event loop in a background thread.
+
+pytest-asyncio is not installed, and module-scoped servers must outlive any one test's
+`asyncio.run`: so servers live on a `BackgroundLoop`, and tests submit their client calls to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import threading
+from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import aiohttp
+from aiohttp import web
+
+T = TypeVar("T")
+
+
+class BackgroundLoop:
+    """An event loop in a daemon thread: servers live on it, tests submit coroutines to it."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def run(self, coroutine: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        self.loop.close()
+
+
+class EchoUpstream:
+    """The API behind Envoy: answers every request with what it received, as JSON."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._echo)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _echo(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        return web.json_response(
+            {
+                "method": request.method,
+                "path": request.path_qs,
+                "headers": [[k.lower(), v] for k, v in request.headers.items()],
+                "body_bytes": len(body),
+            }
+        )
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    headers: Mapping[str, str]  # lower-case names; a repeated header keeps its last value
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def echoed(self) -> dict[str, list[str]]:
+        """The headers the echo upstream received: name -> every value it saw."""
+        received: dict[str, list[str]] = {}
+        for name, value in self.json()["headers"]:
+            received.setdefault(name, []).append(value)
+        return received
+
+
+async def request(
+    method: str,
+    url: str,
+    headers: Mapping[str, str] | None,
+    data: bytes | Mapping[str, str] | None,
+    context: ssl.SSLContext | None,
+    server_hostname: str | None,
+) -> Reply:
+    timeout = aiohttp.ClientTimeout(total=20)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        extra: dict[str, Any] = {}
+        if context is not None:
+            extra = {"ssl": context, "server_hostname": server_hostname}
+        async with session.request(
+            method, url, headers=dict(headers or {}), data=data, **extra
+        ) as response:
+            body = await response.read()
+            return Reply(response.status, {k.lower(): v for k, v in response.headers.items()}, body)
