@@ -7,7 +7,7 @@ APT_PACKAGES := swig libpcsclite-dev pcscd softhsm2 opensc redis-server nodejs
 STAMP := $(VENV)/.installed
 NODE_STAMP := tests/interop/node_modules/.installed
 
-.PHONY: setup apt test lint typecheck unit demo bench bench-frost bench-sign bench-check bench-e2e clean
+.PHONY: setup apt test lint typecheck unit demo demo-check demo-frost bench bench-frost bench-sign bench-check bench-e2e clean
 
 setup: apt $(STAMP) $(NODE_STAMP)
 
@@ -36,8 +36,8 @@ $(NODE_STAMP): tests/interop/package.json tests/interop/package-lock.json
 	touch $(NODE_STAMP)
 
 lint: setup
-	$(VENV)/bin/ruff check signer extauthz tests benchmarks
-	$(VENV)/bin/ruff format --check signer extauthz tests benchmarks
+	$(VENV)/bin/ruff check signer extauthz tests benchmarks demo
+	$(VENV)/bin/ruff format --check signer extauthz tests benchmarks demo
 
 typecheck: setup
 	$(VENV)/bin/mypy signer extauthz
@@ -47,7 +47,15 @@ unit: setup
 
 test: lint typecheck unit
 
+# The whole stack on loopback with real Envoy, a DKG among 3 signers, and three flows.
 demo: setup
+	$(PY) -m demo
+
+demo-check: setup
+	$(PY) -m demo --check
+
+# The sans-IO core alone: a DKG and threshold-signed JWTs in one process.
+demo-frost: setup
 	$(PY) -m signer.demo
 
 bench: bench-frost bench-sign bench-check

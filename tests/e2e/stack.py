@@ -194,9 +194,20 @@ class E2EStack:
         return claims
 
 
+async def _dkg(cluster: SignerCluster) -> None:
+    from signer.ceremony.driver import connect
+
+    async with connect(cluster.addresses([1, 2, 3]), tls_files=cluster.coordinator_tls) as driver:
+        await driver.dkg(2)
+
+
 @contextlib.contextmanager
-def e2e_stack(directory: Path) -> Iterator[E2EStack]:
-    """Start everything (and stop everything, whatever happened) for one test module."""
+def e2e_stack(directory: Path, *, dkg: bool = False) -> Iterator[E2EStack]:
+    """Start everything (and stop everything, whatever happened) for one test module.
+
+    With `dkg`, the signers start keyless and a DKG among them makes the group key (as
+    `make demo` does); otherwise a trusted dealer's shares are sealed to their vaults first.
+    """
     with contextlib.ExitStack() as stack:
         background = BackgroundLoop()
         stack.callback(background.close)
@@ -210,12 +221,14 @@ def e2e_stack(directory: Path) -> Iterator[E2EStack]:
 
         ca = root_ca(TRUST_DOMAIN)
         (directory / "trust-bundle.pem").write_bytes(pem(ca.certificate))
-        cluster = SignerCluster(directory, 2, 3)
+        cluster = SignerCluster(directory, 2, 3, dealer=not dkg)
         env = stack_env(directory, issuer.issuer, cluster)
         for signer in cluster.signers.values():
             signer.env.update(env)
         stack.callback(cluster.stop)
         cluster.start()
+        if dkg:
+            background.run(_dkg(cluster))
 
         signers = ",".join(f"{i}={p.address}" for i, p in sorted(cluster.signers.items()))
         gateway = GatewayProcess(

@@ -1,0 +1,189 @@
+"""`make demo` / `make demo-check`: the whole keymint stack on this machine, and three flows.
+
+Everything is real and on loopback: a development CA, three signer processes that run a DKG (their
+shares sealed to files), the gateway process, the front Envoy and an upstream-side jwt_authn Envoy
+(both the real Envoy binary), an echo upstream, and a local OIDC issuer standing in for GitHub's.
+The demo reuses the end-to-end test stack (tests/e2e/stack.py), so what it shows is what the tests
+check.
+
+`--check` runs the flows without a terminal, exits 0 only if every one behaved, and stops all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.e2e.replies import exchange_form  # noqa: E402
+from tests.e2e.stack import FRONT_LISTENER, JWT_LISTENER, E2EStack, e2e_stack  # noqa: E402
+from tests.extauthz.stack import DEPLOY, ORDERS  # noqa: E402
+
+
+class FlowFailed(Exception):
+    pass
+
+
+def expect(condition: bool, what: str) -> None:
+    if not condition:
+        raise FlowFailed(what)
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def show_claims(claims: dict[str, Any], keys: tuple[str, ...]) -> None:
+    for key in keys:
+        if key in claims:
+            say(f"      {key:18} {json.dumps(claims[key])}")
+
+
+def received_token(stack: E2EStack, reply: Any) -> str:
+    expect(reply.status == 200, f"expected 200, got {reply.status}: {reply.body!r}")
+    (authorization,) = reply.echoed()["authorization"]
+    return str(authorization).removeprefix("Bearer ")
+
+
+def flow_service(stack: E2EStack) -> None:
+    say("\n1. A service with a client certificate calls through Envoy (mTLS).")
+    svid = stack.svid("/ns/shop/sa/web")
+    say("   caller: spiffe://prod.test/ns/shop/sa/web   GET /orders/v1/orders/42")
+    reply = stack.front_call("GET", "/orders/v1/orders/42", certificate=svid)
+    token = received_token(stack, reply)
+    claims = stack.decode(token, ORDERS)
+    say("   decision: allowed by policy binding shop-reads-orders; the upstream API received a")
+    say("   keymint token (verified here against the served JWKS) and none of the caller's")
+    say("   credentials. Its claims:")
+    show_claims(claims, ("iss", "sub", "aud", "scope", "exp", "cnf", "jti"))
+    expect(claims["sub"] == "spiffe://prod.test/ns/shop/sa/web", "SPIFFE subject in the token")
+    expect("x-forwarded-client-cert" not in reply.echoed(), "caller credentials removed")
+
+
+def flow_ci(stack: E2EStack) -> str:
+    say("\n2. A CI job calls through Envoy with its GitHub Actions OIDC token.")
+    oidc = stack.oidc_token()
+    say("   caller: repo:octo-org/octo-repo:environment:prod (repository_id 74)")
+    say("   GET /deploy/status")
+    token = received_token(stack, stack.front_call("GET", "/deploy/status", headers=_bearer(oidc)))
+    claims = stack.decode(token, DEPLOY)
+    say("   decision: allowed by binding octo-repo-deploys (bound to repository ids, not names).")
+    say("   The upstream received a deploy token signed by 2 of the 3 signers:")
+    show_claims(claims, ("sub", "aud", "scope", "repository_id", "ref", "exp"))
+    expect(claims["repository_id"] == "74", "GitHub provenance in the token")
+    return oidc
+
+
+def flow_exchange(stack: E2EStack, oidc: str) -> str:
+    say("\n3. The same job exchanges its OIDC token at POST /token (RFC 8693), through Envoy,")
+    say("   and calls with the result.")
+    reply = stack.front_call("POST", "/token", data=exchange_form(oidc))
+    expect(reply.status == 200, f"/token answered {reply.status}: {reply.body!r}")
+    answer = reply.json()
+    access = answer["access_token"]
+    say(
+        f"   /token: token_type {answer['token_type']}, expires_in {answer['expires_in']}s, "
+        f"scope {answer['scope']!r}"
+    )
+    passed = received_token(stack, stack.front_call("GET", "/deploy/run", headers=_bearer(access)))
+    expect(passed == access, "the exchanged token is passed through unchanged")
+    say("   calling /deploy/run with it: allowed, forwarded unchanged.")
+    direct = stack.jwt_call("/deploy/v1/releases", bearer=access)
+    other = stack.jwt_call("/orders/v1/orders", bearer=access)
+    say(f"   an API behind Envoy's jwt_authn (no call to keymint) accepts it: {direct.status};")
+    say(f"   the orders API, another audience, refuses it: {other.status}")
+    expect(direct.status == 200, "jwt_authn accepts the minted token")
+    expect(other.status == 403, "jwt_authn refuses it for another audience")
+    return access
+
+
+def flow_denials(stack: E2EStack) -> None:
+    say("\n4. What a refused caller reads:")
+    for label, reply in (
+        ("no credential", stack.front_call("GET", "/deploy/status")),
+        (
+            "another repository",
+            stack.front_call(
+                "GET", "/deploy/status", headers=_bearer(stack.oidc_token(repository_id="75"))
+            ),
+        ),
+    ):
+        say(f"   {label:20} -> {reply.status} {reply.body.decode()}")
+        expect(reply.status in (401, 403), f"{label} is denied")
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
+
+
+def print_try_it(stack: E2EStack, directory: Path, token: str) -> None:
+    svid = stack.svid("/ns/shop/sa/web")
+    cert, key = stack._files_for(svid)
+    token_file = directory / "ci-token.jwt"
+    token_file.write_text(token)
+    front = stack.front.port(FRONT_LISTENER)
+    resolve = f"--resolve front.keymint.test:{front}:127.0.0.1"
+    base = f"https://front.keymint.test:{front}"
+    say("\nThe stack stays up until Ctrl-C. Try it:")
+    say(
+        f"  curl {resolve} --cacert {stack.edge_ca} --cert {cert} --key {key} \\\n"
+        f"       {base}/orders/v1/orders/42"
+    )
+    bearer = f'-H "Authorization: Bearer $(cat {token_file})"'
+    say(f"  curl {resolve} --cacert {stack.edge_ca} {bearer} \\\n       {base}/deploy/status")
+    say(f"  curl {resolve} --cacert {stack.edge_ca} {base}/.well-known/jwks.json")
+    say(f"  curl {resolve} --cacert {stack.edge_ca} {base}/deploy/status      # 401")
+    say(
+        f'  curl -H "Authorization: Bearer $(cat {token_file})" '
+        f"http://127.0.0.1:{stack.jwt_envoy.port(JWT_LISTENER)}/deploy/v1/releases"
+    )
+    say(f"  metrics: http://127.0.0.1:{stack.gateway.http_port}/metrics")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--check", action="store_true", help="run the flows and exit")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="keymint-demo-") as tmp:
+        directory = Path(tmp)
+        say("Starting keymint: a development CA, 3 signer processes (sealed-file vaults),")
+        say("a DKG among them, the gateway, the front Envoy, a jwt_authn Envoy, an echo API,")
+        say("and a local OIDC issuer standing in for GitHub's ...")
+        try:
+            with e2e_stack(directory, dkg=True) as stack:
+                kid = stack.jwks()["keys"][0]["kid"]
+                say(f"Ready. Group key kid {kid}: made by DKG, so no machine ever held it whole;")
+                say(
+                    f"tokens need 2 of the 3 signers. Front Envoy: https://127.0.0.1:"
+                    f"{stack.front.port(FRONT_LISTENER)}"
+                )
+                flow_service(stack)
+                oidc = flow_ci(stack)
+                access = flow_exchange(stack, oidc)
+                flow_denials(stack)
+                say("\nEvery flow behaved.")
+                if args.check:
+                    return 0
+                print_try_it(stack, directory, access)
+                stop = threading.Event()
+                for signum in (signal.SIGINT, signal.SIGTERM):
+                    signal.signal(signum, lambda *_: stop.set())
+                while not stop.wait(0.5):
+                    pass
+                say("\nStopping everything.")
+        except FlowFailed as exc:
+            print(f"\nFLOW FAILED: {exc}", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
