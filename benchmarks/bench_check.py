@@ -170,7 +170,8 @@ async def main_async(directory: Path) -> dict[str, float]:
             rate, latency = await throughput(gateway_port, seen)
             cached_rates.append(rate)
             cached_latency.extend(latency)
-        tokens = [issuer.mint() for _ in range(NEW_RATE * NEW_SECONDS + 20)]
+        # A distinct jti makes each token a credential never seen before (same claims otherwise).
+        tokens = [issuer.mint({"jti": f"bench-{i}"}) for i in range(NEW_RATE * NEW_SECONDS + 20)]
         fresh = await new_credentials(gateway_port, tokens)
     finally:
         for process in servers:

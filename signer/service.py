@@ -8,7 +8,6 @@ to the signer's audit log.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import logging
 import os
@@ -32,6 +31,7 @@ from signer.keystate import KeyState, NoKey
 from signer.nonces import KnownCommitments, NoncePool, PeerCommitments
 from signer.proto import signer_pb2, signer_pb2_grpc
 from signer.tls import require_peer
+from signer.token import TokenFormatError, parse_signing_input
 
 log = logging.getLogger(__name__)
 
@@ -129,30 +129,33 @@ class SignerService(signer_pb2_grpc.SignerServicer):
                 "this signer's commitment was never issued by this process, or was already used",
                 code=grpc.StatusCode.FAILED_PRECONDITION,
             )
-        evidence = (
-            GuardEvidence.from_message(request.evidence) if request.HasField("evidence") else None
-        )
-        try:
-            accepted = await self._guard.check(request.message, evidence)
-        except GuardRefusal as refusal:
-            return await self._refuse(context, request, f"guard:{refusal.rule}", refusal.detail)
-        except Exception as exc:  # a faulty evidence checker refuses: fail closed, on the record
-            log.exception("evidence checker fault on request %s", request.request_id)
-            return await self._refuse(
-                context, request, "guard:checker_fault", f"{type(exc).__name__} in the guard"
-            )
-        # The record is made durable while the share is computed; the share leaves only after.
+        # The request's record is made durable while the guard and the signing run; a share
+        # leaves only after it. A refusal record with the same request_id means none left.
         record = asyncio.ensure_future(
             self._audit.append(
-                "signature_share",
+                "sign_request",
                 {
                     "request_id": request.request_id,
                     "message_sha256": hashlib.sha256(request.message).hexdigest(),
                     "signers": [c.identifier for c in commitment_list],
-                    "accepted": _describe(accepted),
+                    "claims": _claims_summary(request.message),
                 },
             )
         )
+        evidence = (
+            GuardEvidence.from_message(request.evidence) if request.HasField("evidence") else None
+        )
+        try:
+            await self._guard.check(request.message, evidence)
+        except GuardRefusal as refusal:
+            await record
+            return await self._refuse(context, request, f"guard:{refusal.rule}", refusal.detail)
+        except Exception as exc:  # a faulty evidence checker refuses: fail closed, on the record
+            log.exception("evidence checker fault on request %s", request.request_id)
+            await record
+            return await self._refuse(
+                context, request, "guard:checker_fault", f"{type(exc).__name__} in the guard"
+            )
         try:
             share = sign(key.share, nonces, request.message, commitment_list)
         except FrostError as exc:
@@ -191,12 +194,12 @@ class SignerService(signer_pb2_grpc.SignerServicer):
         raise SignerError("unreachable: abort raises")
 
 
-def _describe(accepted: object) -> dict[str, object]:
-    """The accepted token's audit fields (jti, sub, aud, scopes, exp), if the guard gave them."""
-    if dataclasses.is_dataclass(accepted) and not isinstance(accepted, type):
-        return {
-            k: v
-            for k, v in dataclasses.asdict(accepted).items()
-            if isinstance(v, str | int | list | tuple)
-        }
-    return {}
+def _claims_summary(message: bytes) -> dict[str, object]:
+    """Who and what the message is for (jti, sub, aud, exp), as it claims; never the token."""
+    try:
+        claims = parse_signing_input(message).claims
+    except TokenFormatError:
+        return {}
+    return {
+        k: claims[k] for k in ("jti", "sub", "aud", "exp") if isinstance(claims.get(k), str | int)
+    }
