@@ -161,7 +161,7 @@ def test_faults_during_1000_signatures(tmp_path: Path, caplog: pytest.LogCapture
     public_key = Ed25519PublicKey.from_public_bytes(group_key)
 
     async def run() -> tuple[int, list[float]]:
-        coordinator = coordinator_for(cluster, attempt_timeout=0.25)
+        coordinator = coordinator_for(cluster, attempt_timeout=0.5)
         await coordinator.start()
         failures = 0
         try:
