@@ -225,7 +225,10 @@ class Coordinator:
     ) -> SignOutcome:
         started = self._clock()
         try:
-            outcome = await self._sign(message, evidence, request_id, started + timeout)
+            # Stop retrying a little before the caller's deadline, so even a failure is answered
+            # within it rather than just after.
+            margin = min(0.05, 0.05 * timeout)
+            outcome = await self._sign(message, evidence, request_id, started + timeout - margin)
         except QuorumUnavailable:
             THRESHOLD_SIGNATURES.labels("no_quorum").inc()
             raise
