@@ -128,6 +128,7 @@ class E2EStack:
     front: EnvoyProcess
     jwt_envoy: EnvoyProcess
     edge_ca: Path  # verifies the front listener's certificate
+    env: Mapping[str, str] = field(default_factory=dict)  # the gateway's and signers' settings
     _client_files: dict[str, tuple[Path, Path]] = field(default_factory=dict)
 
     # --- identities ---------------------------------------------------------------------------
@@ -202,7 +203,13 @@ async def _dkg(cluster: SignerCluster) -> None:
 
 
 @contextlib.contextmanager
-def e2e_stack(directory: Path, *, dkg: bool = False) -> Iterator[E2EStack]:
+def e2e_stack(
+    directory: Path,
+    *,
+    dkg: bool = False,
+    extra_env: Mapping[str, str] | None = None,
+    jwks_cache_seconds: int = 300,
+) -> Iterator[E2EStack]:
     """Start everything (and stop everything, whatever happened) for one test module.
 
     With `dkg`, the signers start keyless and a DKG among them makes the group key (as
@@ -222,7 +229,7 @@ def e2e_stack(directory: Path, *, dkg: bool = False) -> Iterator[E2EStack]:
         ca = root_ca(TRUST_DOMAIN)
         (directory / "trust-bundle.pem").write_bytes(pem(ca.certificate))
         cluster = SignerCluster(directory, 2, 3, dealer=not dkg)
-        env = stack_env(directory, issuer.issuer, cluster)
+        env = {**stack_env(directory, issuer.issuer, cluster), **(extra_env or {})}
         for signer in cluster.signers.values():
             signer.env.update(env)
         stack.callback(cluster.stop)
@@ -278,6 +285,7 @@ def e2e_stack(directory: Path, *, dkg: bool = False) -> Iterator[E2EStack]:
                 ORDERS_AUDIENCE=ORDERS,
                 DEPLOY_AUDIENCE=DEPLOY,
                 APP_PORT=echo.port,
+                JWKS_CACHE_SECONDS=jwks_cache_seconds,
             ),
             directory,
             "jwt-envoy",
@@ -296,4 +304,5 @@ def e2e_stack(directory: Path, *, dkg: bool = False) -> Iterator[E2EStack]:
             front=front,
             jwt_envoy=jwt_envoy,
             edge_ca=edge_ca,
+            env=env,
         )

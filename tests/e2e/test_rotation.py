@@ -1,0 +1,117 @@
+"""Key rotation through the whole stack: traffic keeps flowing through the front Envoy while a
+fresh DKG's key is published, activated and the old one retired; the upstream jwt_authn Envoy
+accepts old and new tokens alike, because each key is in the JWKS before it signs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+
+import jwt
+import pytest
+
+from signer.ceremony.driver import connect
+from signer.token import kid_for
+from tests.e2e.replies import bearer, minted
+from tests.e2e.stack import E2EStack, e2e_stack
+from tests.signer.harness import SignerCluster
+
+ADMIN_TOKEN = "e2e-rotation-admin"
+LEAD_SECONDS = 3  # publish lead; the jwt_authn Envoy caches the JWKS for less than this
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2EStack]:
+    extra = {
+        "KEYMINT_ADMIN_TOKEN_SHA256": hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest(),
+        "KEYMINT_KEY_PUBLISH_LEAD_SECONDS": str(LEAD_SECONDS),
+    }
+    directory = tmp_path_factory.mktemp("rotation")
+    with e2e_stack(directory, extra_env=extra, jwks_cache_seconds=1) as running:
+        yield running
+
+
+def admin(stack: E2EStack, step: str, document: object) -> tuple[int, dict[str, object]]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{stack.gateway.http_port}/admin/keys/{step}",
+        data=json.dumps(document).encode(),
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_rotation_under_traffic_through_envoy(stack: E2EStack) -> None:
+    old_kid = stack.jwks()["keys"][0]["kid"]
+    old_token = minted(
+        stack.front_call("GET", "/deploy/v1/releases", headers=bearer(stack.oidc_token()))
+    )
+    failures: list[str] = []
+    kids: list[str] = []
+    stop = threading.Event()
+
+    def traffic() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            token = stack.oidc_token(jti=f"rotation-{n}")  # a new credential: a fresh mint
+            reply = stack.front_call("GET", "/deploy/v1/releases", headers=bearer(token))
+            if reply.status != 200:
+                failures.append(f"{reply.status} {reply.body!r}")
+            else:
+                kids.append(jwt.get_unverified_header(minted(reply))["kid"])
+            time.sleep(0.05)
+
+    worker = threading.Thread(target=traffic)
+    worker.start()
+    fresh = SignerCluster(stack.directory / "next-group", 2, 3, dealer=False)
+    for process in fresh.signers.values():  # same policy and the same CA as the first group
+        process.env.update(stack.env)
+    try:
+        fresh.start()
+
+        async def dkg() -> bytes:
+            addresses = fresh.addresses([1, 2, 3])
+            async with connect(addresses, tls_files=stack.cluster.coordinator_tls) as driver:
+                return (await driver.dkg(2)).group_public_key
+
+        new_kid = kid_for(stack.background.run(dkg(), timeout=60))
+        signers = {str(e.identifier): e.address for e in fresh.endpoints()}
+        status, body = admin(stack, "publish", {"signers": signers})
+        assert (status, body["published"]) == (200, new_kid), body
+        assert {k["kid"] for k in stack.jwks()["keys"]} == {old_kid, new_kid}
+        assert admin(stack, "activate", {})[0] == 409  # too early: verifiers may lack the key
+
+        time.sleep(LEAD_SECONDS + 0.5)
+        status, body = admin(stack, "activate", {})
+        assert (status, body["active"]) == (200, new_kid), body
+        time.sleep(0.5)
+        kids_after = len(kids)
+        time.sleep(1.5)
+        assert set(kids[kids_after:]) == {new_kid}
+
+        # The API behind jwt_authn accepts both the old key's token and the new key's.
+        new_token = minted(
+            stack.front_call(
+                "GET", "/deploy/v1/releases", headers=bearer(stack.oidc_token(jti="after"))
+            )
+        )
+        assert jwt.get_unverified_header(new_token)["kid"] == new_kid
+        assert stack.jwt_call("/deploy/v1/releases", bearer=new_token).status == 200
+        assert stack.jwt_call("/deploy/v1/releases", bearer=old_token).status == 200
+        assert {k["kid"] for k in stack.jwks()["keys"]} == {old_kid, new_kid}
+    finally:
+        stop.set()
+        worker.join()
+        fresh.stop()
+    assert failures == []
+    assert old_kid in kids
+    assert new_kid in kids
