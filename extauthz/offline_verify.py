@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from extauthz.errors import ExtAuthzError
 from extauthz.identity._http import FetchError, fetch_json
+from extauthz.identity._jws import json_segment, numeric_date
 from extauthz.identity.errors import IdentityError, Reason
 
 ALGORITHMS: Final = ("EdDSA",)
@@ -241,38 +242,11 @@ def _read_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     parts = token.split(".")
     if len(parts) != 3:
         raise IdentityError(Reason.MALFORMED_TOKEN, "not a compact JWS (three parts)")
-    header = _json_segment(parts[0], "header")
+    header = json_segment(parts[0], "header")
     _accepted_kid(header)  # before anything else, so `alg: none` is refused as such
     if not parts[2] or any(c not in _B64URL for c in parts[2]):
         raise IdentityError(Reason.MALFORMED_TOKEN, "signature is missing or not base64url")
-    return header, _json_segment(parts[1], "payload")
-
-
-def _json_segment(segment: str, what: str) -> dict[str, Any]:
-    if not segment or any(c not in _B64URL for c in segment):
-        raise IdentityError(Reason.MALFORMED_TOKEN, f"{what} is not base64url")
-    try:
-        value = json.loads(
-            _b64url_decode(segment).decode("utf-8"),
-            object_pairs_hook=_reject_repeated_members,
-            parse_constant=_reject_constant,
-        )
-    except (ValueError, binascii.Error, RecursionError):
-        raise IdentityError(Reason.MALFORMED_TOKEN, f"{what} is not base64url JSON") from None
-    if not isinstance(value, dict):
-        raise IdentityError(Reason.MALFORMED_TOKEN, f"{what} is not a JSON object")
-    return value
-
-
-def _reject_repeated_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    names = [name for name, _ in pairs]
-    if len(set(names)) != len(names):
-        raise ValueError("repeated member name")
-    return dict(pairs)
-
-
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not JSON")
+    return header, json_segment(parts[1], "payload")
 
 
 def _accepted_kid(header: Mapping[str, Any]) -> str:
@@ -290,17 +264,8 @@ def _accepted_kid(header: Mapping[str, Any]) -> str:
     return kid
 
 
-def _numeric_date(claims: Mapping[str, Any], name: str) -> float:
-    value = claims.get(name)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise IdentityError(Reason.INVALID_CLAIM, f"{name} is not a number")
-    if not (0 <= value < MAX_NUMERIC_DATE and math.isfinite(value)):
-        raise IdentityError(Reason.INVALID_CLAIM, f"{name} is out of range")
-    return float(value)
-
-
 def _check_times(claims: Mapping[str, Any], now: float, leeway: float) -> None:
-    exp, nbf, iat = (_numeric_date(claims, name) for name in ("exp", "nbf", "iat"))
+    exp, nbf, iat = (numeric_date(claims, name) for name in ("exp", "nbf", "iat"))
     if exp <= iat:
         raise IdentityError(Reason.INVALID_CLAIM, "exp is not after iat")
     if exp <= now - leeway:

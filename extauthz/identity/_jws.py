@@ -43,7 +43,7 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not JSON")
 
 
-def _json_segment(segment: str, what: str) -> dict[str, Any]:
+def json_segment(segment: str, what: str) -> dict[str, Any]:
     # Checked first: base64's decoder would silently skip characters outside the alphabet.
     if not _SEGMENT.fullmatch(segment):
         raise IdentityError(Reason.MALFORMED_TOKEN, f"{what} is not base64url")
@@ -82,11 +82,11 @@ def read_unverified(token: str, *, algorithm: str) -> UnverifiedToken:
     parts = token.split(".")
     if len(parts) != 3:
         raise IdentityError(Reason.MALFORMED_TOKEN, "not a compact JWS (three parts)")
-    header = _json_segment(parts[0], "header")
+    header = json_segment(parts[0], "header")
     kid = _accepted_kid(header, algorithm)  # before the signature check, so alg none says so
     if not _SEGMENT.fullmatch(parts[2]):
         raise IdentityError(Reason.MALFORMED_TOKEN, "signature is missing or not base64url")
-    return UnverifiedToken(kid, header, _json_segment(parts[1], "payload"))
+    return UnverifiedToken(kid, header, json_segment(parts[1], "payload"))
 
 
 def numeric_date(claims: Mapping[str, Any], name: str) -> float:
