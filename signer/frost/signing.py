@@ -327,8 +327,3 @@ def verify(group_public_key: Element, msg: bytes, signature: bytes) -> bool:
     except _BadSignature:
         return False
     return True
-
-
-def require_valid(group_public_key: Element, msg: bytes, signature: bytes) -> None:
-    if not verify(group_public_key, msg, signature):
-        raise InvalidSignature("signature does not verify under the group public key")
