@@ -58,7 +58,7 @@ demo-check: setup
 demo-frost: setup
 	$(PY) -m signer.demo
 
-bench: bench-frost bench-sign bench-check
+bench: bench-frost bench-sign bench-check bench-e2e
 
 bench-frost: setup
 	$(PY) benchmarks/bench_frost.py
@@ -68,6 +68,9 @@ bench-sign: setup
 
 bench-check: setup
 	$(PY) benchmarks/bench_check.py
+
+bench-e2e: setup
+	$(PY) benchmarks/bench_e2e.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
