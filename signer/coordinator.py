@@ -54,13 +54,15 @@ log = logging.getLogger(__name__)
 class QuorumUnavailable(SignerError):
     """Fewer than t signers can serve; `unavailable` names each other signer and why."""
 
-    def __init__(self, needed: int, available: int, unavailable: dict[int, str]) -> None:
+    def __init__(
+        self, needed: int, available: int, unavailable: dict[int, str], *, when: str = ""
+    ) -> None:
         self.needed = needed
         self.available = available
         self.unavailable = unavailable
         reasons = "; ".join(f"signer {i}: {why}" for i, why in sorted(unavailable.items()))
         super().__init__(
-            f"signing quorum unavailable: {available} signer(s) can serve, {needed} needed"
+            f"signing quorum unavailable{when}: {available} signer(s) can serve, {needed} needed"
             + (f" ({reasons})" if reasons else "")
         )
 
@@ -262,7 +264,12 @@ class Coordinator:
                     t, self._count_usable(now, refusals.keys()), self._why_not()
                 )
             if now >= deadline:
-                raise QuorumUnavailable(t, 0, {0: "deadline passed while retrying"})
+                raise QuorumUnavailable(
+                    t,
+                    self._count_usable(now, refusals.keys()),
+                    self._why_not(),
+                    when=" by the deadline",
+                )
             attempts += 1
             commitments = sorted((m.pool.popleft()[0] for m in chosen), key=lambda c: c.identifier)
             for m in chosen:
