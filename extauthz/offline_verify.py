@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from extauthz.errors import ExtAuthzError
 from extauthz.identity._http import FetchError, fetch_json
 from extauthz.identity._jws import json_segment, numeric_date
-from extauthz.identity.errors import IdentityError, Reason
+from extauthz.identity.errors import IdentityError, Reason, from_pyjwt
 
 ALGORITHMS: Final = ("EdDSA",)
 REQUIRED_CLAIMS: Final = ("exp", "iat", "nbf", "iss", "aud", "sub", "jti")
@@ -54,14 +54,6 @@ DEFAULT_LEEWAY_SECONDS = 30.0
 DEFAULT_FETCH_TIMEOUT_SECONDS = 10.0
 
 _B64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
-_PYJWT_REASONS: tuple[tuple[type[jwt.PyJWTError], Reason], ...] = (
-    (jwt.InvalidSignatureError, Reason.BAD_SIGNATURE),
-    (jwt.InvalidAudienceError, Reason.BAD_AUDIENCE),
-    (jwt.InvalidIssuerError, Reason.UNKNOWN_ISSUER),
-    (jwt.MissingRequiredClaimError, Reason.MISSING_CLAIM),
-    (jwt.InvalidAlgorithmError, Reason.ALG_NOT_ALLOWED),
-    (jwt.DecodeError, Reason.MALFORMED_TOKEN),
-)
 
 
 class KeySetError(ExtAuthzError):
@@ -223,8 +215,7 @@ def verify_token(
             },
         )
     except jwt.PyJWTError as error:
-        reason = next((r for t, r in _PYJWT_REASONS if isinstance(error, t)), None)
-        raise IdentityError(reason or Reason.INVALID_CLAIM, str(error)[:200]) from None
+        raise from_pyjwt(error) from None
     except (ValueError, TypeError, OverflowError, RecursionError):
         raise IdentityError(Reason.MALFORMED_TOKEN, "token could not be decoded") from None
     if verified != claims:  # one parser, one reading: refuse anything read two ways

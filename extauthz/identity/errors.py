@@ -15,6 +15,8 @@ from __future__ import annotations
 import hashlib
 from enum import StrEnum
 
+import jwt
+
 from extauthz.errors import ExtAuthzError
 
 
@@ -80,3 +82,23 @@ def token_reference(token: str | bytes) -> str:
     """How a token may appear in a message or log line: the first 12 hex chars of its SHA-256."""
     data = token.encode("utf-8", "surrogatepass") if isinstance(token, str) else token
     return hashlib.sha256(data).hexdigest()[:12]
+
+
+# PyJWT's exceptions, most specific first, and the reason each one means.
+_PYJWT_REASONS: tuple[tuple[type[jwt.PyJWTError], Reason], ...] = (
+    (jwt.InvalidSignatureError, Reason.BAD_SIGNATURE),
+    (jwt.DecodeError, Reason.MALFORMED_TOKEN),
+    (jwt.ExpiredSignatureError, Reason.TOKEN_EXPIRED),
+    (jwt.ImmatureSignatureError, Reason.TOKEN_NOT_YET_VALID),
+    (jwt.InvalidAudienceError, Reason.BAD_AUDIENCE),
+    (jwt.InvalidIssuerError, Reason.UNKNOWN_ISSUER),
+    (jwt.MissingRequiredClaimError, Reason.MISSING_CLAIM),
+    (jwt.InvalidAlgorithmError, Reason.ALG_NOT_ALLOWED),
+    (jwt.InvalidKeyError, Reason.BAD_SIGNATURE),
+)
+
+
+def from_pyjwt(error: jwt.PyJWTError) -> IdentityError:
+    """PyJWT's refusal as ours: its reason, and its message cut short (it names no secret)."""
+    reason = next((r for t, r in _PYJWT_REASONS if isinstance(error, t)), Reason.INVALID_CLAIM)
+    return IdentityError(reason, str(error)[:200])

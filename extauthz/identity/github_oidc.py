@@ -30,6 +30,7 @@ from extauthz.identity.errors import (
     IdentityError,
     MissingCredential,
     Reason,
+    from_pyjwt,
     token_reference,
 )
 from extauthz.identity.jwks import JwksCache, JwksSettings
@@ -83,20 +84,6 @@ def _string_claims(claims: Mapping[str, Any]) -> dict[str, str]:
         except UnicodeEncodeError:
             raise IdentityError(Reason.INVALID_CLAIM, "a claim is not valid Unicode") from None
     return strings
-
-
-# PyJWT's exceptions, most specific first, and the reason each one means.
-_PYJWT_REASONS: tuple[tuple[type[jwt.PyJWTError], Reason], ...] = (
-    (jwt.InvalidSignatureError, Reason.BAD_SIGNATURE),
-    (jwt.DecodeError, Reason.MALFORMED_TOKEN),
-    (jwt.ExpiredSignatureError, Reason.TOKEN_EXPIRED),
-    (jwt.ImmatureSignatureError, Reason.TOKEN_NOT_YET_VALID),
-    (jwt.InvalidAudienceError, Reason.BAD_AUDIENCE),
-    (jwt.InvalidIssuerError, Reason.UNKNOWN_ISSUER),
-    (jwt.MissingRequiredClaimError, Reason.MISSING_CLAIM),
-    (jwt.InvalidAlgorithmError, Reason.ALG_NOT_ALLOWED),
-    (jwt.InvalidKeyError, Reason.BAD_SIGNATURE),
-)
 
 
 class GitHubOidcVerifier:
@@ -250,8 +237,7 @@ class GitHubOidcVerifier:
                 },
             )
         except jwt.PyJWTError as error:
-            reason = next((r for t, r in _PYJWT_REASONS if isinstance(error, t)), None)
-            raise IdentityError(reason or Reason.INVALID_CLAIM, str(error)[:200]) from None
+            raise from_pyjwt(error) from None
         except (ValueError, TypeError, OverflowError, RecursionError):
             # Defence in depth: input PyJWT did not anticipate must still be a refusal.
             raise IdentityError(Reason.MALFORMED_TOKEN, "token could not be decoded") from None
