@@ -42,7 +42,7 @@ def test_dkg_then_every_pair_signs_then_reshare_to_3_of_5(tmp_path: Path) -> Non
     cluster.start()
 
     async def run() -> None:
-        async with connect(cluster.addresses([1, 2, 3]), tls_files=cluster.coordinator_tls) as d:
+        async with connect(cluster.addresses([1, 2, 3]), tls_files=cluster.operator_tls) as d:
             result = await d.dkg(2)
         group_key = result.group_public_key
         for pair in itertools.combinations((1, 2, 3), 2):
@@ -54,7 +54,7 @@ def test_dkg_then_every_pair_signs_then_reshare_to_3_of_5(tmp_path: Path) -> Non
         await sign_with(cluster, (2, 3), group_key)
 
         everyone = [1, 2, 3, 4, 5]
-        async with connect(cluster.addresses(everyone), tls_files=cluster.coordinator_tls) as d:
+        async with connect(cluster.addresses(everyone), tls_files=cluster.operator_tls) as d:
             reshared = await d.reshare(3, everyone, dealers=[1, 3])
         assert reshared.group_public_key == group_key
         assert reshared.package.min_participants == 3

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from signer.ceremony.approvals import ReplaceApprovals
 from signer.ceremony.envelope import StatementSigner, StatementVerifier
 from signer.ceremony.errors import CeremonyError
 from signer.ceremony.participant import Participant
@@ -38,6 +39,7 @@ def _participants(
             key_state=KeyState(),
             statement_signer=StatementSigner.from_tls_files(i, pki[signer_name(i)]),
             verifier=StatementVerifier(ca_pem=pki[signer_name(i)].ca.read_bytes(), clock=clock),
+            approvals=ReplaceApprovals(pki[signer_name(i)].ca.parent / signer_name(i)),
             clock=clock,
         )
         for i in identifiers
