@@ -44,13 +44,14 @@ class SignerNode:
 class Cluster:
     """Signer processes' ceremony services, each on its own OS-chosen loopback port.
 
-    They accept the dev PKI's "operator" as driver; `allow_trusted_dealer` is their development
-    switch; each keeps local approvals under `state_dir(identifier)`.
+    They accept `operators` as driver (the dev PKI's "operator"); `allow_trusted_dealer` is their
+    development switch; each keeps local approvals under `state_dir(identifier)`.
     """
 
     pki: dict[str, TlsFiles]
     nodes: dict[int, SignerNode] = field(default_factory=dict)
     allow_trusted_dealer: bool = False
+    operators: tuple[str, ...] = (spiffe_id(operator_name()),)
 
     def state_dir(self, identifier: int) -> Path:
         return self.pki[signer_name(identifier)].ca.parent / "state" / signer_name(identifier)
@@ -65,7 +66,7 @@ class Cluster:
             identifier=identifier,
             key_state=key_state,
             tls_files=files,
-            operators=[spiffe_id(operator_name())],
+            operators=self.operators,
             ca_pem=files.ca.read_bytes(),
             approvals=self.approvals(identifier),
             allow_trusted_dealer=self.allow_trusted_dealer,
