@@ -26,8 +26,6 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from signer.audit import AsyncAuditLog, AuditLog
 from signer.ceremony import CeremonyServicer, add_to_server
 from signer.ceremony.approvals import ReplaceApprovals
-from signer.ceremony.participant import DEV_DEALER_SETTING
-from signer.ceremony.service import OPERATORS_SETTING
 from signer.devca import TlsFiles, signer_name, spiffe_id, tls_files
 from signer.errors import SignerError
 from signer.frost import KeyShare, PublicKeyPackage
@@ -93,7 +91,7 @@ class SignerSettings:
             evidence_checker=_required(env, "KEYMINT_EVIDENCE_CHECKER"),
             state_dir=state,
             operator_ids=_operator_ids(env, coordinator_id),
-            allow_trusted_dealer=_bool(env, DEV_DEALER_SETTING),
+            allow_trusted_dealer=_bool(env, "KEYMINT_DEV_ALLOW_TRUSTED_DEALER"),
         )
 
 
@@ -203,14 +201,14 @@ def _add_ceremony(server: grpc.aio.Server, settings: SignerSettings, key_state: 
     """Ceremonies (DKG, refresh, reshare) are served beside signing, from the same key state."""
     if not settings.operator_ids:
         log.warning(
-            "%s is not set: this signer serves no key ceremony (every ceremony call is refused)",
-            OPERATORS_SETTING,
+            "KEYMINT_OPERATOR_IDS is not set: this signer serves no key ceremony "
+            "(every ceremony call is refused)"
         )
     if settings.allow_trusted_dealer:
         log.warning(
-            "%s=true: this signer takes part in trusted-dealer installs, whose driver knows the "
-            "whole group secret and can sign alone. DEVELOPMENT ONLY.",
-            DEV_DEALER_SETTING,
+            "KEYMINT_DEV_ALLOW_TRUSTED_DEALER=true: this signer takes part in trusted-dealer "
+            "installs, whose driver knows the whole group secret and can sign alone. "
+            "DEVELOPMENT ONLY."
         )
     servicer = CeremonyServicer(
         identifier=settings.identifier,
@@ -226,13 +224,13 @@ def _add_ceremony(server: grpc.aio.Server, settings: SignerSettings, key_state: 
 
 def _operator_ids(env: Mapping[str, str], coordinator_id: str) -> frozenset[str]:
     """SPIFFE IDs that may drive ceremonies; the coordinator's never (the gateway holds it)."""
-    ids = env.get(OPERATORS_SETTING, "").replace(",", " ").split()
+    ids = env.get("KEYMINT_OPERATOR_IDS", "").replace(",", " ").split()
     for operator in ids:
         if not operator.startswith("spiffe://") or len(operator) <= len("spiffe://"):
-            raise SignerSettingsError(OPERATORS_SETTING, f"{operator!r} is not a SPIFFE ID")
+            raise SignerSettingsError("KEYMINT_OPERATOR_IDS", f"{operator!r} is not a SPIFFE ID")
         if operator.lower() == coordinator_id.lower():
             raise SignerSettingsError(
-                OPERATORS_SETTING,
+                "KEYMINT_OPERATOR_IDS",
                 f"{operator} is the coordinator's identity (KEYMINT_COORDINATOR_ID); the gateway "
                 "holds its credentials, so it must never drive key ceremonies: give operators an "
                 "identity of their own",

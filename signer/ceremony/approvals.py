@@ -1,26 +1,26 @@
 """Local approvals: destroying a live key share takes the signer host's operator, not only mTLS.
 
-A ceremony with `replace_existing_key` drops the key a signer holds for a new one. A driver that
-could do that alone could install a key whose secret it knows (a trusted-dealer install does
-exactly that), so a stolen operator certificate, or the gateway, would be enough to mint. Each
-signer therefore honours `replace_existing_key` only when the operator of that signer's host has
-placed an approval in the signer's state directory:
+A ceremony with `replace_existing_key` drops the key a signer holds for a new one: the old key is
+gone for good, and with a trusted dealer (on signers started for development) the new one is a key
+whose secret the driver knows. So that one stolen credential is not enough, each signer honours
+`replace_existing_key` only when the operator of that signer's host has placed an approval in the
+signer's state directory:
 
     signer approve-replace --state-dir /var/lib/keymint --kid <kid> [--valid-for 3600]
 
 The command needs no network: it writes `<state>/approvals/replace-<kid>.json`, naming the kid it
 allows to be destroyed and an expiry. The signer checks it when the ceremony begins (refusing at
 once, naming the missing approval and the command that makes it) and again at commit, and deletes
-it once the new key is installed. An approval for another kid, an expired or malformed one, or one
-that other users could have written, is refused with the reason.
+it once the new key is installed. An approval for another kid, an expired or malformed one, a
+symlink, or one that other users could write, is refused with the reason.
 
 Why local approvals rather than signatures from several operators: a multi-operator scheme needs
 key distribution of its own (which operator keys each signer trusts, how they rotate, how many must
 sign), and those keys live on workstations that the ceremony driver can reach too. An approval on
 each signer's host adds no new party to trust: only someone with write access to a signer host's
 state directory can place one, and whoever holds t signer hosts could already sign with their
-unsealed shares. Destroying t shares so takes the operator's mTLS key AND write access to t signer
-hosts, which are separate machines, usually run by separate people; the gateway holds neither.
+unsealed shares. Destroying a signer's share so takes the operator's mTLS key AND write access to
+that signer's host (separate machines, usually run by separate people); the gateway holds neither.
 """
 
 from __future__ import annotations
@@ -178,8 +178,6 @@ class ReplaceApprovals:
             return f"{path} is not a regular file"
         if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
             return f"{path} is writable by other users than its owner"
-        if info.st_uid not in (os.getuid(), 0):
-            return f"{path} belongs to another user (uid {info.st_uid})"
         try:
             approval = Approval.decode(path.read_bytes())
         except OSError as exc:
