@@ -1,4 +1,4 @@
-"""`signer`: run a signer sidecar, make development certificates, run key ceremonies."""
+"""`signer`: run a signer sidecar, make development certificates, run and approve key ceremonies."""
 
 from __future__ import annotations
 
@@ -38,6 +38,22 @@ def _certs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _approve_replace(args: argparse.Namespace) -> int:
+    import datetime
+
+    from signer.ceremony.approvals import ReplaceApprovals
+
+    if not args.state_dir:
+        raise SignerError("--state-dir (or KEYMINT_SIGNER_STATE_DIR) is required")
+    approvals = ReplaceApprovals(Path(args.state_dir))
+    valid_for = datetime.timedelta(seconds=args.valid_for)
+    for kid in args.kids:
+        path, approval = approvals.approve(kid, valid_for=valid_for)
+        until = approval.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        print(f"approved: a ceremony may replace key {kid} on this signer until {until} ({path})")
+    return 0
+
+
 def _audit_verify(args: argparse.Namespace) -> int:
     from signer.audit import verify_log
 
@@ -58,6 +74,37 @@ def build_parser() -> argparse.ArgumentParser:
     certs.add_argument("--out", required=True, help="directory for ca.pem and the certificates")
     certs.add_argument("--signers", default="1,2,3", help="signer identifiers, comma-separated")
     certs.set_defaults(handler=_certs)
+
+    from signer.ceremony.approvals import DEFAULT_VALIDITY, MAX_VALIDITY
+
+    approve = sub.add_parser(
+        "approve-replace",
+        help="on a signer's host: let one ceremony with --replace-existing-key destroy a key here",
+        description="Write a local approval (no network) that lets the next ceremony with "
+        "--replace-existing-key drop key KID on this signer. Each affected signer's host needs "
+        "its own; the signer deletes it once the new key is installed.",
+    )
+    approve.add_argument(
+        "--state-dir",
+        default=os.environ.get("KEYMINT_SIGNER_STATE_DIR"),
+        help="the signer's state directory (default: $KEYMINT_SIGNER_STATE_DIR)",
+    )
+    approve.add_argument(
+        "--kid",
+        dest="kids",
+        action="append",
+        required=True,
+        help="the key id the ceremony may destroy (as in the JWKS); repeat for several",
+    )
+    approve.add_argument(
+        "--valid-for",
+        type=int,
+        default=int(DEFAULT_VALIDITY.total_seconds()),
+        metavar="SECONDS",
+        help="how long the approval stays usable (default: %(default)s, "
+        f"at most {int(MAX_VALIDITY.total_seconds())})",
+    )
+    approve.set_defaults(handler=_approve_replace)
 
     audit = sub.add_parser("audit-verify", help="check a signer audit log's hash chain")
     audit.add_argument("path")

@@ -1,5 +1,9 @@
 """A development CA for the coordinator<->signer mTLS: one command makes every certificate.
 
+The coordinator (inside the gateway) signs; the operator (a person's machine) drives key
+ceremonies; the signers serve both. Each is a separate certificate, so the gateway never holds
+the identity that can change the group key.
+
 Each certificate names its holder twice: a SPIFFE ID URI SAN (what the other side authorizes) and a
 DNS SAN (what gRPC's hostname check matches, via ssl_target_name_override). Production deployments
 bring their own CA (cert-manager, SPIRE); the file layout is the same.
@@ -24,6 +28,11 @@ VALIDITY = datetime.timedelta(days=30)
 
 def coordinator_name() -> str:
     return "coordinator"
+
+
+def operator_name() -> str:
+    """The identity that drives key ceremonies; signers never accept the coordinator's for it."""
+    return "operator"
 
 
 def signer_name(identifier: int) -> str:
@@ -57,7 +66,7 @@ def tls_files(directory: Path, name: str) -> TlsFiles:
 def make_dev_pki(
     directory: Path, signer_ids: list[int], *, now: datetime.datetime | None = None
 ) -> dict[str, TlsFiles]:
-    """Write ca.pem and a certificate + key for the coordinator and each signer."""
+    """Write ca.pem and a certificate + key for the coordinator, the operator and each signer."""
     now = now or datetime.datetime.now(datetime.UTC)
     directory.mkdir(parents=True, exist_ok=True)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -72,7 +81,7 @@ def make_dev_pki(
         .sign(ca_key, hashes.SHA256())
     )
     (directory / "ca.pem").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    names = [coordinator_name()] + [signer_name(i) for i in signer_ids]
+    names = [coordinator_name(), operator_name()] + [signer_name(i) for i in signer_ids]
     return {name: _issue(directory, name, ca_cert, ca_key, now) for name in names}
 
 

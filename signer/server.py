@@ -2,6 +2,11 @@
 
 The guard's evidence checker is composed in by name (`--evidence-checker module:factory`), so the
 gateway's identity and policy code runs here without `signer` importing it.
+
+Key ceremonies are served only to the operators named in KEYMINT_OPERATOR_IDS, never to the
+coordinator (whose credentials the gateway holds); the trusted dealer only with
+KEYMINT_DEV_ALLOW_TRUSTED_DEALER=true; replacing a held key only with a local approval in
+`<state dir>/approvals` (signer.ceremony.approvals).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from signer.audit import AsyncAuditLog, AuditLog
 from signer.ceremony import CeremonyServicer, add_to_server
+from signer.ceremony.approvals import ReplaceApprovals
 from signer.devca import TlsFiles, signer_name, spiffe_id, tls_files
 from signer.errors import SignerError
 from signer.frost import KeyShare, PublicKeyPackage
@@ -59,6 +65,9 @@ class SignerSettings:
     max_ttl_seconds: int
     coordinator_id: str
     evidence_checker: str  # "module:factory"
+    state_dir: Path
+    operator_ids: frozenset[str]  # empty: no ceremony is served
+    allow_trusted_dealer: bool
 
     @property
     def package_file(self) -> Path:
@@ -69,6 +78,7 @@ class SignerSettings:
         identifier = _int(env, "KEYMINT_SIGNER_ID", None)
         state = Path(env.get("KEYMINT_SIGNER_STATE_DIR", f"./state/signer-{identifier}"))
         tls_dir = Path(_required(env, "KEYMINT_TLS_DIR"))
+        coordinator_id = env.get("KEYMINT_COORDINATOR_ID", spiffe_id("coordinator"))
         return cls(
             identifier=identifier,
             listen=env.get("KEYMINT_SIGNER_LISTEN", "127.0.0.1:0"),
@@ -77,8 +87,11 @@ class SignerSettings:
             audit_log=Path(env.get("KEYMINT_SIGNER_AUDIT_LOG", str(state / "audit.jsonl"))),
             issuer=_required(env, "KEYMINT_ISSUER"),
             max_ttl_seconds=_int(env, "TOKEN_MAX_TTL_SECONDS", 3600),
-            coordinator_id=env.get("KEYMINT_COORDINATOR_ID", spiffe_id("coordinator")),
+            coordinator_id=coordinator_id,
             evidence_checker=_required(env, "KEYMINT_EVIDENCE_CHECKER"),
+            state_dir=state,
+            operator_ids=_operator_ids(env, coordinator_id),
+            allow_trusted_dealer=_bool(env, "KEYMINT_DEV_ALLOW_TRUSTED_DEALER"),
         )
 
 
@@ -186,14 +199,52 @@ async def serve(
 
 def _add_ceremony(server: grpc.aio.Server, settings: SignerSettings, key_state: KeyState) -> None:
     """Ceremonies (DKG, refresh, reshare) are served beside signing, from the same key state."""
+    if not settings.operator_ids:
+        log.warning(
+            "KEYMINT_OPERATOR_IDS is not set: this signer serves no key ceremony "
+            "(every ceremony call is refused)"
+        )
+    if settings.allow_trusted_dealer:
+        log.warning(
+            "KEYMINT_DEV_ALLOW_TRUSTED_DEALER=true: this signer takes part in trusted-dealer "
+            "installs, whose driver knows the whole group secret and can sign alone. "
+            "DEVELOPMENT ONLY."
+        )
     servicer = CeremonyServicer(
         identifier=settings.identifier,
         key_state=key_state,
         tls_files=settings.tls,
-        trusted_driver=settings.coordinator_id,
+        operators=settings.operator_ids,
         ca_pem=settings.tls.ca.read_bytes(),
+        approvals=ReplaceApprovals(settings.state_dir),
+        allow_trusted_dealer=settings.allow_trusted_dealer,
     )
     add_to_server(servicer, server)
+
+
+def _operator_ids(env: Mapping[str, str], coordinator_id: str) -> frozenset[str]:
+    """SPIFFE IDs that may drive ceremonies; the coordinator's never (the gateway holds it)."""
+    ids = env.get("KEYMINT_OPERATOR_IDS", "").replace(",", " ").split()
+    for operator in ids:
+        if not operator.startswith("spiffe://") or len(operator) <= len("spiffe://"):
+            raise SignerSettingsError("KEYMINT_OPERATOR_IDS", f"{operator!r} is not a SPIFFE ID")
+        if operator.lower() == coordinator_id.lower():
+            raise SignerSettingsError(
+                "KEYMINT_OPERATOR_IDS",
+                f"{operator} is the coordinator's identity (KEYMINT_COORDINATOR_ID); the gateway "
+                "holds its credentials, so it must never drive key ceremonies: give operators an "
+                "identity of their own",
+            )
+    return frozenset(ids)
+
+
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise SignerSettingsError(name, f"{raw!r} is not a boolean (true/false)")
 
 
 def _required(env: Mapping[str, str], name: str) -> str:

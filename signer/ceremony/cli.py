@@ -4,9 +4,12 @@
         --threshold 2 --tls-dir ./pki
     signer reshare --signer 1=... --signer 5=... --threshold 3 --recipients 1,2,3,4,5
 
-The driver authenticates with `--identity` from `--tls-dir` (the dev PKI's "coordinator" by default;
-the signers accept ceremonies only from the identity they were configured to trust). Each command
-prints the group public key and its kid. `add_commands` registers the commands on the `signer`
+The driver authenticates with `--identity` from `--tls-dir` (the dev PKI's "operator" by default).
+Signers accept ceremonies only from the operator identities in their KEYMINT_OPERATOR_IDS, never
+from the coordinator's (the gateway holds it). `--replace-existing-key` also needs a local approval
+on each signer that holds a key (`signer approve-replace`, run on that signer's host), and `deal`
+needs signers started with KEYMINT_DEV_ALLOW_TRUSTED_DEALER=true. Each command prints the group
+public key and its kid. `add_commands` registers the commands on the `signer`
 console script's subparsers; each sets `handler(args) -> exit code`.
 """
 
@@ -21,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from signer.ceremony.driver import CeremonyDriver, CeremonyResult, connect
-from signer.devca import coordinator_name, tls_files
+from signer.devca import operator_name, tls_files
 from signer.errors import SignerError
 from signer.token import public_jwk
 
@@ -55,7 +58,8 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         subparsers,
         "deal",
         _deal,
-        "DEVELOPMENT ONLY: this command generates the group secret and deals the shares",
+        "DEVELOPMENT ONLY: this command generates the group secret and deals the shares "
+        "(signers take part only when started with KEYMINT_DEV_ALLOW_TRUSTED_DEALER=true)",
     )
     _threshold(deal, required=False)
     _replace(deal)
@@ -85,8 +89,9 @@ def _command(
     )
     parser.add_argument(
         "--identity",
-        default=coordinator_name(),
-        help="certificate name in --tls-dir the signers trust as driver (default: %(default)s)",
+        default=operator_name(),
+        help="certificate name in --tls-dir of an operator the signers accept "
+        "(default: %(default)s)",
     )
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per signer call")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -109,7 +114,8 @@ def _replace(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--replace-existing-key",
         action="store_true",
-        help="let signers that already hold a key drop it for the new one",
+        help="let signers that already hold a key drop it for the new one (each needs a local "
+        "approval: `signer approve-replace` on its host)",
     )
 
 

@@ -222,7 +222,10 @@ class CeremonyDriver:
         *,
         replace_existing_key: bool = False,
     ) -> CeremonyResult:
-        """DEVELOPMENT ONLY: this process makes the group secret and deals every share."""
+        """DEVELOPMENT ONLY: this process makes the group secret and deals every share.
+
+        Signers take part only when started with KEYMINT_DEV_ALLOW_TRUSTED_DEALER=true.
+        """
         identifiers = tuple(sorted(participants or self._clients))
         if identifiers != tuple(range(1, len(identifiers) + 1)):
             raise CeremonyError("a trusted-dealer install deals to signers 1..n")
@@ -527,8 +530,9 @@ async def connect(
 ) -> AsyncIterator[CeremonyDriver]:
     """A driver over mTLS channels to each signer (identifier -> "host:port").
 
-    `tls_files` is the driver's own identity (the "coordinator" certificate in the dev PKI, which
-    the signers' ceremony service trusts); each channel accepts only `server_name_for(identifier)`.
+    `tls_files` is the driver's own identity: an operator's certificate (the "operator" one in the
+    dev PKI), one the signers list in KEYMINT_OPERATOR_IDS; they refuse the coordinator's. Each
+    channel accepts only `server_name_for(identifier)`.
     """
     channels = {
         identifier: secure_channel(address, tls_files, server_name_for(identifier))

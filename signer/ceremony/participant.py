@@ -5,7 +5,10 @@ then either commits (the staged key is handed out to be installed) or aborts (it
 error also drops the ceremony here, so nothing half-checked can be installed later. Sessions live
 in memory only and expire after `ttl`.
 
-What others broadcast is checked in `checks`, which the driver runs too.
+What others broadcast is checked in `checks`, which the driver runs too. Two rules belong to the
+signer's host rather than to the ceremony: a trusted-dealer install is refused unless the signer
+was started with the development switch, and a ceremony that destroys a key held here
+(`replace_existing_key`) needs a local approval (`approvals`), checked at begin and at commit.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dataclasses import dataclass, field
 
 from nacl.public import PrivateKey
 
+from signer.ceremony.approvals import ReplaceApprovals
 from signer.ceremony.checks import (
     VerifiedAnnouncement,
     check_announcements,
@@ -67,12 +71,14 @@ from signer.frost.keys import derive_public_key_package
 from signer.frost.polynomial import vss_verify
 from signer.keystate import KeyState, SigningKey
 from signer.proto import ceremony_pb2 as pb
+from signer.token import kid_for
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TTL = datetime.timedelta(minutes=5)
 MAX_SESSIONS = 8  # ceremonies are rare; a bound keeps a confused driver from filling memory
 MAX_REMEMBERED_IDS = 4096
+DEV_DEALER_SETTING = "KEYMINT_DEV_ALLOW_TRUSTED_DEALER"
 
 
 class Phase(enum.Enum):
@@ -83,10 +89,14 @@ class Phase(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Committed:
-    """The agreed package, and the key to install when this participant is a recipient."""
+    """The agreed package, and the key to install when this participant is a recipient.
+
+    `replaced` names the keys the install destroys here; their approvals are used up with it.
+    """
 
     package: bytes
     key: SigningKey | None = field(repr=False)
+    replaced: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -115,11 +125,15 @@ class Participant:
         key_state: KeyState,
         statement_signer: StatementSigner,
         verifier: StatementVerifier,
+        approvals: ReplaceApprovals,
+        allow_trusted_dealer: bool = False,
         rng: RandomBytes = os.urandom,
         clock: Clock = utc_now,
         ttl: datetime.timedelta = DEFAULT_TTL,
     ) -> None:
         self.identifier = identifier
+        self._approvals = approvals
+        self._allow_trusted_dealer = allow_trusted_dealer
         self._keys = key_state
         self._signer = statement_signer
         self._verifier = verifier
@@ -138,6 +152,7 @@ class Participant:
     def begin(self, encoded_params: bytes) -> pb.SignedStatement:
         self.expire()
         params = CeremonyParameters.decode(encoded_params)
+        self._check_dealer_allowed(params)
         me = self.identifier
         if params.ceremony_id in self._used_ids:
             # Never two announcements for one ceremony id: a driver holding both could show
@@ -148,6 +163,7 @@ class Participant:
         if me not in params.participants:
             raise CeremonyError(f"participant {me} has no part in ceremony {params.ceremony_name}")
         self._check_key_may_change(params)
+        self._check_replace_approved(params)
         ephemeral = new_ephemeral_key(self._rng)
         secret: dkg.Round1Secret | None = None
         dealing: reshare.ReshareDealing | None = None
@@ -196,6 +212,30 @@ class Participant:
         self._used_ids[ceremony_id] = None
         while len(self._used_ids) > MAX_REMEMBERED_IDS:
             del self._used_ids[next(iter(self._used_ids))]
+
+    def _check_dealer_allowed(self, params: CeremonyParameters) -> None:
+        """A trusted dealer knows the whole group secret: only signers started for development."""
+        if params.kind is CeremonyKind.DEAL and not self._allow_trusted_dealer:
+            raise CeremonyError(
+                f"participant {self.identifier} refuses a trusted-dealer install: its driver "
+                f"would know the whole group secret; only a signer started with "
+                f"{DEV_DEALER_SETTING}=true (development) takes part in one"
+            )
+
+    def _check_replace_approved(self, params: CeremonyParameters) -> tuple[str, ...]:
+        """The keys held here that this ceremony destroys, each approved on this host.
+
+        A reshare recipient keeps the key being reshared (a new share of the same group key);
+        anything else it holds goes, as does every key a DKG or dealer recipient holds.
+        """
+        if not params.replace_existing_key or self.identifier not in params.recipients:
+            return ()
+        kept = kid_for(params.old_package.group_public_key) if params.old_package else None
+        destroyed = [kid for kid in self._held_kids() if kid != kept]
+        return self._approvals.require(destroyed)
+
+    def _held_kids(self) -> list[str]:
+        return [self._keys.current.kid] if self._keys.has_key else []
 
     def _check_key_may_change(self, params: CeremonyParameters) -> None:
         """A reshare replaces a share of the same key; anything else needs replace_existing_key."""
@@ -374,7 +414,9 @@ class Participant:
             if self._current_package() != session.key_at_begin:
                 # Another ceremony installed a key meanwhile; this one was planned against the old.
                 raise CeremonyError("the key here changed during the ceremony")
-            committed = Committed(agreed, session.staged)
+            # Again: the approval may have expired or been withdrawn since the ceremony began.
+            replaced = self._check_replace_approved(params)
+            committed = Committed(agreed, session.staged, replaced)
         del self._sessions[ceremony_id]
         if committed.key is None:
             log.warning(

@@ -1,12 +1,16 @@
 """The ceremony service inside each signer process: the sans-IO Participant behind gRPC.
 
-Only the configured driver identity may call it (mTLS, SPIFFE ID). Refusals are gRPC errors:
-ABORTED with the culprit's identifier in the `keymint-culprit` trailing metadata when a participant
-cheated, FAILED_PRECONDITION for anything else wrong with the ceremony, INTERNAL when the new key
-could not be persisted. Register it on a grpc.aio server next to the signing service:
+Only the operators' identities may call it (mTLS, SPIFFE ID), never the coordinator's; with no
+operator configured, every call is refused. Refusals are gRPC errors: PERMISSION_DENIED for a
+caller that is not an operator, ABORTED with the culprit's identifier in the `keymint-culprit`
+trailing metadata when a participant cheated, FAILED_PRECONDITION for anything else wrong with the
+ceremony (a trusted-dealer install without the development switch, a key replaced without a local
+approval), INTERNAL when the new key could not be persisted. Register it on a grpc.aio server next
+to the signing service:
 
     servicer = CeremonyServicer(identifier=1, key_state=keys, tls_files=files["signer-1"],
-                                trusted_driver=spiffe_id("coordinator"), ca_pem=ca)
+                                operators=[spiffe_id("operator")], ca_pem=ca,
+                                approvals=ReplaceApprovals(state_dir))
     add_to_server(servicer, server)
 """
 
@@ -15,11 +19,12 @@ from __future__ import annotations
 import datetime
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TypeVar
 
 import grpc
 
+from signer.ceremony.approvals import ReplaceApprovals
 from signer.ceremony.envelope import Clock, StatementSigner, StatementVerifier, utc_now
 from signer.ceremony.participant import DEFAULT_TTL, Participant
 from signer.devca import TlsFiles
@@ -30,11 +35,12 @@ from signer.frost.group import RandomBytes
 from signer.keystate import KeyState
 from signer.proto import ceremony_pb2 as pb
 from signer.proto import ceremony_pb2_grpc
-from signer.tls import require_peer
+from signer.tls import peer_identity
 
 log = logging.getLogger(__name__)
 
 CULPRIT_METADATA = "keymint-culprit"
+OPERATORS_SETTING = "KEYMINT_OPERATOR_IDS"
 
 T = TypeVar("T")
 
@@ -48,20 +54,25 @@ class CeremonyServicer(ceremony_pb2_grpc.KeyCeremonyServicer):
         identifier: int,
         key_state: KeyState,
         tls_files: TlsFiles,
-        trusted_driver: str,
+        operators: Collection[str],
         ca_pem: bytes,
+        approvals: ReplaceApprovals,
+        allow_trusted_dealer: bool = False,
         rng: RandomBytes = os.urandom,
         clock: Clock = utc_now,
         session_ttl: datetime.timedelta = DEFAULT_TTL,
     ) -> None:
         self.identifier = identifier
         self._keys = key_state
-        self._allowed = frozenset({trusted_driver})
+        self._operators = frozenset(operators)
+        self._approvals = approvals
         self._participant = Participant(
             identifier=identifier,
             key_state=key_state,
             statement_signer=StatementSigner.from_tls_files(identifier, tls_files),
             verifier=StatementVerifier(ca_pem=ca_pem, clock=clock),
+            approvals=approvals,
+            allow_trusted_dealer=allow_trusted_dealer,
             rng=rng,
             clock=clock,
             ttl=session_ttl,
@@ -74,7 +85,7 @@ class CeremonyServicer(ceremony_pb2_grpc.KeyCeremonyServicer):
     async def Status(
         self, request: pb.StatusRequest, context: grpc.aio.ServicerContext
     ) -> pb.StatusResponse:
-        await require_peer(context, self._allowed)
+        await self._require_operator(context)
         if not self._keys.has_key:
             return pb.StatusResponse(identifier=self.identifier)
         key = self._keys.current
@@ -87,7 +98,7 @@ class CeremonyServicer(ceremony_pb2_grpc.KeyCeremonyServicer):
     async def Begin(
         self, request: pb.BeginRequest, context: grpc.aio.ServicerContext
     ) -> pb.BeginResponse:
-        await require_peer(context, self._allowed)
+        await self._require_operator(context)
         announcement = await self._step(
             context, "begin", b"", lambda: self._participant.begin(request.parameters)
         )
@@ -96,7 +107,7 @@ class CeremonyServicer(ceremony_pb2_grpc.KeyCeremonyServicer):
     async def Deal(
         self, request: pb.DealRequest, context: grpc.aio.ServicerContext
     ) -> pb.DealResponse:
-        await require_peer(context, self._allowed)
+        await self._require_operator(context)
         shares = await self._step(
             context,
             "deal",
@@ -108,7 +119,7 @@ class CeremonyServicer(ceremony_pb2_grpc.KeyCeremonyServicer):
     async def Stage(
         self, request: pb.StageRequest, context: grpc.aio.ServicerContext
     ) -> pb.StageResponse:
-        await require_peer(context, self._allowed)
+        await self._require_operator(context)
         confirmation = await self._step(
             context, "stage", request.ceremony_id, lambda: self._participant.stage(request)
         )
@@ -117,7 +128,7 @@ class CeremonyServicer(ceremony_pb2_grpc.KeyCeremonyServicer):
     async def Commit(
         self, request: pb.CommitRequest, context: grpc.aio.ServicerContext
     ) -> pb.CommitResponse:
-        await require_peer(context, self._allowed)
+        await self._require_operator(context)
         name = request.ceremony_id.hex()
         committed = await self._step(
             context,
@@ -142,14 +153,33 @@ class CeremonyServicer(ceremony_pb2_grpc.KeyCeremonyServicer):
             installed.kid,
             key.share.identifier,
         )
+        self._approvals.consume(committed.replaced)
         return pb.CommitResponse(public_key_package=committed.package, kid=installed.kid)
 
     async def Abort(
         self, request: pb.AbortRequest, context: grpc.aio.ServicerContext
     ) -> pb.AbortResponse:
-        await require_peer(context, self._allowed)
+        await self._require_operator(context)
         self._participant.abort(request.ceremony_id, request.culprit, request.reason)
         return pb.AbortResponse()
+
+    async def _require_operator(self, context: grpc.aio.ServicerContext) -> str:
+        """The caller's SPIFFE ID if it is an operator of this signer; else PERMISSION_DENIED."""
+        identity = peer_identity(context)
+        if not self._operators:
+            problem = (
+                f"this signer serves no key ceremony: it was started without {OPERATORS_SETTING}"
+            )
+        elif identity is None or identity not in self._operators:
+            problem = (
+                f"caller {identity or 'without a SPIFFE ID'} is not an operator of this signer "
+                f"({OPERATORS_SETTING})"
+            )
+        else:
+            return identity
+        log.warning("ceremony call refused: %s", problem)
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, problem)
+        raise AssertionError("unreachable: abort raises")
 
     async def _step(
         self,

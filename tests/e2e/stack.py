@@ -198,7 +198,7 @@ class E2EStack:
 async def _dkg(cluster: SignerCluster) -> None:
     from signer.ceremony.driver import connect
 
-    async with connect(cluster.addresses([1, 2, 3]), tls_files=cluster.coordinator_tls) as driver:
+    async with connect(cluster.addresses([1, 2, 3]), tls_files=cluster.operator_tls) as driver:
         await driver.dkg(2)
 
 

@@ -80,7 +80,7 @@ def test_rotation_under_traffic_through_envoy(stack: E2EStack) -> None:
 
         async def dkg() -> bytes:
             addresses = fresh.addresses([1, 2, 3])
-            async with connect(addresses, tls_files=stack.cluster.coordinator_tls) as driver:
+            async with connect(addresses, tls_files=stack.cluster.operator_tls) as driver:
                 return (await driver.dkg(2)).group_public_key
 
         new_kid = kid_for(stack.background.run(dkg(), timeout=60))

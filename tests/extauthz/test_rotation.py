@@ -87,7 +87,7 @@ def test_rotation_publishes_first_and_never_drops_a_request(tmp_path: Path) -> N
             await asyncio.to_thread(fresh.start)
             try:
                 async with connect(
-                    fresh.addresses([1, 2, 3]), tls_files=stack.cluster.coordinator_tls
+                    fresh.addresses([1, 2, 3]), tls_files=stack.cluster.operator_tls
                 ) as driver:
                     new_key = (await driver.dkg(2)).group_public_key
 

@@ -27,6 +27,7 @@ from yamllint import linter
 from yamllint.config import YamlLintConfig
 
 from extauthz.config import GatewaySettings
+from signer.devca import spiffe_id
 from signer.server import SignerSettings
 from signer.vault.config import Pkcs11Config, parse_vault_config
 from tests.conftest import REPO
@@ -599,6 +600,10 @@ def test_signer_settings_parse_for_each_pod(ordinal: int) -> None:
             "valueFrom": {"secretKeyRef": {"name": "keymint-signer-pkcs11", "key": "pin"}},
         }
     ]
+    # Key ceremonies come from the operator's identity only, not the gateway's coordinator.
+    assert settings.operator_ids == {spiffe_id("operator")}
+    assert settings.coordinator_id not in settings.operator_ids
+    assert not settings.allow_trusted_dealer
     # The guard's evidence checker reads the gateway's settings in the signer process.
     checker = GatewaySettings.from_env(env)
     assert mounted_volume(statefulset, c, str(checker.policy_file))["configMap"]["name"] == (

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from signer.coordinator import SignerEndpoint
-from signer.devca import TlsFiles, make_dev_pki, tls_files
+from signer.devca import TlsFiles, make_dev_pki, operator_name, spiffe_id, tls_files
 from signer.frost import KeyShare, PublicKeyPackage, trusted_dealer_keygen
 from signer.frost.encoding import encode_key_share, encode_public_key_package
 from signer.vault.config import store_share
@@ -104,7 +104,12 @@ class SignerCluster:
         spare: int = 0,
     ) -> None:
         """n signers holding dealer shares (or no key when `dealer` is False, awaiting a DKG),
-        plus `spare` keyless ones with certificates, for resharing onto."""
+        plus `spare` keyless ones with certificates, for resharing onto.
+
+        `coordinator_tls` signs (what the gateway holds); `operator_tls` drives ceremonies, the
+        only identity in every signer's KEYMINT_OPERATOR_IDS. The dealer shares are written to
+        the signers' state directories here, not dealt by a ceremony: the signers run as in
+        production, trusted dealer off."""
         self.directory = directory
         self.shares: list[KeyShare] = []
         self.package: PublicKeyPackage | None = None
@@ -112,6 +117,7 @@ class SignerCluster:
             self.shares, self.package, _ = trusted_dealer_keygen(t, n)
         self.pki = make_dev_pki(directory / "pki", list(range(1, n + spare + 1)))
         self.coordinator_tls: TlsFiles = tls_files(directory / "pki", "coordinator")
+        self.operator_tls: TlsFiles = tls_files(directory / "pki", operator_name())
         faulty = set(faulty)
         shares = {s.identifier: s for s in self.shares}
         self.signers = {
@@ -133,6 +139,7 @@ class SignerCluster:
             "KEYMINT_TLS_DIR": str(self.directory / "pki"),
             "KEYMINT_ISSUER": ISSUER,
             "KEYMINT_EVIDENCE_CHECKER": "tests.signer.evidence:factory",
+            "KEYMINT_OPERATOR_IDS": spiffe_id(operator_name()),
             "KEYMINT_VAULT": "sealed-file",
             "KEYMINT_VAULT_LABEL": f"signer-{identifier}",
             "KEYMINT_VAULT_PASSPHRASE": PASSPHRASE,
@@ -156,6 +163,9 @@ class SignerCluster:
 
     def addresses(self, ids: Iterable[int]) -> dict[int, str]:
         return {i: self.signers[i].address for i in ids}
+
+    def state_dir(self, identifier: int) -> Path:
+        return Path(self.signers[identifier].env["KEYMINT_SIGNER_STATE_DIR"])
 
 
 def token_message(

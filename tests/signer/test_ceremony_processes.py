@@ -1,4 +1,5 @@
-"""Key ceremonies among real signer processes: DKG, every pair signs, reshare 2-of-3 to 3-of-5."""
+"""Key ceremonies among real signer processes: DKG, every pair signs, reshare 2-of-3 to 3-of-5;
+the development dealer switch and a signer with no operators, as their logs say at start."""
 
 from __future__ import annotations
 
@@ -6,11 +7,16 @@ import asyncio
 import itertools
 from pathlib import Path
 
+import grpc
 import jwt
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from signer.ceremony.driver import connect
 from signer.coordinator import Coordinator
+from signer.devca import signer_name
+from signer.proto import ceremony_pb2, ceremony_pb2_grpc
+from signer.tls import secure_channel
 from signer.token import compact
 from tests.signer.harness import ISSUER, SignerCluster, evidence_for, token_message
 
@@ -42,7 +48,7 @@ def test_dkg_then_every_pair_signs_then_reshare_to_3_of_5(tmp_path: Path) -> Non
     cluster.start()
 
     async def run() -> None:
-        async with connect(cluster.addresses([1, 2, 3]), tls_files=cluster.coordinator_tls) as d:
+        async with connect(cluster.addresses([1, 2, 3]), tls_files=cluster.operator_tls) as d:
             result = await d.dkg(2)
         group_key = result.group_public_key
         for pair in itertools.combinations((1, 2, 3), 2):
@@ -54,7 +60,7 @@ def test_dkg_then_every_pair_signs_then_reshare_to_3_of_5(tmp_path: Path) -> Non
         await sign_with(cluster, (2, 3), group_key)
 
         everyone = [1, 2, 3, 4, 5]
-        async with connect(cluster.addresses(everyone), tls_files=cluster.coordinator_tls) as d:
+        async with connect(cluster.addresses(everyone), tls_files=cluster.operator_tls) as d:
             reshared = await d.reshare(3, everyone, dealers=[1, 3])
         assert reshared.group_public_key == group_key
         assert reshared.package.min_participants == 3
@@ -65,3 +71,53 @@ def test_dkg_then_every_pair_signs_then_reshare_to_3_of_5(tmp_path: Path) -> Non
         asyncio.run(run())
     finally:
         cluster.stop()
+
+
+def test_a_signer_started_for_development_warns_and_takes_a_dealt_share(tmp_path: Path) -> None:
+    cluster = SignerCluster(tmp_path, 2, 3, dealer=False)
+    for process in cluster.signers.values():
+        process.env["KEYMINT_DEV_ALLOW_TRUSTED_DEALER"] = "true"
+    cluster.start()
+
+    async def run() -> None:
+        async with connect(cluster.addresses([1, 2, 3]), tls_files=cluster.operator_tls) as d:
+            dealt = await d.deal(2)
+        await sign_with(cluster, (1, 3), dealt.group_public_key)
+
+    try:
+        asyncio.run(run())
+    finally:
+        cluster.stop()
+    for process in cluster.signers.values():
+        assert (
+            "KEYMINT_DEV_ALLOW_TRUSTED_DEALER=true: this signer takes part in trusted-dealer "
+            "installs, whose driver knows the whole group secret"
+        ) in process.log.read_text()
+
+
+def test_a_signer_without_operator_ids_says_so_and_serves_no_ceremony(tmp_path: Path) -> None:
+    cluster = SignerCluster(tmp_path, 2, 2, dealer=False)
+    signer = cluster.signers[1]
+    del signer.env["KEYMINT_OPERATOR_IDS"]
+    signer.start()
+
+    async def run() -> None:
+        channel = secure_channel(signer.address, cluster.operator_tls, signer_name(1))
+        try:
+            stub = ceremony_pb2_grpc.KeyCeremonyStub(channel)  # type: ignore[no-untyped-call]
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.Status(ceremony_pb2.StatusRequest())
+        finally:
+            await channel.close()
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert refused.value.details() == (
+            "this signer serves no key ceremony: it was started without KEYMINT_OPERATOR_IDS"
+        )
+
+    try:
+        asyncio.run(run())
+    finally:
+        signer.stop()
+    assert (
+        "WARNING signer.server: KEYMINT_OPERATOR_IDS is not set: this signer serves no key ceremony"
+    ) in signer.log.read_text()

@@ -14,8 +14,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from google.protobuf.message import Message
 
 from signer.ceremony import CeremonyServicer, add_to_server
+from signer.ceremony.approvals import ReplaceApprovals
 from signer.ceremony.driver import CeremonyClient, CeremonyDriver, GrpcCeremonyClient
-from signer.devca import TlsFiles, make_dev_pki, signer_name, spiffe_id
+from signer.devca import TlsFiles, make_dev_pki, operator_name, signer_name, spiffe_id
 from signer.frost import KeyShare, PublicKeyPackage
 from signer.keystate import KeyState
 from signer.proto import ceremony_pb2 as pb
@@ -41,10 +42,22 @@ class SignerNode:
 
 @dataclass
 class Cluster:
-    """Signer processes' ceremony services, each on its own OS-chosen loopback port."""
+    """Signer processes' ceremony services, each on its own OS-chosen loopback port.
+
+    They accept `operators` as driver (the dev PKI's "operator"); `allow_trusted_dealer` is their
+    development switch; each keeps local approvals under `state_dir(identifier)`.
+    """
 
     pki: dict[str, TlsFiles]
     nodes: dict[int, SignerNode] = field(default_factory=dict)
+    allow_trusted_dealer: bool = False
+    operators: tuple[str, ...] = (spiffe_id(operator_name()),)
+
+    def state_dir(self, identifier: int) -> Path:
+        return self.pki[signer_name(identifier)].ca.parent / "state" / signer_name(identifier)
+
+    def approvals(self, identifier: int) -> ReplaceApprovals:
+        return ReplaceApprovals(self.state_dir(identifier))
 
     async def start(self, identifier: int, key_state: KeyState | None = None) -> SignerNode:
         files = self.pki[signer_name(identifier)]
@@ -53,8 +66,10 @@ class Cluster:
             identifier=identifier,
             key_state=key_state,
             tls_files=files,
-            trusted_driver=spiffe_id("coordinator"),
+            operators=self.operators,
             ca_pem=files.ca.read_bytes(),
+            approvals=self.approvals(identifier),
+            allow_trusted_dealer=self.allow_trusted_dealer,
         )
         server = grpc.aio.server()
         add_to_server(servicer, server)
@@ -80,9 +95,9 @@ class Cluster:
 
 @contextlib.asynccontextmanager
 async def running_signers(
-    pki: dict[str, TlsFiles], identifiers: Iterable[int]
+    pki: dict[str, TlsFiles], identifiers: Iterable[int], *, allow_trusted_dealer: bool = False
 ) -> AsyncIterator[Cluster]:
-    cluster = Cluster(pki)
+    cluster = Cluster(pki, allow_trusted_dealer=allow_trusted_dealer)
     try:
         for identifier in identifiers:
             await cluster.start(identifier)
@@ -158,7 +173,7 @@ async def relayed_driver(
     after: Mapping[str, Hook] | None = None,
 ) -> AsyncIterator[CeremonyDriver]:
     """A driver whose every call goes through a Relay, over real mTLS channels."""
-    files = driver_files or cluster.pki["coordinator"]
+    files = driver_files or cluster.pki[operator_name()]
     record = record if record is not None else []
     channels = {
         i: secure_channel(address, files, signer_name(i))

@@ -30,7 +30,7 @@ def test_commands_are_registered_with_their_options() -> None:
     )
     assert args.signers == [(1, "a:1"), (4, "b:2")]
     assert (args.threshold, args.recipients, args.dealers) == (3, [1, 2, 4], None)
-    assert args.identity == "coordinator"
+    assert args.identity == "operator"  # never the coordinator, which the gateway holds
     for command in ("dkg", "refresh", "deal"):
         assert callable(parser.parse_args([command, "--signer", "1=a:1"]).handler)
     with pytest.raises(SystemExit):

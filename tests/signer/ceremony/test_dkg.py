@@ -30,7 +30,7 @@ def test_dkg_among_three_signers_signs_with_every_pair(tmp_path: Path) -> None:
         async with running_signers(pki, [1, 2, 3]) as cluster:
             installed: list[str] = []
             cluster.nodes[1].key_state.on_install(lambda key: installed.append(key.kid))
-            async with connect(cluster.addresses(), tls_files=pki["coordinator"]) as driver:
+            async with connect(cluster.addresses(), tls_files=pki["operator"]) as driver:
                 result = await driver.dkg(min_participants=2)
             assert result.kid == kid_for(result.group_public_key)
             assert installed == [result.kid]  # the signing service's listeners hear of it
@@ -90,15 +90,17 @@ def test_driver_relays_only_ciphertext_and_never_the_group_secret(tmp_path: Path
 
 def test_dkg_refuses_to_replace_a_key_unless_told(tmp_path: Path) -> None:
     async def scenario(cluster: Cluster) -> None:
-        async with connect(cluster.addresses(), tls_files=cluster.pki["coordinator"]) as driver:
+        async with connect(cluster.addresses(), tls_files=cluster.pki["operator"]) as driver:
             first = await driver.dkg(min_participants=2)
             with pytest.raises(CeremonyFailed, match="replace_existing_key"):
                 await driver.dkg(min_participants=2)
             assert all(
                 cluster.key(i)[1].group_public_key == first.group_public_key for i in (1, 2, 3)
             )
+            approved = [cluster.approvals(i).approve(first.kid)[0] for i in (1, 2, 3)]
             second = await driver.dkg(min_participants=3, replace_existing_key=True)
         assert second.group_public_key != first.group_public_key
+        assert not any(path.exists() for path in approved)  # one approval, one replacement
         every_quorum_signs(cluster, [1, 2, 3], threshold=3)
 
     async def main() -> None:
@@ -113,8 +115,8 @@ def test_trusted_dealer_install_for_development(
 ) -> None:
     async def scenario() -> None:
         pki = dev_pki(tmp_path)
-        async with running_signers(pki, [1, 2, 3]) as cluster:
-            async with connect(cluster.addresses(), tls_files=pki["coordinator"]) as driver:
+        async with running_signers(pki, [1, 2, 3], allow_trusted_dealer=True) as cluster:
+            async with connect(cluster.addresses(), tls_files=pki["operator"]) as driver:
                 result = await driver.deal(min_participants=2)
             for i in (1, 2, 3):
                 assert cluster.key(i)[1].group_public_key == result.group_public_key

@@ -103,7 +103,7 @@ def test_signer_itself_refuses_a_forged_announcement(tmp_path: Path) -> None:
                 dealers=(1, 2, 3),
                 recipients=(1, 2, 3),
             )
-            stubs = {i: raw_stub(cluster, i, pki["coordinator"]) for i in (1, 2, 3)}
+            stubs = {i: raw_stub(cluster, i, pki["operator"]) for i in (1, 2, 3)}
             try:
                 begun = {
                     i: await stub.Begin(pb.BeginRequest(parameters=params.encode()))
@@ -210,7 +210,7 @@ def test_a_failed_install_is_reported_as_an_incomplete_commit(tmp_path: Path) ->
             await cluster.start(1)
             await cluster.start(2)
             await cluster.start(3, KeyState(persist=vault_unavailable))
-            async with connect(cluster.addresses(), tls_files=pki["coordinator"]) as driver:
+            async with connect(cluster.addresses(), tls_files=pki["operator"]) as driver:
                 with pytest.raises(CommitIncomplete) as incomplete:
                     await driver.dkg(min_participants=2)
             assert (incomplete.value.installed, incomplete.value.pending) == ([1, 2], [3])

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from signer.ceremony.approvals import ReplaceApprovals, ReplaceNotApproved
 from signer.ceremony.envelope import StatementSigner, StatementVerifier
 from signer.ceremony.errors import CeremonyError
 from signer.ceremony.participant import Participant
@@ -38,6 +39,7 @@ def _participants(
             key_state=KeyState(),
             statement_signer=StatementSigner.from_tls_files(i, pki[signer_name(i)]),
             verifier=StatementVerifier(ca_pem=pki[signer_name(i)].ca.read_bytes(), clock=clock),
+            approvals=_approvals(pki, i, clock),
             clock=clock,
         )
         for i in identifiers
@@ -178,3 +180,136 @@ def test_a_key_installed_meanwhile_voids_the_ceremony(pki: dict[str, TlsFiles]) 
     with pytest.raises(CeremonyError, match="changed during the ceremony"):
         parties[1].commit(params.ceremony_id, confirmations)
     assert parties[1].in_progress == []
+
+
+def _deal_params(ceremony_id: bytes = b"\x03" * 16) -> CeremonyParameters:
+    return CeremonyParameters(
+        ceremony_id=ceremony_id,
+        kind=CeremonyKind.DEAL,
+        min_participants=2,
+        dealers=(),
+        recipients=(1, 2, 3),
+    )
+
+
+def _replacing_dkg() -> CeremonyParameters:
+    return CeremonyParameters(
+        ceremony_id=b"\x04" * 16,
+        kind=CeremonyKind.DKG,
+        min_participants=2,
+        dealers=(1, 2, 3),
+        recipients=(1, 2, 3),
+        replace_existing_key=True,
+    )
+
+
+def _holding_a_key(parties: dict[int, Participant]) -> str:
+    """Every party holds a share of one dealt key; its kid."""
+    shares, package, _ = trusted_dealer_keygen(2, len(parties))
+    for share in shares:
+        parties[share.identifier]._keys.install(share, package)
+    return parties[1]._keys.current.kid
+
+
+def _approvals(pki: dict[str, TlsFiles], identifier: int, clock: Clock) -> ReplaceApprovals:
+    return ReplaceApprovals(
+        pki[signer_name(identifier)].ca.parent / signer_name(identifier), clock=clock
+    )
+
+
+def test_a_trusted_dealer_install_is_refused_without_the_development_switch(
+    pki: dict[str, TlsFiles],
+) -> None:
+    party = _participants(pki, [1], Clock())[1]
+    with pytest.raises(CeremonyError, match="KEYMINT_DEV_ALLOW_TRUSTED_DEALER=true") as refused:
+        party.begin(_deal_params().encode())
+    assert "would know the whole group secret" in str(refused.value)
+    assert party.in_progress == []
+    # Refused before anything was kept: the ceremony id is not even remembered as used.
+    party.begin(_dkg_params(ceremony_id=_deal_params().ceremony_id).encode())
+
+
+def test_the_development_switch_lets_a_signer_take_part_in_a_dealt_install(
+    pki: dict[str, TlsFiles],
+) -> None:
+    clock = Clock()
+    party = Participant(
+        identifier=1,
+        key_state=KeyState(),
+        statement_signer=StatementSigner.from_tls_files(1, pki[signer_name(1)]),
+        verifier=StatementVerifier(ca_pem=pki[signer_name(1)].ca.read_bytes(), clock=clock),
+        approvals=_approvals(pki, 1, clock),
+        allow_trusted_dealer=True,
+        clock=clock,
+    )
+    party.begin(_deal_params().encode())
+    assert party.in_progress == [_deal_params().ceremony_name]
+
+
+def test_replacing_a_held_key_is_refused_at_begin_without_a_local_approval(
+    pki: dict[str, TlsFiles],
+) -> None:
+    clock = Clock()
+    parties = _participants(pki, [1, 2, 3], clock)
+    kid = _holding_a_key(parties)
+    with pytest.raises(ReplaceNotApproved) as refused:
+        parties[1].begin(_replacing_dkg().encode())
+    assert refused.value.kid == kid
+    assert refused.value.problem.startswith("no approval at ")
+    assert "signer approve-replace --state-dir" in str(refused.value)
+    assert parties[1].in_progress == []
+    _approvals(pki, 1, clock).approve(kid)
+    parties[1].begin(_replacing_dkg().encode())
+    assert parties[1].in_progress == [_replacing_dkg().ceremony_name]
+
+
+def test_an_approval_withdrawn_before_commit_voids_the_replacement_there(
+    pki: dict[str, TlsFiles],
+) -> None:
+    clock = Clock()
+    parties = _participants(pki, [1, 2, 3], clock)
+    kid = _holding_a_key(parties)
+    approved = {i: _approvals(pki, i, clock).approve(kid)[0] for i in (1, 2)}
+    _approvals(pki, 3, clock).approve(kid, valid_for=datetime.timedelta(minutes=2))
+    params = _replacing_dkg()
+    announcements = [p.begin(params.encode()) for p in parties.values()]
+    sealed = [s for p in parties.values() for s in p.deal(params.ceremony_id, announcements)]
+    confirmations = [
+        p.stage(
+            pb.StageRequest(
+                ceremony_id=params.ceremony_id,
+                announcements=announcements,
+                shares=[s for s in sealed if s.recipient == i],
+            )
+        )
+        for i, p in parties.items()
+    ]
+    approved[1].unlink()
+    with pytest.raises(ReplaceNotApproved, match="no approval at"):
+        parties[1].commit(params.ceremony_id, confirmations)
+    assert parties[1].in_progress == []
+    clock.now += datetime.timedelta(minutes=3)  # signer 3's approval expired meanwhile
+    with pytest.raises(ReplaceNotApproved, match="expired at 2030-06-01T12:02:00Z"):
+        parties[3].commit(params.ceremony_id, confirmations)
+    committed = parties[2].commit(params.ceremony_id, confirmations)
+    assert committed.replaced == (kid,)  # the servicer deletes its approval once installed
+    assert committed.key is not None
+
+
+def test_a_reshare_of_the_held_key_destroys_nothing_and_needs_no_approval(
+    pki: dict[str, TlsFiles],
+) -> None:
+    parties = _participants(pki, [1, 2, 3], Clock())
+    _holding_a_key(parties)
+    params = CeremonyParameters(
+        ceremony_id=b"\x05" * 16,
+        kind=CeremonyKind.RESHARE,
+        min_participants=2,
+        dealers=(1, 2),
+        recipients=(1, 2, 3),
+        old_package=parties[1]._keys.current.package,
+        replace_existing_key=True,
+    )
+    for party in parties.values():
+        party.begin(params.encode())
+    assert all(p.in_progress == [params.ceremony_name] for p in parties.values())

@@ -23,14 +23,14 @@ def test_reshare_two_of_three_to_three_of_five_onto_new_signers(tmp_path: Path) 
     async def scenario() -> None:
         pki = dev_pki(tmp_path)
         async with running_signers(pki, [1, 2, 3]) as cluster:
-            async with connect(cluster.addresses(), tls_files=pki["coordinator"]) as driver:
+            async with connect(cluster.addresses(), tls_files=pki["operator"]) as driver:
                 made = await driver.dkg(min_participants=2)
             old = {i: cluster.key(i)[0] for i in (1, 2, 3)}
             old_package = cluster.key(1)[1]
             for newcomer in (4, 5):
                 assert not (await cluster.start(newcomer)).key_state.has_key
 
-            async with connect(cluster.addresses(), tls_files=pki["coordinator"]) as driver:
+            async with connect(cluster.addresses(), tls_files=pki["operator"]) as driver:
                 reshared = await driver.reshare(3, [1, 2, 3, 4, 5])
 
             assert reshared.group_public_key == made.group_public_key
@@ -54,7 +54,7 @@ def test_reshare_can_shrink_the_group_with_chosen_dealers(tmp_path: Path) -> Non
     async def scenario() -> None:
         pki = dev_pki(tmp_path)
         async with running_signers(pki, [1, 2, 3, 4, 5]) as cluster:
-            async with connect(cluster.addresses(), tls_files=pki["coordinator"]) as driver:
+            async with connect(cluster.addresses(), tls_files=pki["operator"]) as driver:
                 made = await driver.dkg(min_participants=3)
                 reshared = await driver.reshare(2, [2, 4, 5], dealers=[1, 3, 5])
             assert reshared.group_public_key == made.group_public_key
@@ -72,7 +72,7 @@ def test_refresh_changes_every_share_and_keeps_the_group_key(tmp_path: Path) -> 
     async def scenario() -> None:
         pki = dev_pki(tmp_path)
         async with running_signers(pki, [1, 2, 3]) as cluster:
-            async with connect(cluster.addresses(), tls_files=pki["coordinator"]) as driver:
+            async with connect(cluster.addresses(), tls_files=pki["operator"]) as driver:
                 made = await driver.dkg(min_participants=2)
                 before = {i: cluster.key(i) for i in (1, 2, 3)}
                 refreshed = await driver.refresh()
