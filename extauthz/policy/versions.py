@@ -69,7 +69,9 @@ class PolicyVersions:
         if digest == self._current.digest:
             return self._current
         replaced = self._replaced.get(digest)
-        return replaced.snapshot if replaced is not None else None
+        if replaced is None or replaced.until <= self._clock():
+            return None
+        return replaced.snapshot
 
     def _refresh(self, *, force: bool) -> None:
         now = self._clock()
