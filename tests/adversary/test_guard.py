@@ -227,15 +227,21 @@ def test_signing_under_no_policy_version_is_refused(arena: Arena) -> None:
 
 def test_evidence_replayed_past_its_budget_is_refused(arena: Arena) -> None:
     token = fresh_token(arena)
-    signed = 0
-    with pytest.raises(SigningRefused) as refusal:
-        for _ in range(3 * BUDGET * N):
-            arena.run(arena.attacker.sign(arena.run(arena.attacker.honest(token))))
-            signed += 1
+
+    async def replay_until_refused() -> tuple[int, set[str]]:
+        for signed in range(3 * BUDGET * N):
+            forgery = await arena.attacker.honest(token)
+            try:
+                await arena.attacker.sign(forgery)
+            except SigningRefused as refusal:
+                return signed, {r.split(":")[1] for r in refusal.refusals.values()}
+        return 3 * BUDGET * N, set()
+
+    signed, rules = arena.run(replay_until_refused())
 
     # Each of the n signers gives one credential `BUDGET` shares; a token takes t of them.
     assert BUDGET <= signed <= N * BUDGET // T
-    assert {r.split(":")[1] for r in refusal.value.refusals.values()} == {"evidence_budget"}
+    assert rules == {"evidence_budget"}
     # Another credential of the same caller is not affected: the budget is per credential.
     arena.run(arena.attacker.sign(arena.run(arena.attacker.honest(fresh_token(arena)))))
 
