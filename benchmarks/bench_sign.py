@@ -8,6 +8,7 @@ signature (one sign plus aggregate, no network); and one plain libsodium Ed25519
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import statistics
 import sys
@@ -34,12 +35,22 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def new_caller() -> tuple[str, object]:
+    """A subject and its evidence, never used before: one credential backs a bounded number of
+    mints (the signers' evidence budget), and a mint is what a new credential costs."""
+    subject = f"bench-{next(_CALLERS)}"
+    return subject, evidence_for(subject)
+
+
+_CALLERS = itertools.count()
+
+
 async def steady(coordinator: Coordinator, group_key: bytes) -> list[float]:
     latencies: list[float] = []
-    evidence = evidence_for("bench")
 
     async def one() -> None:
-        message = token_message(group_key, subject="bench")
+        subject, evidence = new_caller()
+        message = token_message(group_key, subject=subject)
         started = time.perf_counter()
         await coordinator.sign(message, evidence=evidence)
         latencies.append((time.perf_counter() - started) * 1000)
@@ -56,14 +67,14 @@ async def steady(coordinator: Coordinator, group_key: bytes) -> list[float]:
 
 
 async def burst(coordinator: Coordinator, group_key: bytes) -> float:
-    evidence = evidence_for("bench")
     done = 0
     stop_at = time.perf_counter() + BURST_SECONDS
 
     async def worker() -> None:
         nonlocal done
         while time.perf_counter() < stop_at:
-            await coordinator.sign(token_message(group_key, subject="bench"), evidence=evidence)
+            subject, evidence = new_caller()
+            await coordinator.sign(token_message(group_key, subject=subject), evidence=evidence)
             done += 1
 
     started = time.perf_counter()
@@ -102,9 +113,8 @@ async def measure(cluster: SignerCluster) -> dict[str, float]:
     group_key = cluster.package.group_public_key
     try:
         for _ in range(100):  # warm up connections and pools
-            await coordinator.sign(
-                token_message(group_key, subject="bench"), evidence=evidence_for("bench")
-            )
+            subject, evidence = new_caller()
+            await coordinator.sign(token_message(group_key, subject=subject), evidence=evidence)
         latencies = await steady(coordinator, group_key)
         rate = await burst(coordinator, group_key)
     finally:

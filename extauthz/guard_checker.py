@@ -3,12 +3,16 @@
 A signer process is composed with it by name at start-up
 (`KEYMINT_EVIDENCE_CHECKER=extauthz.guard_checker:from_env`), so identity verification and policy
 exist once, in this package, while `signer` never imports it. For each message the signer is asked
-to sign, the checker verifies the caller's own credential and asks policy what it grants for the
-requested audience and scopes; the guard then holds the token's claims against that answer.
+to sign, the checker takes the policy version the gateway decided under (refusing one it does not
+hold), verifies the caller's own credential, and evaluates that policy on the same request the
+gateway evaluated: route, headers, and the audience, scopes and lifetime asked for. The guard then
+holds the token's claims against that answer.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import time
 from collections.abc import Mapping
 
@@ -16,11 +20,12 @@ import aiohttp
 
 from extauthz.app import build_identifier, build_policy_engine
 from extauthz.claims import provenance_claims
-from extauthz.config import GatewaySettings
+from extauthz.config import GatewaySettings, SettingsError
 from extauthz.identity import IdentityError
 from extauthz.model import Identity, Route
 from extauthz.pipeline import Identifier
 from extauthz.policy import AuthzRequest, Denial, PolicyEngine
+from extauthz.policy.versions import DEFAULT_OVERLAP_SECONDS, PolicyVersions
 from signer.guard import (
     EVIDENCE_CERTIFICATE,
     EVIDENCE_OIDC_TOKEN,
@@ -31,17 +36,26 @@ from signer.guard import (
 
 
 class GatewayEvidenceChecker:
-    def __init__(self, *, identifier: Identifier, engine: PolicyEngine) -> None:
+    def __init__(
+        self,
+        *,
+        identifier: Identifier,
+        engine: PolicyEngine,
+        versions: PolicyVersions | None = None,
+    ) -> None:
         self._identifier = identifier
         self._engine = engine
+        self._versions = versions or PolicyVersions(engine)
 
-    async def check(
-        self,
-        evidence: GuardEvidence,
-        requested_audience: str,
-        requested_scopes: tuple[str, ...],
-        now: float,
-    ) -> EvidenceDecision:
+    async def check(self, evidence: GuardEvidence, now: float) -> EvidenceDecision:
+        snapshot = self._versions.snapshot_for(evidence.policy_sha256)
+        if snapshot is None:
+            named = evidence.policy_sha256[:12] or "none"
+            raise GuardRefusal(
+                "policy_version",
+                f"the request was decided under policy {named!r}; this signer holds "
+                f"{self._versions.current.digest[:12]!r}",
+            )
         identity = await self._verify(evidence)
         route = Route(
             host=evidence.host,
@@ -49,9 +63,15 @@ class GatewayEvidenceChecker:
             method=evidence.method,
             context_extensions=dict(evidence.context_extensions),
         )
-        outcome = self._engine.evaluate(
-            AuthzRequest(identity, route, audience=requested_audience, scopes=requested_scopes)
+        request = AuthzRequest(
+            identity,
+            route,
+            audience=evidence.requested_audience or None,
+            scopes=evidence.requested_scopes,
+            ttl_seconds=evidence.requested_ttl_seconds or None,
+            headers=dict(evidence.headers),
         )
+        outcome = self._engine.evaluate(request, snapshot)
         if isinstance(outcome, Denial):
             raise GuardRefusal("policy_denied", f"{outcome.reason}: {outcome.detail}")
         return EvidenceDecision(
@@ -62,6 +82,7 @@ class GatewayEvidenceChecker:
             certificate_sha256=identity.certificate_sha256,
             credential_expires_at=identity.expires_at,
             provenance=provenance_claims(identity),
+            credential_id=credential_id(evidence, identity),
         )
 
     async def _verify(self, evidence: GuardEvidence) -> Identity:
@@ -78,11 +99,35 @@ class GatewayEvidenceChecker:
         )
 
 
+def credential_id(evidence: GuardEvidence, identity: Identity) -> bytes:
+    """What names this credential for its budget, however it was encoded: the certificate's DER
+    SHA-256, or the SHA-256 of the token's decoded claims (the bytes its issuer signed)."""
+    if identity.certificate_sha256 is not None:
+        return identity.certificate_sha256
+    payload = evidence.value.split(b".")[1]  # verified above: a compact JWS
+    return hashlib.sha256(base64.urlsafe_b64decode(payload + b"=" * (-len(payload) % 4))).digest()
+
+
 def from_env(env: Mapping[str, str]) -> GatewayEvidenceChecker:
-    """The factory a signer process names: the same settings the gateway reads."""
+    """The factory a signer process names: the same settings the gateway reads, plus
+    KEYMINT_POLICY_OVERLAP_SECONDS (how long a replaced policy version is still honoured)."""
     settings = GatewaySettings.from_env(env)
     session = aiohttp.ClientSession()
     engine, _policy, _rego = build_policy_engine(settings)
+    versions = PolicyVersions(engine, overlap_seconds=_overlap_seconds(env))
     return GatewayEvidenceChecker(
-        identifier=build_identifier(settings, session, time.time), engine=engine
+        identifier=build_identifier(settings, session, time.time), engine=engine, versions=versions
     )
+
+
+def _overlap_seconds(env: Mapping[str, str]) -> float:
+    raw = env.get("KEYMINT_POLICY_OVERLAP_SECONDS", "").strip()
+    if not raw:
+        return DEFAULT_OVERLAP_SECONDS
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError("KEYMINT_POLICY_OVERLAP_SECONDS", f"{raw!r} is not a number") from None
+    if not 0 <= value <= 86400:
+        raise SettingsError("KEYMINT_POLICY_OVERLAP_SECONDS", f"{raw} is not within 0..86400")
+    return value

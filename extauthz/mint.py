@@ -17,7 +17,9 @@ from typing import Protocol
 
 from extauthz.claims import confirmation_claim, provenance_claims
 from extauthz.errors import ExtAuthzError
-from extauthz.model import Grant, Identity, Route
+from extauthz.model import Grant, Identity
+from extauthz.policy.model import AuthzRequest
+from extauthz.policy.rego import CREDENTIAL_HEADERS
 from extauthz.tokencache import MintedToken, TokenCache, cache_key
 from signer.proto import signer_pb2
 from signer.token import compact, header_for, signing_input
@@ -89,9 +91,12 @@ class Minter:
         await self._cache.delete(cache_key(identity.credential_hash, grant.audience, grant.scopes))
 
     async def mint(
-        self, identity: Identity, grant: Grant, route: Route
+        self, request: AuthzRequest, grant: Grant, policy_sha256: str
     ) -> tuple[MintedToken, bool]:
-        """The token for this identity and grant, and whether it came from the cache."""
+        """The token for this request's identity and grant, and whether it came from the cache.
+
+        `policy_sha256` names the policy version that granted it: the signers decide under it."""
+        identity = request.identity
         key = cache_key(identity.credential_hash, grant.audience, grant.scopes)
         token = await self._cache.get(key)
         if token is not None and token.fresh_at(self._clock(), self._settings.remint_fraction):
@@ -102,7 +107,7 @@ class Minter:
         future: asyncio.Future[MintedToken] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
-            token = await self._mint(identity, grant, route)
+            token = await self._mint(request, grant, policy_sha256)
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # retrieved: waiters re-raise it, nobody else must log it
@@ -114,7 +119,8 @@ class Minter:
         finally:
             del self._inflight[key]
 
-    async def _mint(self, identity: Identity, grant: Grant, route: Route) -> MintedToken:
+    async def _mint(self, request: AuthzRequest, grant: Grant, policy_sha256: str) -> MintedToken:
+        identity = request.identity
         now = int(self._clock())
         ttl = min(grant.ttl_seconds, self._settings.default_ttl_seconds, identity.expires_at - now)
         if ttl < self._settings.min_ttl_seconds:
@@ -141,7 +147,7 @@ class Minter:
         message = signing_input(header_for(self._group_public_key()), claims)
         outcome = await self._signer.sign(
             message,
-            evidence=evidence_message(identity, route),
+            evidence=evidence_message(request, policy_sha256),
             request_id=jti,
             timeout=self._settings.sign_timeout,
         )
@@ -157,7 +163,10 @@ class Minter:
         )
 
 
-def evidence_message(identity: Identity, route: Route) -> signer_pb2.Evidence:
+def evidence_message(request: AuthzRequest, policy_sha256: str) -> signer_pb2.Evidence:
+    """Everything the signers' guards need to decide as the gateway did, and nothing secret
+    beyond the credential itself: credential headers never travel a second time."""
+    identity, route = request.identity, request.route
     return signer_pb2.Evidence(
         kind=identity.evidence.kind,
         value=identity.evidence.value,
@@ -165,4 +174,13 @@ def evidence_message(identity: Identity, route: Route) -> signer_pb2.Evidence:
         path=route.path,
         method=route.method,
         context_extensions=dict(route.context_extensions),
+        headers={
+            name: value
+            for name, value in request.headers.items()
+            if name.lower() not in CREDENTIAL_HEADERS
+        },
+        policy_sha256=policy_sha256,
+        requested_audience=request.audience or "",
+        requested_scopes=list(request.scopes),
+        requested_ttl_seconds=request.ttl_seconds or 0,
     )

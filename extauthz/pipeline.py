@@ -171,7 +171,7 @@ class Pipeline:
                 return await self._record(Deny.unauthenticated(str(exc.reason), exc.message))
             route = Route(host="", path="/token", method="POST")
             return await self._authorize_and_mint(
-                identity, route, AuthzRequest(identity, route, audience=audience, scopes=scopes)
+                AuthzRequest(identity, route, audience=audience, scopes=scopes)
             )
         except Exception:
             log.exception("token exchange failed unexpectedly; denying")
@@ -200,13 +200,10 @@ class Pipeline:
         except IdentityError as exc:
             return await self._record(Deny.unauthenticated(str(exc.reason), exc.message))
         headers = {k: v for k, v in http.headers.items()}
-        return await self._authorize_and_mint(
-            identity, route, AuthzRequest(identity, route, headers=headers)
-        )
+        return await self._authorize_and_mint(AuthzRequest(identity, route, headers=headers))
 
-    async def _authorize_and_mint(
-        self, identity: Identity, route: Route, authz: AuthzRequest
-    ) -> Decision:
+    async def _authorize_and_mint(self, authz: AuthzRequest) -> Decision:
+        identity = authz.identity
         if self._revocations.subject_revoked(identity.subject):
             return await self._record(
                 Deny.forbidden("subject_revoked", "this subject has been revoked", identity)
@@ -214,14 +211,15 @@ class Pipeline:
         limited = self._rate_limit(identity)
         if limited is not None:
             return await self._record(limited)
-        outcome = self._engine.evaluate(authz)
+        policy = self._engine.snapshot()
+        outcome = self._engine.evaluate(authz, policy)
         if isinstance(outcome, Denial):
             return await self._record(Deny.forbidden(str(outcome.reason), outcome.detail, identity))
         try:
-            token, cached = await self._minter.mint(identity, outcome, route)
+            token, cached = await self._minter.mint(authz, outcome, policy.digest)
             if cached and self._revocations.jti_revoked(token.jti):
                 await self._minter.forget(identity, outcome)
-                token, cached = await self._minter.mint(identity, outcome, route)
+                token, cached = await self._minter.mint(authz, outcome, policy.digest)
         except QuorumUnavailable as exc:
             MINTS.labels("no_quorum").inc()
             return await self._record(Deny.unavailable("no_signing_quorum", str(exc), identity))

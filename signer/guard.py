@@ -8,9 +8,16 @@ in `RULES`, in that order, and raises `GuardRefusal` naming the first one broken
    the header `{"alg": "EdDSA", "kid": <our kid>, "typ": "at+jwt"}`;
 2. the claims are present and well typed, issued by our issuer, for no longer than the signer's
    maximum, and minted just now (the gateway mints right before it signs);
-3. the evidence the gateway acted on verifies, and policy grants this subject, audience, scopes and
-   lifetime for it (`EvidenceChecker`); certificate callers' tokens are bound to their certificate;
-4. no claim is left that neither the limits nor the evidence account for.
+3. the subject is not on this signer's own revocation list;
+4. the evidence the gateway acted on verifies, and policy, in the version the gateway decided
+   under, grants this subject, audience, scopes and lifetime for it on the same request
+   (`EvidenceChecker`); certificate callers' tokens are bound to their certificate;
+5. no claim is left that neither the limits nor the evidence account for;
+6. the credential has not backed more shares than its budget allows in its window.
+
+What the evidence says about the request (host, path, method, context_extensions, headers) is the
+gateway's word: no signer can check it. The guard holds the gateway to what policy would grant the
+verified caller on the request it names; it cannot tell whether Envoy really sent that request.
 
 Re-verifying identity and running policy is the gateway's code (`extauthz`), written once. This
 package never imports it: the signer process is composed with an `EvidenceChecker` at start-up.
@@ -22,11 +29,12 @@ quoted and truncated.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, Protocol
@@ -62,8 +70,10 @@ RULES: Final[Mapping[str, str]] = MappingProxyType(
         "iat_skew": "iat is further from now than the allowed clock skew",
         "nbf_skew": "nbf is further from now than the allowed clock skew",
         "expired": "exp is not after now",
+        "subject_revoked": "sub is on this signer's revocation list",
         "evidence_missing": "no evidence came with the message",
         "evidence_invalid": "the evidence does not verify",
+        "policy_version": "the request names a policy version this signer does not hold",
         "policy_denied": "policy grants nothing for this evidence and route",
         "subject_mismatch": "sub is not the subject the evidence verifies",
         "audience_not_granted": "policy does not grant aud for this evidence and route",
@@ -73,6 +83,7 @@ RULES: Final[Mapping[str, str]] = MappingProxyType(
         "cnf_mismatch": "cnf does not bind the token to the evidence's certificate",
         "provenance_mismatch": "a provenance claim differs from what the evidence verifies",
         "claims_unexpected": "a claim neither the limits nor the evidence account for",
+        "evidence_budget": "the credential has backed as many shares as its budget allows",
     }
 )
 
@@ -157,14 +168,27 @@ class EvidenceMessage(Protocol):
     def method(self) -> str: ...
     @property
     def context_extensions(self) -> Mapping[str, str]: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+    @property
+    def policy_sha256(self) -> str: ...
+    @property
+    def requested_audience(self) -> str: ...
+    @property
+    def requested_scopes(self) -> Sequence[str]: ...
+    @property
+    def requested_ttl_seconds(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
 class GuardEvidence:
-    """What the gateway acted on: the caller's credential and the route Envoy described.
+    """What the gateway acted on: the caller's credential, the request Envoy described, what was
+    asked for, and the policy version the gateway decided under.
 
     `kind` is "oidc_token" (value: the compact JWT) or "certificate" (value: the PEM chain, leaf
-    first). The value is a credential: it is kept out of repr and out of every refusal.
+    first). The value is a credential: it is kept out of repr and out of every refusal. `headers`
+    are the request headers policy may read, without credentials. `requested_*` are what the caller
+    asked for explicitly (RFC 8693 `/token`); empty when the route decides.
     """
 
     kind: str
@@ -173,11 +197,17 @@ class GuardEvidence:
     path: str = ""
     method: str = ""
     context_extensions: Mapping[str, str] = field(default_factory=dict, hash=False)
+    headers: Mapping[str, str] = field(default_factory=dict, hash=False, repr=False)
+    policy_sha256: str = ""
+    requested_audience: str = ""
+    requested_scopes: tuple[str, ...] = ()
+    requested_ttl_seconds: int = 0
 
     def __post_init__(self) -> None:
-        # A read-only copy: the checker must not be able to change what the guard saw.
-        frozen = MappingProxyType(dict(self.context_extensions))
-        object.__setattr__(self, "context_extensions", frozen)
+        # Read-only copies: the checker must not be able to change what the guard saw.
+        for name in ("context_extensions", "headers"):
+            object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
+        object.__setattr__(self, "requested_scopes", tuple(self.requested_scopes))
 
     @classmethod
     def from_message(cls, message: EvidenceMessage) -> GuardEvidence:
@@ -188,6 +218,11 @@ class GuardEvidence:
             path=message.path,
             method=message.method,
             context_extensions=dict(message.context_extensions),
+            headers=dict(message.headers),
+            policy_sha256=message.policy_sha256,
+            requested_audience=message.requested_audience,
+            requested_scopes=tuple(message.requested_scopes),
+            requested_ttl_seconds=message.requested_ttl_seconds,
         )
 
 
@@ -202,6 +237,9 @@ class EvidenceDecision:
     `cnf.x5t#S256` must bind it. `credential_expires_at` is the presented credential's own expiry
     (unix seconds), past which no token may live. Each `provenance` entry must appear in the token
     as a claim with the same value and JSON type (e.g. `repository_id`, `spiffe_id`).
+    `credential_id` names the credential for its budget however it was encoded (e.g. the leaf's
+    DER SHA-256, or the SHA-256 of a JWT's decoded payload); without it the budget is kept per
+    evidence value.
     """
 
     subject: str
@@ -211,6 +249,7 @@ class EvidenceDecision:
     certificate_sha256: bytes | None = None
     credential_expires_at: int | None = None
     provenance: Mapping[str, ProvenanceValue] = field(default_factory=dict, hash=False)
+    credential_id: bytes | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.subject, str) or not self.subject:
@@ -233,20 +272,27 @@ class EvidenceDecision:
 
 
 class EvidenceChecker(Protocol):
-    """Re-verifies the evidence and re-runs policy for the requested audience and scopes.
+    """Re-verifies the evidence and re-runs policy on the request it describes.
 
-    Implemented by the gateway package and composed into the signer process at start-up. Raises
-    `GuardRefusal` (usually `evidence_invalid` or `policy_denied`) to refuse; any other exception
-    is a fault, which the signer service must treat as a refusal too.
+    Implemented by the gateway package and composed into the signer process at start-up. It
+    evaluates the policy version the evidence names (`policy_version` if it holds no such version)
+    on the request, headers and explicit audience/scopes/lifetime the evidence carries, exactly as
+    the gateway did. Raises `GuardRefusal` (usually `evidence_invalid`, `policy_version` or
+    `policy_denied`) to refuse; any other exception is a fault, which the signer service must treat
+    as a refusal too.
     """
 
     def check(
-        self,
-        evidence: GuardEvidence,
-        requested_audience: str,
-        requested_scopes: tuple[str, ...],
-        now: float,
+        self, evidence: GuardEvidence, now: float
     ) -> EvidenceDecision | Awaitable[EvidenceDecision]: ...
+
+
+class RevocationList(Protocol):
+    def subject_revoked(self, subject: str) -> bool: ...
+
+
+class SpendingBudget(Protocol):
+    def spend(self, credential: bytes, now: float | None = None) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,10 +329,14 @@ class Guard:
         *,
         limits: GuardLimits,
         evidence_checker: EvidenceChecker,
+        revocations: RevocationList | None = None,
+        budget: SpendingBudget | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._limits = limits
         self._checker = evidence_checker
+        self._revocations = revocations
+        self._budget = budget
         self._clock = clock
 
     @property
@@ -302,23 +352,19 @@ class Guard:
     ) -> AcceptedToken:
         """`check` as of the instant `now` (unix seconds)."""
         claims, raw_claims, present = self._before_evidence(message, evidence, now)
-        decision = self._checker.check(
-            present, requested_audience=claims.aud, requested_scopes=claims.scopes, now=now
-        )
+        decision = self._checker.check(present, now)
         if inspect.isawaitable(decision):
             raise TypeError("this evidence checker is asynchronous: use check_async")
-        return self._after_evidence(claims, raw_claims, present, decision)
+        return self._after_evidence(claims, raw_claims, present, decision, now)
 
     async def check_async(self, message: bytes, evidence: GuardEvidence | None) -> AcceptedToken:
         """`check` for evidence checkers whose `check` is a coroutine (they may fetch keys)."""
         now = self._clock()
         claims, raw_claims, present = self._before_evidence(message, evidence, now)
-        decision = self._checker.check(
-            present, requested_audience=claims.aud, requested_scopes=claims.scopes, now=now
-        )
+        decision = self._checker.check(present, now)
         if inspect.isawaitable(decision):
             decision = await decision
-        return self._after_evidence(claims, raw_claims, present, decision)
+        return self._after_evidence(claims, raw_claims, present, decision, now)
 
     def _before_evidence(
         self, message: bytes, evidence: GuardEvidence | None, now: float
@@ -330,6 +376,8 @@ class Guard:
         _check_header(header, self._limits.kid)
         claims = _typed_claims(raw_claims, self._limits.required_claims)
         self._check_lifetime(claims, now)
+        if self._revocations is not None and self._revocations.subject_revoked(claims.sub):
+            raise GuardRefusal("subject_revoked", f"sub {_show(claims.sub)} is revoked here")
         return claims, raw_claims, _present(evidence)
 
     def _after_evidence(
@@ -338,6 +386,7 @@ class Guard:
         raw_claims: Mapping[str, Any],
         evidence: GuardEvidence,
         decision: EvidenceDecision,
+        now: float,
     ) -> AcceptedToken:
         _check_grant(claims, decision)
         _check_binding(claims, raw_claims, evidence, decision)
@@ -345,6 +394,12 @@ class Guard:
         if unexpected := sorted(raw_claims.keys() - allowed):
             raise GuardRefusal(
                 "claims_unexpected", f"claims {_show(unexpected)} are not vouched for"
+            )
+        # Last, so only a share the guard would otherwise give counts against the credential.
+        credential = decision.credential_id or hashlib.sha256(evidence.value).digest()
+        if self._budget is not None and not self._budget.spend(credential, now):
+            raise GuardRefusal(
+                "evidence_budget", "this credential has backed as many tokens as it may for now"
             )
         return AcceptedToken(claims.jti, claims.sub, claims.aud, claims.scopes, claims.exp)
 

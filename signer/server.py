@@ -17,13 +17,14 @@ import logging
 import os
 import signal
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from signer.audit import AsyncAuditLog, AuditLog
+from signer.budget import BudgetSettings, EvidenceBudget
 from signer.ceremony import CeremonyServicer, add_to_server
 from signer.ceremony.approvals import ReplaceApprovals
 from signer.devca import TlsFiles, signer_name, spiffe_id, tls_files
@@ -35,9 +36,17 @@ from signer.frost.encoding import (
     encode_key_share,
     encode_public_key_package,
 )
-from signer.guard import AcceptedToken, EvidenceChecker, Guard, GuardEvidence, GuardLimits
+from signer.guard import (
+    AcceptedToken,
+    EvidenceChecker,
+    Guard,
+    GuardEvidence,
+    GuardLimits,
+    RevocationList,
+)
 from signer.keystate import KeyState, SigningKey
 from signer.proto import signer_pb2_grpc
+from signer.revocations import RevocationFile, RevocationFileError
 from signer.service import SignerService
 from signer.tls import server_credentials
 from signer.vault.base import ShareVault
@@ -68,6 +77,8 @@ class SignerSettings:
     state_dir: Path
     operator_ids: frozenset[str]  # empty: no ceremony is served
     allow_trusted_dealer: bool
+    revocations_file: Path | None = None
+    budget: BudgetSettings = field(default_factory=BudgetSettings)
 
     @property
     def package_file(self) -> Path:
@@ -92,6 +103,11 @@ class SignerSettings:
             state_dir=state,
             operator_ids=_operator_ids(env, coordinator_id),
             allow_trusted_dealer=_bool(env, "KEYMINT_DEV_ALLOW_TRUSTED_DEALER"),
+            revocations_file=_path(env, "KEYMINT_SIGNER_REVOCATIONS_FILE"),
+            budget=BudgetSettings(
+                limit=_int(env, "KEYMINT_EVIDENCE_BUDGET", 32),
+                window_seconds=_int(env, "KEYMINT_EVIDENCE_BUDGET_WINDOW_SECONDS", 900),
+            ),
         )
 
 
@@ -99,12 +115,21 @@ class KeyedGuard:
     """A guard whose kid follows the installed key, so a ceremony's new key is guarded too."""
 
     def __init__(
-        self, *, key_state: KeyState, checker: EvidenceChecker, issuer: str, max_ttl: int
+        self,
+        *,
+        key_state: KeyState,
+        checker: EvidenceChecker,
+        issuer: str,
+        max_ttl: int,
+        revocations: RevocationList | None = None,
+        budget: EvidenceBudget | None = None,
     ) -> None:
         self._keys = key_state
         self._checker = checker
         self._issuer = issuer
         self._max_ttl = max_ttl
+        self._revocations = revocations
+        self._budget = budget or EvidenceBudget()
         self._guard: Guard | None = None
 
     async def check(self, message: bytes, evidence: GuardEvidence | None) -> AcceptedToken:
@@ -114,7 +139,12 @@ class KeyedGuard:
             limits = GuardLimits.for_group_key(
                 key.package.group_public_key, issuer=self._issuer, max_ttl_seconds=self._max_ttl
             )
-            guard = self._guard = Guard(limits=limits, evidence_checker=self._checker)
+            guard = self._guard = Guard(
+                limits=limits,
+                evidence_checker=self._checker,
+                revocations=self._revocations,
+                budget=self._budget,
+            )
         return await guard.check_async(message, evidence)
 
 
@@ -129,6 +159,19 @@ def load_evidence_checker(spec: str, env: Mapping[str, str]) -> EvidenceChecker:
             "KEYMINT_EVIDENCE_CHECKER", f"cannot load {spec!r}: {exc}"
         ) from exc
     return factory(env)
+
+
+def load_revocations(path: Path | None) -> RevocationList | None:
+    if path is None:
+        log.warning(
+            "KEYMINT_SIGNER_REVOCATIONS_FILE is not set: this signer keeps no revocation list of "
+            "its own, so it would sign for a subject revoked only at the gateway"
+        )
+        return None
+    try:
+        return RevocationFile(path)
+    except RevocationFileError as exc:
+        raise SignerSettingsError("KEYMINT_SIGNER_REVOCATIONS_FILE", exc.problem) from None
 
 
 def load_key(settings: SignerSettings, vault: ShareVault) -> KeyState:
@@ -166,6 +209,8 @@ async def serve(
         checker=checker,
         issuer=settings.issuer,
         max_ttl=settings.max_ttl_seconds,
+        revocations=load_revocations(settings.revocations_file),
+        budget=EvidenceBudget(settings.budget),
     )
     settings.audit_log.parent.mkdir(parents=True, exist_ok=True)
     audit = AsyncAuditLog(AuditLog(settings.audit_log))
@@ -252,6 +297,11 @@ def _required(env: Mapping[str, str], name: str) -> str:
     if not value:
         raise SignerSettingsError(name, "is required")
     return value
+
+
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    value = env.get(name, "").strip()
+    return Path(value) if value else None
 
 
 def _int(env: Mapping[str, str], name: str, default: int | None) -> int:

@@ -14,8 +14,10 @@ still cap it.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 from extauthz.model import Grant, Identity, Route
@@ -40,6 +42,25 @@ T = TypeVar("T")
 _log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class PolicySnapshot:
+    """The policies in force at one instant, and the digest that names that version.
+
+    The gateway sends the digest with every sign request; a signer's guard evaluates the request
+    under the snapshot with the same digest, so both decide with exactly the same policy text.
+    """
+
+    policy: Policy | None
+    rego: RegoPolicy | None
+    digest: str
+
+
+def policy_digest(policy_sha256: str | None, rego_sha256: str | None) -> str:
+    """One name for a (JSON policy, Rego policy) pair of file contents: SHA-256, hex."""
+    joined = f"json:{policy_sha256 or '-'}\nrego:{rego_sha256 or '-'}\n"
+    return hashlib.sha256(joined.encode()).hexdigest()
+
+
 class PolicyEngine:
     """The authorize step: a JSON policy, a Rego policy, or both (each fixed or reloadable)."""
 
@@ -56,9 +77,23 @@ class PolicyEngine:
         self._policy = policy
         self._rego = rego
 
-    def evaluate(self, request: AuthzRequest) -> Decision:
-        policy = _current(self._policy)  # one snapshot per request, even across a reload
-        rego = _current(self._rego)
+    def snapshot(self) -> PolicySnapshot:
+        """The policies in force now; a request is decided entirely under one snapshot."""
+        policy, policy_sha = _loaded(self._policy) if self._policy is not None else (None, None)
+        rego, rego_sha = _loaded(self._rego) if self._rego is not None else (None, None)
+        return PolicySnapshot(policy, rego, policy_digest(policy_sha, rego_sha))
+
+    def poll(self) -> None:
+        """Re-read the policy files if they changed on disk (a no-op for fixed policies)."""
+        for source in (self._policy, self._rego):
+            if isinstance(source, PolicyStore):
+                source.poll()
+
+    def evaluate(self, request: AuthzRequest, snapshot: PolicySnapshot | None = None) -> Decision:
+        """Decide `request` under `snapshot`, by default the policies in force now."""
+        if snapshot is None:
+            snapshot = self.snapshot()  # one snapshot per request, even across a reload
+        policy, rego = snapshot.policy, snapshot.rego
         if policy is not None:
             decision = evaluate_policy(policy, request, self._limits)
             if rego is None or isinstance(decision, Denial):
@@ -85,6 +120,14 @@ class PolicyEngine:
 
 def _current(source: T | PolicyStore[T] | None) -> T | None:
     return source.current if isinstance(source, PolicyStore) else source
+
+
+def _loaded(source: T | PolicyStore[T]) -> tuple[T, str]:
+    """The value in force and the SHA-256 of its file; a policy given as an object (tests) is
+    named by its identity in this process."""
+    if isinstance(source, PolicyStore):
+        return source.loaded()
+    return source, f"object:{id(source):x}"
 
 
 def _ask(rego: RegoPolicy, request: AuthzRequest, grant: Grant | None) -> RegoAnswer | Denial:

@@ -78,6 +78,11 @@ class PolicyStore(Generic[T]):
         """Hex SHA-256 of the file content in force, for audit records and metrics."""
         return self._loaded.sha256
 
+    def loaded(self) -> tuple[T, str]:
+        """The value in force and the SHA-256 of its content, read together (one reference)."""
+        loaded = self._loaded
+        return loaded.value, loaded.sha256
+
     def reload(self) -> ReloadResult:
         """Re-read the file now, whatever its mtime says."""
         with self._lock:

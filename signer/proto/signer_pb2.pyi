@@ -51,8 +51,15 @@ class AnnounceResponse(_message.Message):
     def __init__(self, accepted: _Optional[int] = ...) -> None: ...
 
 class Evidence(_message.Message):
-    __slots__ = ("kind", "value", "host", "path", "method", "context_extensions")
+    __slots__ = ("kind", "value", "host", "path", "method", "context_extensions", "headers", "policy_sha256", "requested_audience", "requested_scopes", "requested_ttl_seconds")
     class ContextExtensionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class HeadersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -65,13 +72,23 @@ class Evidence(_message.Message):
     PATH_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_EXTENSIONS_FIELD_NUMBER: _ClassVar[int]
+    HEADERS_FIELD_NUMBER: _ClassVar[int]
+    POLICY_SHA256_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_AUDIENCE_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_SCOPES_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     kind: str
     value: bytes
     host: str
     path: str
     method: str
     context_extensions: _containers.ScalarMap[str, str]
-    def __init__(self, kind: _Optional[str] = ..., value: _Optional[bytes] = ..., host: _Optional[str] = ..., path: _Optional[str] = ..., method: _Optional[str] = ..., context_extensions: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    headers: _containers.ScalarMap[str, str]
+    policy_sha256: str
+    requested_audience: str
+    requested_scopes: _containers.RepeatedScalarFieldContainer[str]
+    requested_ttl_seconds: int
+    def __init__(self, kind: _Optional[str] = ..., value: _Optional[bytes] = ..., host: _Optional[str] = ..., path: _Optional[str] = ..., method: _Optional[str] = ..., context_extensions: _Optional[_Mapping[str, str]] = ..., headers: _Optional[_Mapping[str, str]] = ..., policy_sha256: _Optional[str] = ..., requested_audience: _Optional[str] = ..., requested_scopes: _Optional[_Iterable[str]] = ..., requested_ttl_seconds: _Optional[int] = ...) -> None: ...
 
 class SignRequest(_message.Message):
     __slots__ = ("message", "commitment_list", "evidence", "request_id")

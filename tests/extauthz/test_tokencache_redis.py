@@ -16,6 +16,7 @@ import redis
 
 from extauthz.mint import Minter, MintSettings
 from extauthz.model import Evidence, Grant, Identity, IdentityKind, Route
+from extauthz.policy import AuthzRequest
 from extauthz.tokencache import MintedToken, TokenCache, cache_key
 
 
@@ -78,6 +79,8 @@ IDENTITY = Identity(
 )
 GRANT = Grant("https://deploy.internal", ("deploy:read",), 600, "ci/deployer")
 ROUTE = Route("api.internal", "/", "GET")
+REQUEST = AuthzRequest(IDENTITY, ROUTE)
+POLICY = "0" * 64  # the policy version the grant came from: only the signers read it
 
 
 def replica(cache: TokenCache, signer: CountingSigner) -> Minter:
@@ -95,10 +98,10 @@ def test_replicas_share_tokens_through_redis(redis_url: str) -> None:
         first_cache, second_cache = TokenCache.redis(redis_url), TokenCache.redis(redis_url)
         try:
             first, first_cached = await replica(first_cache, first_signer).mint(
-                IDENTITY, GRANT, ROUTE
+                REQUEST, GRANT, POLICY
             )
             second, second_cached = await replica(second_cache, second_signer).mint(
-                IDENTITY, GRANT, ROUTE
+                REQUEST, GRANT, POLICY
             )
         finally:
             await first_cache.close()
@@ -125,7 +128,7 @@ def test_concurrent_misses_share_one_mint(redis_url: str) -> None:
         minter = replica(cache, signer)
         try:
             results = await asyncio.gather(
-                *(minter.mint(IDENTITY, GRANT, ROUTE) for _ in range(20))
+                *(minter.mint(REQUEST, GRANT, POLICY) for _ in range(20))
             )
         finally:
             await cache.close()
@@ -140,7 +143,7 @@ def test_an_unreachable_redis_is_bypassed_not_trusted() -> None:
         signer = CountingSigner()
         cache = TokenCache.redis(f"redis://127.0.0.1:{free_port()}/0")
         try:
-            _, cached = await replica(cache, signer).mint(IDENTITY, GRANT, ROUTE)
+            _, cached = await replica(cache, signer).mint(REQUEST, GRANT, POLICY)
         finally:
             await cache.close()
         return cached, signer.calls

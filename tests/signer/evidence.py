@@ -16,13 +16,7 @@ SCOPES = frozenset({"read", "write"})
 
 
 class StandInEvidenceChecker:
-    def check(
-        self,
-        evidence: GuardEvidence,
-        requested_audience: str,
-        requested_scopes: tuple[str, ...],
-        now: float,
-    ) -> EvidenceDecision:
+    def check(self, evidence: GuardEvidence, now: float) -> EvidenceDecision:
         if evidence.kind != "oidc_token" or not evidence.value.startswith(b"test:"):
             raise GuardRefusal("evidence_invalid", "not test evidence")
         return EvidenceDecision(

@@ -170,10 +170,11 @@ def test_faults_during_1000_signatures(tmp_path: Path, caplog: pytest.LogCapture
                     cluster.signers[3].kill()
                 if i == 500:
                     cluster.signers[4].hang()
-                message = token_message(group_key)
+                # A caller of its own each time: one credential backs a bounded number of mints.
+                message = token_message(group_key, subject=f"svc-{i}")
                 try:
                     outcome = await coordinator.sign(
-                        message, evidence=evidence_for("svc"), timeout=5.0
+                        message, evidence=evidence_for(f"svc-{i}"), timeout=5.0
                     )
                     public_key.verify(outcome.signature, message)
                 except QuorumUnavailable:

@@ -1,0 +1,170 @@
+"""The gateway's evidence checker inside real signer processes: the signers decide on the same
+inputs as the gateway (headers, explicit requests, the policy version), and a policy rollout, in
+either order, fails no mint."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from envoy.service.auth.v3.external_auth_pb2 import CheckResponse
+
+from extauthz.decision import Allow
+from extauthz.guard_checker import credential_id
+from extauthz.model import Evidence, Identity, IdentityKind
+from extauthz.policy.engine import policy_digest
+from extauthz.policy.versions import DEFAULT_POLL_SECONDS
+from signer.guard import GuardEvidence
+from tests.extauthz.stack import DEPLOY, Stack, check_request, policy_document, running_stack
+
+# Long enough that a signer's next check re-reads its policy files.
+SIGNERS_POLL = DEFAULT_POLL_SECONDS + 0.2
+
+HEADER_POLICY = """package keymint.authz
+import rego.v1
+
+default allow := false
+
+allow if input.attributes.request.http.headers["x-deploy-window"] == "open"
+"""
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.Runner]:
+    with asyncio.Runner() as runner:
+        yield runner
+
+
+def status(response: CheckResponse) -> int:
+    return 200 if response.status.code == 0 else response.denied_response.status.code
+
+
+def fresh_token(stack: Stack) -> str:
+    return stack.issuer.mint({"jti": str(uuid.uuid4())})
+
+
+def test_headers_a_rego_policy_reads_reach_the_signers(
+    tmp_path: Path, loop: asyncio.Runner
+) -> None:
+    rego = tmp_path / "policy.rego"
+    rego.write_text(HEADER_POLICY)
+
+    async def run() -> tuple[int, int]:
+        async with running_stack(tmp_path, REGO_FILE=str(rego)) as stack:
+            opened = check_request(bearer=fresh_token(stack), headers={"x-deploy-window": "open"})
+            closed = check_request(bearer=fresh_token(stack), headers={"x-deploy-window": "closed"})
+            return status(await stack.check(opened)), status(await stack.check(closed))
+
+    # Signed only because the signers saw the header too; refused by the gateway's own policy.
+    assert loop.run(run()) == (200, 403)
+
+
+def test_an_explicit_token_exchange_request_is_decided_the_same_by_the_signers(
+    tmp_path: Path, loop: asyncio.Runner
+) -> None:
+    async def run() -> Allow:
+        async with running_stack(tmp_path) as stack:
+            decision = await stack.gateway.pipeline.exchange(
+                fresh_token(stack), DEPLOY, ("deploy:read",)
+            )
+            assert isinstance(decision, Allow), decision
+            return decision
+
+    allow = loop.run(run())
+    assert allow.token.audience == DEPLOY
+    assert allow.token.scopes == ("deploy:read",)
+
+
+def test_a_policy_rollout_in_either_order_fails_no_mint(
+    tmp_path: Path, loop: asyncio.Runner
+) -> None:
+    async def run() -> list[int]:
+        async with running_stack(tmp_path) as stack:
+            policy_file = Path(stack.env["POLICY_FILE"])
+            document = policy_document(stack.issuer.issuer)
+            statuses = [status(await stack.check(check_request(bearer=fresh_token(stack))))]
+
+            # The gateway reads the new policy first: the signers re-read theirs on the spot.
+            document["roles"]["auditor"] = {"scopes": ["orders:read"], "max_ttl_seconds": 60}
+            policy_file.write_text(json.dumps(document))
+            stack.gateway.policy.poll()
+            statuses.append(status(await stack.check(check_request(bearer=fresh_token(stack)))))
+
+            # The signers read the next one first (their poll is due); the gateway still decides
+            # under the version before, which the signers keep honouring for the overlap.
+            document["roles"]["auditor"]["max_ttl_seconds"] = 120
+            policy_file.write_text(json.dumps(document))
+            await asyncio.sleep(SIGNERS_POLL)
+            for _ in range(3):
+                statuses.append(status(await stack.check(check_request(bearer=fresh_token(stack)))))
+            stack.gateway.policy.poll()
+            statuses.append(status(await stack.check(check_request(bearer=fresh_token(stack)))))
+            return statuses
+
+    assert loop.run(run()) == [200] * 6
+
+
+def test_a_replaced_policy_is_honoured_only_for_the_overlap(
+    tmp_path: Path, loop: asyncio.Runner
+) -> None:
+    async def run() -> tuple[int, int]:
+        async with running_stack(tmp_path, KEYMINT_POLICY_OVERLAP_SECONDS="0") as stack:
+            policy_file = Path(stack.env["POLICY_FILE"])
+            document = policy_document(stack.issuer.issuer)
+            document["roles"]["auditor"] = {"scopes": ["orders:read"], "max_ttl_seconds": 60}
+            policy_file.write_text(json.dumps(document))
+            await asyncio.sleep(
+                SIGNERS_POLL
+            )  # the signers' poll is due; the gateway has not looked
+            stale = await stack.check(check_request(bearer=fresh_token(stack)))
+            stack.gateway.policy.poll()
+            fresh = await stack.check(check_request(bearer=fresh_token(stack)))
+            return status(stale), status(fresh)
+
+    # With no overlap, the version the signers replaced is refused at once (403 signer_refused).
+    assert loop.run(run()) == (403, 200)
+
+
+def test_the_policy_digest_names_both_files() -> None:
+    assert policy_digest("a" * 64, None) != policy_digest("a" * 64, "b" * 64)
+    assert policy_digest("a" * 64, "b" * 64) != policy_digest("b" * 64, "a" * 64)
+    assert len(policy_digest(None, None)) == 64
+
+
+def _identity(kind: IdentityKind, *, certificate_sha256: bytes | None = None) -> Identity:
+    return Identity(
+        kind=kind,
+        subject="s",
+        issuer="i",
+        credential_hash="h",
+        expires_at=0,
+        evidence=Evidence("oidc_token", b""),
+        certificate_sha256=certificate_sha256,
+    )
+
+
+def test_a_tokens_budget_follows_its_claims_not_its_encoding() -> None:
+    # base64url's last character may carry bits a decoder ignores: two spellings, one token.
+    payload = base64.urlsafe_b64encode(b'{"sub":"a"}').rstrip(b"=")
+    assert payload.endswith(b"In0")
+    variant = payload[:-1] + b"1"
+    assert base64.urlsafe_b64decode(variant + b"=") == base64.urlsafe_b64decode(payload + b"=")
+    identity = _identity(IdentityKind.GITHUB_ACTIONS)
+
+    def evidence(segment: bytes) -> GuardEvidence:
+        return GuardEvidence("oidc_token", b"eyJhbGciOiJSUzI1NiJ9." + segment + b".c2ln")
+
+    assert credential_id(evidence(payload), identity) == credential_id(evidence(variant), identity)
+
+
+def test_a_certificates_budget_follows_its_leaf_not_its_pem() -> None:
+    leaf = bytes(range(32))
+    identity = _identity(IdentityKind.SPIFFE, certificate_sha256=leaf)
+
+    assert credential_id(GuardEvidence("certificate", b"leaf"), identity) == leaf
+    assert credential_id(GuardEvidence("certificate", b"leaf\nchain"), identity) == leaf
