@@ -63,6 +63,7 @@ SETTINGS_SOURCES = [
     REPO / "extauthz" / "config.py",
     REPO / "signer" / "server.py",
     REPO / "signer" / "vault" / "config.py",
+    REPO / "extauthz" / "guard_checker.py",  # the signers' evidence checker reads its own few
 ]
 POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
 # Stand-ins for the Secrets the operator creates (k8s/README.md), "name/key": value.
