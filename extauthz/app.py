@@ -156,7 +156,7 @@ async def build_gateway(
         settings=CoordinatorSettings(attempt_timeout=settings.signer_attempt_timeout),
     )
     await coordinator.start()
-    package = coordinator.package
+    package = next(iter(coordinator.packages.values()))
     if package.min_participants != settings.frost_t:
         log.warning(
             "FROST_T is %d but the signers' key needs %d; the key wins",

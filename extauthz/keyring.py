@@ -34,7 +34,7 @@ class _Key:
 
     @property
     def public_key(self) -> bytes:
-        return self.coordinator.package.group_public_key
+        return next(iter(self.coordinator.packages.values())).group_public_key
 
 
 class KeyRing:
@@ -73,7 +73,7 @@ class KeyRing:
     def publish(self, coordinator: Coordinator) -> bytes:
         if self._next is not None:
             raise RotationError("a next key is already published; activate it first")
-        if coordinator.package.group_public_key in self.published_keys():
+        if _Key(coordinator, 0).public_key in self.published_keys():
             raise RotationError("that group key is already in the ring")
         self._next = _Key(coordinator, self._clock())
         return self._next.public_key
