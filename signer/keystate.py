@@ -142,12 +142,18 @@ class KeyState:
 
 def header_kid(message: bytes) -> str | None:
     """The `kid` of a JWS signing input's header, or None if it has no readable string kid."""
+    kid = message_header(message).get("kid")
+    return kid if isinstance(kid, str) else None
+
+
+def message_header(message: bytes) -> Mapping[str, object]:
+    """The JSON header of a JWS signing input, read leniently (empty if unreadable): for routing
+    a message to its checks, never for deciding anything."""
     head, dot, _ = message.partition(b".")
     if not dot:
-        return None
+        return {}
     try:
         header = json.loads(b64url_decode(head.decode("ascii")))
     except (TokenFormatError, ValueError, UnicodeDecodeError, RecursionError):
-        return None
-    kid = header.get("kid") if isinstance(header, dict) else None
-    return kid if isinstance(kid, str) else None
+        return {}
+    return header if isinstance(header, dict) else {}

@@ -11,6 +11,7 @@ import importlib
 import logging
 import os
 import signal
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +22,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from signer.audit import AsyncAuditLog, AuditLog
 from signer.ceremony import CeremonyServicer, add_to_server
 from signer.devca import TlsFiles, signer_name, spiffe_id, tls_files
+from signer.endorsement import ENDORSEMENT_TYP, Endorsement
+from signer.endorsement_guard import check_endorsement
 from signer.errors import SignerError
 from signer.guard import AcceptedToken, EvidenceChecker, Guard, GuardEvidence, GuardLimits
 from signer.keyfiles import KeyFileError, KeyFiles
-from signer.keystate import KeyState
+from signer.keystate import KeyState, message_header
 from signer.proto import signer_pb2_grpc
 from signer.service import SignerService
 from signer.tls import server_credentials
@@ -85,27 +88,42 @@ class SignerSettings:
 class KeyedGuard:
     """The guard for whichever held key a message names, so a ceremony's new key is guarded too.
 
-    A message whose header names no key this signer holds goes to the newest key's guard, which
-    refuses it (`header_kid`) after the format rules, in `RULES` order.
+    A key endorsement (typ `keymint-key-endorsement+jwt`) goes to `check_endorsement`; any other
+    message is a token for the guard of the key its header names. A token naming no key this
+    signer holds goes to the newest key's guard, which refuses it (`header_kid`) after the format
+    rules, in `RULES` order.
     """
 
     def __init__(
-        self, *, key_state: KeyState, checker: EvidenceChecker, issuer: str, max_ttl: int
+        self,
+        *,
+        key_state: KeyState,
+        checker: EvidenceChecker,
+        issuer: str,
+        max_ttl: int,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._keys = key_state
         self._checker = checker
         self._issuer = issuer
         self._max_ttl = max_ttl
+        self._clock = clock
         self._guards: dict[str, Guard] = {}
 
-    async def check(self, message: bytes, evidence: GuardEvidence | None) -> AcceptedToken:
+    async def check(
+        self, message: bytes, evidence: GuardEvidence | None
+    ) -> AcceptedToken | Endorsement:
+        if message_header(message).get("typ") == ENDORSEMENT_TYP:
+            return check_endorsement(
+                message, keys=self._keys, issuer=self._issuer, now=self._clock()
+            )
         key = self._keys.for_message(message) or self._keys.current
         guard = self._guards.get(key.kid)
         if guard is None:
             limits = GuardLimits.for_group_key(
                 key.package.group_public_key, issuer=self._issuer, max_ttl_seconds=self._max_ttl
             )
-            guard = Guard(limits=limits, evidence_checker=self._checker)
+            guard = Guard(limits=limits, evidence_checker=self._checker, clock=self._clock)
             self._guards = {
                 kid: g for kid, g in self._guards.items() if self._keys.get(kid) is not None
             }

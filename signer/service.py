@@ -202,11 +202,16 @@ class SignerService(signer_pb2_grpc.SignerServicer):
 
 
 def _claims_summary(message: bytes) -> dict[str, object]:
-    """Who and what the message is for (jti, sub, aud, exp), as it claims; never the token."""
+    """Who and what the message is for (jti, sub, aud, exp; or the kid a key endorsement
+    endorses), as it claims; never the token."""
     try:
         claims = parse_signing_input(message).claims
     except TokenFormatError:
         return {}
-    return {
+    summary: dict[str, object] = {
         k: claims[k] for k in ("jti", "sub", "aud", "exp") if isinstance(claims.get(k), str | int)
     }
+    key = claims.get("key")
+    if isinstance(key, dict) and isinstance(key.get("kid"), str):
+        summary["endorses"] = key["kid"][:64]
+    return summary

@@ -5,22 +5,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from signer.coordinator import Coordinator, KeyAgreementError, QuorumUnavailable, UnknownKey
+from signer.endorsement import TrustRoot, endorsement_message, verify_chain
 from signer.frost import trusted_dealer_keygen
-from signer.token import kid_for
-from tests.signer.harness import SignerCluster, evidence_for, token_message
+from signer.token import compact, kid_for
+from tests.signer.harness import ISSUER, SignerCluster, evidence_for, token_message
 
 
 def coordinator_for(cluster: SignerCluster) -> Coordinator:
     return Coordinator(endpoints=cluster.endpoints(), tls=cluster.coordinator_tls)
 
 
-def test_every_key_t_signers_hold_is_adopted_and_signs_by_its_kid(tmp_path: Path) -> None:
+def test_every_key_t_signers_hold_is_adopted_signs_by_its_kid_and_endorses_another(
+    tmp_path: Path,
+) -> None:
     cluster = SignerCluster(tmp_path, 2, 3)
     assert cluster.package is not None
     first = cluster.package.group_public_key
@@ -39,6 +43,11 @@ def test_every_key_t_signers_hold_is_adopted_and_signs_by_its_kid(tmp_path: Path
                 message = token_message(key)
                 outcome = await coordinator.sign(message, evidence=evidence_for("svc"))
                 Ed25519PublicKey.from_public_bytes(key).verify(outcome.signature, message)
+            # The signers endorse one key they hold with the other; the chain then trusts both.
+            message = endorsement_message(first, second, issuer=ISSUER, issued_at=int(time.time()))
+            outcome = await coordinator.sign(message)
+            chain = [compact(message, outcome.signature)]
+            assert verify_chain(TrustRoot(ISSUER, (first,)), chain) == [first, second]
         finally:
             await coordinator.close()
 
