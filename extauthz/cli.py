@@ -21,6 +21,7 @@ from pathlib import Path
 
 from extauthz import exchange_client, offline_verify
 from extauthz.errors import ExtAuthzError
+from signer.errors import SignerError
 
 READY_LINE = "keymint-gateway ready grpc_port={grpc_port} http_port={http_port}"
 
@@ -96,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         code: int = args.handler(args)
-    except ExtAuthzError as exc:
+    except (ExtAuthzError, SignerError) as exc:  # e.g. no key that t signers agree on
         print(f"extauthz {args.command}: {exc}", file=sys.stderr)
         return 2
     return code

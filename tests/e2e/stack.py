@@ -41,6 +41,7 @@ from tests.extauthz.stack import (
     root_ca,
     stack_env,
     valid_now,
+    write_trust_root,
 )
 from tests.helpers.certs import CertificateAuthority, IssuedCertificate, pem
 from tests.helpers.oidc_issuer import LocalOidcIssuer
@@ -195,11 +196,11 @@ class E2EStack:
         return claims
 
 
-async def _dkg(cluster: SignerCluster) -> None:
+async def _dkg(cluster: SignerCluster) -> bytes:
     from signer.ceremony.driver import connect
 
     async with connect(cluster.addresses([1, 2, 3]), tls_files=cluster.coordinator_tls) as driver:
-        await driver.dkg(2)
+        return (await driver.dkg(2)).group_public_key
 
 
 @contextlib.contextmanager
@@ -235,7 +236,12 @@ def e2e_stack(
         stack.callback(cluster.stop)
         cluster.start()
         if dkg:
-            background.run(_dkg(cluster))
+            first_key = background.run(_dkg(cluster))
+        else:
+            assert cluster.package is not None
+            first_key = cluster.package.group_public_key
+        # Operators pin the first group key (the DKG's, or the dealer's in development).
+        env["KEYMINT_TRUST_ROOT"] = str(write_trust_root(directory, first_key))
 
         signers = ",".join(f"{i}={p.address}" for i, p in sorted(cluster.signers.items()))
         gateway = GatewayProcess(
