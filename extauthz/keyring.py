@@ -20,6 +20,7 @@ Rotation, driven by an operator (or the admin API):
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -139,6 +140,7 @@ class KeyRing:
         self._lead = publish_lead_seconds
         self._clock = clock
         self._trusted = self._verified(state)
+        self._publishing = asyncio.Lock()
 
     @classmethod
     def load(
@@ -253,31 +255,40 @@ class KeyRing:
         did not report: the signers decide either way. Raises RotationError, or the coordinator's
         SigningRefused (with the guard rule) when the signers will not endorse it.
         """
-        state = self._state
-        if state.next is not None:
-            raise RotationError(f"key {state.next} is already published as next; activate it first")
-        if kid in self.published_kids():
-            raise RotationError(f"key {kid} is already published")
-        packages = await self._coordinator.refresh_keys()
-        key = self._key_to_publish(kid, packages, jwk)
-        following = _State(
-            active=state.active,
-            next=kid,
-            next_published_at=self._clock(),
-            retiring=dict(state.retiring),
-            endorsements=list(state.endorsements),
-        )
-        if kid not in self._trusted:
-            message = endorsement_message(
-                self.active_key, key, issuer=self._root.issuer, issued_at=int(self._clock())
+        async with self._publishing:  # one rotation at a time
+            self._check_publishable(kid)
+            packages = await self._coordinator.refresh_keys()
+            key = self._key_to_publish(kid, packages, jwk)
+            endorsements = list(self._state.endorsements)
+            if kid not in self._trusted:
+                message = endorsement_message(
+                    self.active_key, key, issuer=self._root.issuer, issued_at=int(self._clock())
+                )
+                outcome = await self._coordinator.sign(message, request_id=f"endorse-{kid}")
+                endorsements.append(compact(message, outcome.signature))
+            # Built from the state as it is now: activation or pruning may have run meanwhile.
+            self._check_publishable(kid)
+            state = self._state
+            following = _State(
+                active=state.active,
+                next=kid,
+                next_published_at=self._clock(),
+                retiring=dict(state.retiring),
+                endorsements=endorsements,
             )
-            outcome = await self._coordinator.sign(message, request_id=f"endorse-{kid}")
-            following.endorsements.append(compact(message, outcome.signature))
-        trusted = self._verified(following)
-        self._save(following)  # persisted first: a published key is always in the saved chain
-        self._state, self._trusted = following, trusted
+            trusted = self._verified(following)
+            self._save(following)  # persisted first: a published key is always in the saved chain
+            self._state, self._trusted = following, trusted
         log.info("key %s endorsed by key %s and published as the next key", kid, state.active)
         return key
+
+    def _check_publishable(self, kid: str) -> None:
+        if self._state.next is not None:
+            raise RotationError(
+                f"key {self._state.next} is already published as next; activate it first"
+            )
+        if kid in self.published_kids():
+            raise RotationError(f"key {kid} is already published")
 
     def _key_to_publish(
         self, kid: str, packages: Mapping[str, PublicKeyPackage], jwk: Mapping[str, Any] | None

@@ -258,3 +258,22 @@ def test_the_trust_root_setting_is_required_and_checked(
     path.write_text(json.dumps(root_of(signers).to_document()))
     assert trust_root_of(settings) == load_trust_root(path, ISSUER) == root_of(signers)
     assert settings.state_dir == Path("./state")  # beside the audit log by default
+
+
+def test_two_publishes_at_once_publish_one_key(
+    signers: InMemorySigners, tmp_path: Path, clock: ManualClock
+) -> None:
+    ring = load(signers, tmp_path / "keyring.json", clock)
+    first, second = kid_for(signers.add_key()), kid_for(signers.add_key())
+
+    async def both() -> list[bytes | BaseException]:
+        return await asyncio.gather(
+            ring.publish(first), ring.publish(second), return_exceptions=True
+        )
+
+    published, refused = asyncio.run(both())
+    assert isinstance(published, bytes)
+    assert isinstance(refused, RotationError)
+    assert f"key {first} is already published as next" in str(refused)
+    assert ring.published_kids() == [ring.active_kid, first]
+    assert len(ring.endorsements) == 1
