@@ -38,12 +38,12 @@ from signer.frost import (
     prepare_aggregate,
 )
 from signer.frost.encoding import (
-    decode_public_key_package,
     decode_signature_share,
     decode_signing_commitment,
     encode_commitment_list,
 )
 from signer.frost.group import deserialize_scalar
+from signer.key_agreement import adopt, readable_reports
 from signer.keystate import header_kid
 from signer.metrics import (
     COMMITMENT_POOL,
@@ -54,7 +54,6 @@ from signer.metrics import (
 )
 from signer.proto import signer_pb2, signer_pb2_grpc
 from signer.tls import secure_channel
-from signer.token import kid_for
 
 log = logging.getLogger(__name__)
 
@@ -86,34 +85,6 @@ class SigningRefused(SignerError):
     @property
     def rule(self) -> str:
         return next(iter(self.refusals.values())).split(":", 2)[1] if self.refusals else ""
-
-
-class KeyAgreementError(SignerError):
-    """No group key is reported identically by at least its threshold of signers.
-
-    `reports` maps each kid reported to the signers that reported it (any package), `needed` each
-    kid to its threshold, `unreachable` each signer that did not answer to why.
-    """
-
-    def __init__(
-        self,
-        reports: dict[str, list[int]],
-        needed: dict[str, int],
-        unreachable: dict[int, str],
-    ) -> None:
-        self.reports = reports
-        self.needed = needed
-        self.unreachable = unreachable
-        keys = "; ".join(
-            f"{kid} reported by {len(signers)} signer(s) {signers}, needs {needed[kid]}"
-            for kid, signers in sorted(reports.items())
-        )
-        down = "; ".join(f"signer {i}: {why}" for i, why in sorted(unreachable.items()))
-        super().__init__(
-            "no group key is reported identically by at least its threshold of signers: "
-            + (keys or "no signer reported a key")
-            + (f" (unreachable: {down})" if down else "")
-        )
 
 
 class UnknownKey(SignerError):
@@ -234,7 +205,7 @@ class Coordinator:
 
         A key adopted earlier stays adopted when signers that hold it cannot be reached now (they
         keep what they reported last); a newer package for it replaces it once t report that one.
-        Raises KeyAgreementError when no key at all is adopted.
+        Raises KeyAgreementError when no key at all is adopted (`signer.key_agreement`).
         """
         infos = await asyncio.gather(
             *(self._info(m) for m in self._members.values()), return_exceptions=True
@@ -253,80 +224,36 @@ class Coordinator:
                 self._mark_down(member, f"reports identifier {identifier}")
                 continue
             member.boot_id = info.boot_id
-            member.reported = self._readable_reports(member, info.keys)
+            keys = ((key.kid, key.public_key_package) for key in info.keys)
+            member.reported, problems = readable_reports(member.identifier, keys)
+            for problem in problems:
+                log.warning("signer %s reports %s", member.label, problem)
         self._adopt(unreachable)
         return self.packages
 
-    def _readable_reports(
-        self, member: _Member, keys: Sequence[signer_pb2.KeyInfo]
-    ) -> dict[str, bytes]:
-        reported: dict[str, bytes] = {}
-        for key in keys:
-            try:
-                package = decode_public_key_package(key.public_key_package)
-            except FrostError as exc:
-                log.warning("signer %s reports an unreadable key package: %s", member.label, exc)
-                continue
-            kid = kid_for(package.group_public_key)
-            if key.kid != kid or member.identifier not in package.verifying_shares:
-                log.warning(
-                    "signer %s reports key %s with a package that is not its own key %s",
-                    member.label,
-                    key.kid[:64],
-                    kid,
-                )
-                continue
-            reported[kid] = bytes(key.public_key_package)
-        return reported
-
     def _adopt(self, unreachable: dict[int, str]) -> None:
-        """Adopt every package at least its threshold of signers report identically."""
-        by_package: dict[bytes, list[int]] = {}
-        for member in self._members.values():
-            for encoded in member.reported.values():
-                by_package.setdefault(encoded, []).append(member.identifier)
-        candidates: dict[str, tuple[int, bytes]] = {}
-        reports: dict[str, list[int]] = {}
-        needed: dict[str, int] = {}
-        for encoded, signers in sorted(by_package.items()):
-            package = decode_public_key_package(encoded)
-            kid = kid_for(package.group_public_key)
-            reports.setdefault(kid, []).extend(signers)
-            needed[kid] = package.min_participants
-            if len(signers) < package.min_participants:
-                log.warning(
-                    "key %s is not adopted: signers %s report this package of it, but it needs "
-                    "%d that agree",
-                    kid,
-                    sorted(signers),
-                    package.min_participants,
-                )
-                continue
-            best = candidates.get(kid)
-            if best is None or len(signers) > best[0]:
-                candidates[kid] = (len(signers), encoded)
-        for kid, (_, encoded) in candidates.items():
-            if self._encoded.get(kid) != encoded:
-                log.info("adopted key %s: %d signers agree on its package", kid, candidates[kid][0])
-            self._encoded[kid] = encoded
-            self._packages[kid] = decode_public_key_package(encoded)
-        for kid, encoded in self._encoded.items():
-            differing = [
-                m.identifier
-                for m in self._members.values()
-                if kid in m.reported and not m.holds(kid, encoded)
-            ]
-            if differing:
-                log.warning(
-                    "signers %s report key %s with a package other than the one adopted; they "
-                    "will not sign with it",
-                    differing,
-                    kid,
-                )
-        if not self._packages:
-            raise KeyAgreementError(
-                {kid: sorted(signers) for kid, signers in reports.items()}, needed, unreachable
+        adoption = adopt(
+            {m.identifier: m.reported for m in self._members.values()}, self._encoded, unreachable
+        )
+        for ignored in adoption.ignored:
+            log.warning(
+                "key %s is not adopted: signers %s report this package of it, but it needs %d "
+                "that agree",
+                ignored.kid,
+                list(ignored.signers),
+                ignored.needed,
             )
+        for kid, count in adoption.newly_adopted.items():
+            log.info("adopted key %s: %d signers agree on its package", kid, count)
+        for kid, signers in adoption.differing.items():
+            log.warning(
+                "signers %s report key %s with a package other than the one adopted; they will "
+                "not sign with it",
+                list(signers),
+                kid,
+            )
+        self._encoded = dict(adoption.encoded)
+        self._packages = adoption.packages()
 
     async def close(self) -> None:
         self._closed = True
