@@ -40,8 +40,8 @@ Discard = Callable[[str], None]
 class KeyState:
     """The keys held, by kid, in the order they were first installed.
 
-    `persist(share, package)` writes one key (sealed) and `discard(kid)` deletes one; both run under
-    the state's lock, before the in-memory set changes.
+    `persist(share, package)` writes one key (sealed) before the in-memory set changes;
+    `discard(kid)` deletes the files of a dropped key after it. Both run under the state's lock.
     """
 
     def __init__(
