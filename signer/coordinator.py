@@ -223,6 +223,8 @@ class Coordinator:
                 unreachable[member.identifier] = f"reports identifier {identifier}"
                 self._mark_down(member, f"reports identifier {identifier}")
                 continue
+            if member.boot_id and info.boot_id != member.boot_id:
+                member.pool.clear()  # it restarted: the commitments it gave are void
             member.boot_id = info.boot_id
             keys = ((key.kid, key.public_key_package) for key in info.keys)
             member.reported, problems = readable_reports(member.identifier, keys)
