@@ -92,6 +92,16 @@ def test_rotation_publishes_first_and_never_drops_a_request(tmp_path: Path) -> N
             )
             assert len((await jwks(port))["keys"]) == 1  # type: ignore[arg-type]
 
+            # The old form (a new signer group by address) is gone: a rotation stays among the
+            # same signers, and a kid they do not hold is refused before any signer is asked.
+            status, body = await admin_post(port, "publish", {"signers": {"1": "10.0.0.9:1"}})
+            assert (status, body["error"]) == (400, "invalid_request")
+            status, body = await admin_post(port, "publish", {"kid": "not-a-held-kid"})
+            assert (status, body["error"]) == (409, "rotation_refused")
+            assert "no key not-a-held-kid is held by t signers that agree" in str(
+                body["error_description"]
+            )
+
             stop, failures, kids = asyncio.Event(), [], []
             load = asyncio.create_task(traffic(stack, stop, failures, kids))
             try:
