@@ -27,7 +27,13 @@ from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.extauthz.stack import OIDC_AUDIENCE, check_request, root_ca, stack_env
+from tests.extauthz.stack import (
+    OIDC_AUDIENCE,
+    check_request,
+    root_ca,
+    stack_env,
+    write_trust_root,
+)
 from tests.helpers.certs import pem
 from tests.helpers.oidc_issuer import LocalOidcIssuer
 from tests.signer.harness import REPO, SignerCluster
@@ -148,8 +154,10 @@ async def main_async(directory: Path) -> dict[str, float]:
     for process in cluster.signers.values():
         process.env.update(env)
     await asyncio.to_thread(cluster.start)
+    assert cluster.package is not None
     gateway_env = {
         **env,
+        "KEYMINT_TRUST_ROOT": str(write_trust_root(directory, cluster.package.group_public_key)),
         "KEYMINT_SIGNERS": ",".join(f"{i}={p.address}" for i, p in cluster.signers.items()),
         "KEYMINT_RATE_PER_SECOND": "1000000",
         "KEYMINT_RATE_BURST": "1000000",

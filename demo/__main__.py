@@ -1,8 +1,9 @@
 """`make demo` / `make demo-check`: the whole keymint stack on this machine, and three flows.
 
 Everything is real and on loopback: a development CA, three signer processes that run a DKG (their
-shares sealed to files), the gateway process, the front Envoy and an upstream-side jwt_authn Envoy
-(both the real Envoy binary), an echo upstream, and a local OIDC issuer standing in for GitHub's.
+shares sealed to files), the gateway process pinned to the DKG's key as its trust root, the front
+Envoy and an upstream-side jwt_authn Envoy whose keys `extauthz pin-keys` wrote (both the real
+Envoy binary), an echo upstream, and a local OIDC issuer standing in for GitHub's.
 The demo reuses the end-to-end test stack (tests/e2e/stack.py), so what it shows is what the tests
 check.
 
@@ -14,18 +15,24 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from signer.token import compact, header_for, signing_input  # noqa: E402
 from tests.e2e.replies import exchange_form  # noqa: E402
 from tests.e2e.stack import FRONT_LISTENER, JWT_LISTENER, E2EStack, e2e_stack  # noqa: E402
-from tests.extauthz.stack import DEPLOY, ORDERS  # noqa: E402
+from tests.extauthz.stack import DEPLOY, ISSUER, ORDERS  # noqa: E402
 
 
 class FlowFailed(Exception):
@@ -120,6 +127,47 @@ def flow_denials(stack: E2EStack) -> None:
         expect(reply.status in (401, 403), f"{label} is denied")
 
 
+def flow_keys(stack: E2EStack, access: str) -> None:
+    say("\n5. Which keys verify: only keys t signers endorsed, chained from the pinned trust root.")
+    root = json.loads(Path(stack.env["KEYMINT_TRUST_ROOT"]).read_text())
+    say(f"   trust root (pinned by operators): kid {root['keys'][0]['kid']}")
+    reply = stack.front_call("GET", "/.well-known/keymint-endorsements.json")
+    expect(reply.status == 200, "the endorsements document is served")
+    say(f"   served endorsement chain: {len(reply.json()['endorsements'])} endorsement(s)")
+    say("   the jwt_authn Envoy reads local_jwks, written by `extauthz pin-keys` from that chain.")
+    verified = _extauthz(
+        "verify", "--trust-root", stack.env["KEYMINT_TRUST_ROOT"], "--endorsements",
+        _endorsements_url(stack), "--allow-http", "--issuer", ISSUER, "--audience", DEPLOY, access,
+    )  # fmt: skip
+    say(f"   extauthz verify --trust-root ... <the /token result>: exit {verified.returncode}")
+    expect(verified.returncode == 0, "extauthz verify accepts a token the signers made")
+    own = Ed25519PrivateKey.generate()
+    public = own.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    claims = jwt.decode(access, options={"verify_signature": False})
+    message = signing_input(header_for(public), claims)
+    forged = compact(message, own.sign(message))
+    status = stack.jwt_call("/deploy/v1/releases", bearer=forged).status
+    say(f"   the same claims signed by a key the gateway could make on its own: jwt_authn {status}")
+    expect(status == 401, "jwt_authn refuses a key no signer endorsed")
+
+
+def _endorsements_url(stack: E2EStack) -> str:
+    return f"http://127.0.0.1:{stack.gateway.http_port}/.well-known/keymint-endorsements.json"
+
+
+def _extauthz(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 (this interpreter, our arguments)
+        [sys.executable, "-m", "extauthz.cli", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def _bearer(token: str) -> dict[str, str]:
     return {"authorization": f"Bearer {token}"}
 
@@ -145,6 +193,11 @@ def print_try_it(stack: E2EStack, directory: Path, token: str) -> None:
         f'  curl -H "Authorization: Bearer $(cat {token_file})" '
         f"http://127.0.0.1:{stack.jwt_envoy.port(JWT_LISTENER)}/deploy/v1/releases"
     )
+    say(
+        f"  python -m extauthz.cli verify --trust-root {stack.env['KEYMINT_TRUST_ROOT']} \\\n"
+        f"       --endorsements {_endorsements_url(stack)} --allow-http \\\n"
+        f"       --issuer {ISSUER} --audience {DEPLOY} $(cat {token_file})"
+    )
     say(f"  metrics: http://127.0.0.1:{stack.gateway.http_port}/metrics")
 
 
@@ -155,8 +208,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="keymint-demo-") as tmp:
         directory = Path(tmp)
         say("Starting keymint: a development CA, 3 signer processes (sealed-file vaults),")
-        say("a DKG among them, the gateway, the front Envoy, a jwt_authn Envoy, an echo API,")
-        say("and a local OIDC issuer standing in for GitHub's ...")
+        say("a DKG among them (its key pinned as the trust root), the gateway, the front Envoy,")
+        say("a jwt_authn Envoy with pinned keys, an echo API, and a local OIDC issuer ...")
         try:
             with e2e_stack(directory, dkg=True) as stack:
                 kid = stack.jwks()["keys"][0]["kid"]
@@ -169,6 +222,7 @@ def main() -> int:
                 oidc = flow_ci(stack)
                 access = flow_exchange(stack, oidc)
                 flow_denials(stack)
+                flow_keys(stack, access)
                 say("\nEvery flow behaved.")
                 if args.check:
                     return 0

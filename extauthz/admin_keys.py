@@ -1,8 +1,19 @@
 """Admin endpoints that drive key rotation on a running gateway (same admin token as /admin/revoke).
 
-POST /admin/keys/publish   {"signers": {"1": "host:port", ...}}  the new group joins the JWKS
-POST /admin/keys/activate                                        mint with it from now on
-GET  /admin/keys                                                 the active and published kids
+POST /admin/keys/publish   {"kid": "<kid>"}   t signers endorse the key; it joins the JWKS
+POST /admin/keys/activate                     mint with it from now on
+GET  /admin/keys                              the active, next and published kids
+
+A rotation adds a key among the SAME signers: operators run a DKG without
+--replace-existing-key (`signer dkg`), which gives every signer a share of a new group key beside
+the active one. `publish` then has the coordinator re-learn the signers' keys (t must agree), asks
+the signers to endorse the new key with the active key, verifies the endorsement, appends it to the
+chain and persists it, and only then publishes the key. A key the signers will not endorse is
+refused with 409 and the guard rule they cited. `{"kid", "jwk"}` names a key the signers did not
+report (the signers still decide; they endorse only keys they hold).
+
+Moving the key to other signer machines is a reshare (same group key, new shares), not a rotation:
+nothing changes here.
 """
 
 from __future__ import annotations
@@ -14,7 +25,7 @@ from aiohttp import web
 
 from extauthz.errors import ExtAuthzError
 from extauthz.http_edge import admin_refusal
-from signer.coordinator import SignerEndpoint
+from signer.coordinator import SigningRefused
 from signer.errors import SignerError
 from signer.token import kid_for
 
@@ -22,6 +33,7 @@ if TYPE_CHECKING:
     from extauthz.app import Gateway
 
 NO_STORE = {"Cache-Control": "no-store"}
+MAX_KID_LENGTH = 64
 
 
 def add_key_routes(app: web.Application, gateway: Gateway) -> None:
@@ -49,11 +61,15 @@ class _KeyRoutes:
         if refused is not None:
             return refused
         try:
-            endpoints = _endpoints(await request.json())
+            kid, jwk = _publish_request(await request.json())
         except (ValueError, json.JSONDecodeError) as exc:
             return _error(400, "invalid_request", str(exc))
         try:
-            key = await self._gateway.publish_signers(endpoints)
+            key = await self._gateway.publish_key(kid, jwk)
+        except SigningRefused as exc:
+            return _error(
+                409, "rotation_refused", f"the signers will not endorse {kid}: {exc}", rule=exc.rule
+            )
         except (ExtAuthzError, SignerError) as exc:
             return _error(409, "rotation_refused", str(exc))
         return web.json_response({"published": kid_for(key), **self._state()}, headers=NO_STORE)
@@ -71,24 +87,27 @@ class _KeyRoutes:
     def _state(self) -> dict[str, Any]:
         ring = self._gateway.keyring
         return {
-            "active": kid_for(ring.active_key),
-            "keys": [kid_for(k) for k in ring.published_keys()],
+            "active": ring.active_kid,
+            "next": ring.next_kid,
+            "keys": ring.published_kids(),
+            "endorsements": len(ring.endorsements),
         }
 
 
-def _endpoints(document: object) -> list[SignerEndpoint]:
-    signers = document.get("signers") if isinstance(document, dict) else None
-    if not isinstance(signers, dict) or not signers:
-        raise ValueError('expected {"signers": {"<id>": "host:port", ...}}')
-    endpoints = []
-    for identifier, address in signers.items():
-        if not str(identifier).isdigit() or not isinstance(address, str) or ":" not in address:
-            raise ValueError(f"signers.{identifier}: expected an id and host:port")
-        endpoints.append(SignerEndpoint(int(identifier), address))
-    return endpoints
+def _publish_request(document: object) -> tuple[str, dict[str, Any] | None]:
+    if not isinstance(document, dict) or not set(document) <= {"kid", "jwk"}:
+        raise ValueError('expected {"kid": "<kid of a key the signers hold>"}')
+    kid = document.get("kid")
+    if not isinstance(kid, str) or not kid or len(kid) > MAX_KID_LENGTH or not kid.isprintable():
+        raise ValueError("kid: expected the RFC 7638 thumbprint of the key to publish")
+    jwk = document.get("jwk")
+    if jwk is not None and not isinstance(jwk, dict):
+        raise ValueError("jwk: expected a JWK object")
+    return kid, jwk
 
 
-def _error(status: int, error: str, description: str) -> web.Response:
-    return web.json_response(
-        {"error": error, "error_description": description}, status=status, headers=NO_STORE
-    )
+def _error(status: int, error: str, description: str, *, rule: str | None = None) -> web.Response:
+    document = {"error": error, "error_description": description}
+    if rule is not None:
+        document["rule"] = rule
+    return web.json_response(document, status=status, headers=NO_STORE)

@@ -10,12 +10,13 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 
-from extauthz.config import GatewaySettings
+from extauthz.config import GatewaySettings, SettingsError
 from extauthz.identity import (
     GitHubOidcVerifier,
     JwksSettings,
@@ -24,7 +25,7 @@ from extauthz.identity import (
     X509Verifier,
     XfccIdentifier,
 )
-from extauthz.keyring import KeyRing
+from extauthz.keyring import KeyRing, KeyRingError, load_trust_root
 from extauthz.limits import RateLimiter, Revocations
 from extauthz.mint import Minter, MintSettings
 from extauthz.own_tokens import OwnTokenVerifier
@@ -34,16 +35,19 @@ from extauthz.policy.model import Policy
 from extauthz.tokencache import TokenCache
 from signer.audit import AsyncAuditLog, AuditLog
 from signer.coordinator import Coordinator, CoordinatorSettings, SignerEndpoint
-from signer.devca import TlsFiles, tls_files
+from signer.devca import tls_files
+from signer.endorsement import TrustRoot
 from signer.token import kid_for
 
 log = logging.getLogger(__name__)
 
 
+KEYRING_FILE = "keyring.json"
+
+
 @dataclass
 class Gateway:
     settings: GatewaySettings
-    coordinator: Coordinator
     pipeline: Pipeline
     policy: PolicyStore[Policy]
     rego: PolicyStore[RegoPolicy] | None
@@ -60,21 +64,10 @@ class Gateway:
     def ready(self) -> bool:
         return self.keyring.ready()
 
-    async def publish_signers(
-        self, endpoints: Sequence[SignerEndpoint], tls: TlsFiles | None = None
-    ) -> bytes:
-        """Rotation step 1: a new signer group's key joins the JWKS; nothing signs with it yet."""
-        coordinator = Coordinator(
-            endpoints=endpoints,
-            tls=tls or tls_files(self.settings.tls_dir, "coordinator"),
-            settings=CoordinatorSettings(attempt_timeout=self.settings.signer_attempt_timeout),
-        )
-        await coordinator.start()
-        try:
-            return self.keyring.publish(coordinator)
-        except Exception:
-            await coordinator.close()
-            raise
+    async def publish_key(self, kid: str, jwk: Mapping[str, Any] | None = None) -> bytes:
+        """Rotation step 1: t signers endorse key `kid` (added by a DKG among them) with the
+        active key; it joins the JWKS, and nothing signs with it yet."""
+        return await self.keyring.publish(kid, jwk)
 
     def activate_next_key(self) -> bytes:
         """Rotation step 2: mint with the published key; the old one stays until its tokens die."""
@@ -146,29 +139,57 @@ def build_policy_engine(
     return engine, policy, rego
 
 
-async def build_gateway(
-    settings: GatewaySettings, *, clock: Callable[[], float] = time.time
-) -> Gateway:
-    session = aiohttp.ClientSession()
+def trust_root_of(settings: GatewaySettings) -> TrustRoot:
+    """The trust root operators pinned (KEYMINT_TRUST_ROOT); a gateway never starts without it."""
+    if settings.trust_root is None:
+        raise SettingsError(
+            "KEYMINT_TRUST_ROOT",
+            "is required: the JSON document of the issuer and the first group key(s), from which "
+            "every published key must be endorsed",
+        )
+    try:
+        return load_trust_root(settings.trust_root, settings.issuer)
+    except KeyRingError as exc:
+        raise SettingsError("KEYMINT_TRUST_ROOT", str(exc)) from None
+
+
+async def build_keyring(
+    settings: GatewaySettings, root: TrustRoot, clock: Callable[[], float]
+) -> KeyRing:
+    """The coordinator (keys adopted only when t signers agree) and the endorsed key ring."""
     coordinator = Coordinator(
         endpoints=[SignerEndpoint(s.identifier, s.address) for s in settings.signers],
         tls=tls_files(settings.tls_dir, "coordinator"),
         settings=CoordinatorSettings(attempt_timeout=settings.signer_attempt_timeout),
     )
-    await coordinator.start()
-    package = coordinator.package
+    try:
+        await coordinator.start()
+        keyring = KeyRing.load(
+            coordinator,
+            root,
+            path=settings.state_dir / KEYRING_FILE,
+            max_token_ttl_seconds=settings.default_ttl_seconds,
+            publish_lead_seconds=settings.key_publish_lead_seconds,
+            clock=clock,
+        )
+    except BaseException:
+        await coordinator.close()
+        raise
+    package = coordinator.package_for(keyring.active_kid)
     if package.min_participants != settings.frost_t:
         log.warning(
             "FROST_T is %d but the signers' key needs %d; the key wins",
             settings.frost_t,
             package.min_participants,
         )
-    keyring = KeyRing(
-        coordinator,
-        max_token_ttl_seconds=settings.default_ttl_seconds,
-        publish_lead_seconds=settings.key_publish_lead_seconds,
-        clock=clock,
-    )
+    return keyring
+
+
+async def build_gateway(
+    settings: GatewaySettings, *, clock: Callable[[], float] = time.time
+) -> Gateway:
+    keyring = await build_keyring(settings, trust_root_of(settings), clock)
+    session = aiohttp.ClientSession()
     resets: list[Callable[[], None]] = []
 
     def reset_all() -> None:
@@ -207,16 +228,14 @@ async def build_gateway(
         clock=clock,
     )
     resets.append(pipeline.hot.clear)  # a new policy must not be bypassed by cached decisions
-    return Gateway(
-        settings, coordinator, pipeline, policy, rego, session, audit, token_cache, keyring
-    )
+    return Gateway(settings, pipeline, policy, rego, session, audit, token_cache, keyring)
 
 
 async def _prune_keys(gateway: Gateway, interval: float = 60.0) -> None:
     """Drop rotated-out keys from the JWKS once their last token has expired."""
     while True:
         await asyncio.sleep(interval)
-        for key in await gateway.keyring.prune():
+        for key in gateway.keyring.prune():
             log.info("group key %s retired: its last token has expired", kid_for(key))
 
 

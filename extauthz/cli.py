@@ -2,7 +2,8 @@
 
     extauthz serve                    # settings from the environment (extauthz.config)
     extauthz exchange --audience AUD --token-url https://keymint.example/token [--export-env]
-    extauthz verify --jwks URL --issuer ISS --audience AUD TOKEN|-
+    extauthz verify --trust-root FILE --endorsements URL --issuer ISS --audience AUD TOKEN|-
+    extauthz pin-keys --trust-root FILE --endorsements URL --out JWKS_FILE
     extauthz audit verify PATH
 
 Exit codes: 0 done; 1 a check said no (token refused, audit chain broken); 2 the command could
@@ -19,8 +20,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from extauthz import exchange_client, offline_verify
+from extauthz import exchange_client, offline_verify, pinned_keys
 from extauthz.errors import ExtAuthzError
+from signer.errors import SignerError
 
 READY_LINE = "keymint-gateway ready grpc_port={grpc_port} http_port={http_port}"
 
@@ -76,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     exchange_client.add_command(commands)
     offline_verify.add_command(commands)
+    pinned_keys.add_command(commands)
 
     audit = commands.add_parser("audit", help="audit-log tools")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True, metavar="COMMAND")
@@ -96,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         code: int = args.handler(args)
-    except ExtAuthzError as exc:
+    except (ExtAuthzError, SignerError) as exc:  # e.g. no key that t signers agree on
         print(f"extauthz {args.command}: {exc}", file=sys.stderr)
         return 2
     return code

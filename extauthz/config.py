@@ -56,6 +56,10 @@ class GatewaySettings:
     key_publish_lead_seconds: float
     signer_attempt_timeout: float
     jwks_fetch_timeout: float
+    # The pinned first key(s), signer.endorsement.TrustRoot's JSON document: `serve` refuses to
+    # start without it (signer processes read these settings for their evidence checker only).
+    trust_root: Path | None
+    state_dir: Path  # the key ring (public JSON, re-verified from the trust root at start)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> GatewaySettings:
@@ -80,6 +84,7 @@ class GatewaySettings:
         ):
             raise SettingsError("KEYMINT_ADMIN_TOKEN_SHA256", "must be 64 hex characters")
         rego = env.get("REGO_FILE", "").strip()
+        audit_log = Path(env.get("KEYMINT_AUDIT_LOG", "./state/gateway-audit.jsonl"))
         return cls(
             issuer=_required(env, "KEYMINT_ISSUER"),
             default_ttl_seconds=_int(env, "TOKEN_DEFAULT_TTL_SECONDS", 900),
@@ -100,7 +105,7 @@ class GatewaySettings:
             trusted_proxies=tuple(_list(env.get("KEYMINT_TRUSTED_PROXIES", ""))),
             trust_envoy_principal=_bool(env, "KEYMINT_TRUST_ENVOY_PRINCIPAL", False),
             redis_url=env.get("KEYMINT_REDIS_URL", "").strip() or None,
-            audit_log=Path(env.get("KEYMINT_AUDIT_LOG", "./state/gateway-audit.jsonl")),
+            audit_log=audit_log,
             admin_token_sha256=admin,
             rate_per_second=_float(env, "KEYMINT_RATE_PER_SECOND", 50.0),
             rate_burst=_int(env, "KEYMINT_RATE_BURST", 100),
@@ -109,6 +114,8 @@ class GatewaySettings:
             signer_attempt_timeout=_float(env, "KEYMINT_SIGNER_ATTEMPT_TIMEOUT_SECONDS", 0.5),
             # Below Envoy's ext_authz timeout, so a slow issuer is keymint's answer, not Envoy's.
             jwks_fetch_timeout=_float(env, "KEYMINT_JWKS_FETCH_TIMEOUT_SECONDS", 1.5),
+            trust_root=_path(env, "KEYMINT_TRUST_ROOT"),
+            state_dir=Path(env.get("KEYMINT_STATE_DIR", "").strip() or audit_log.parent),
         )
 
 
@@ -117,6 +124,11 @@ def _required(env: Mapping[str, str], name: str) -> str:
     if not value:
         raise SettingsError(name, "is required")
     return value
+
+
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    value = env.get(name, "").strip()
+    return Path(value) if value else None
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

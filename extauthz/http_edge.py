@@ -1,11 +1,14 @@
-"""The HTTP edge: JWKS, discovery, RFC 8693 `/token`, health, metrics and admin revocation.
+"""The HTTP edge: JWKS and endorsements, discovery, RFC 8693 `/token`, health, metrics, admin.
 
 Thin by design, like the gRPC edge, and on the same event loop. Handlers see the gateway only
 through `HttpBackend`, so tests run them against a fake; `PipelineBackend` is the real one. The
 `/token` form and its answers (and the error mapping table) live in `token_exchange`, without I/O.
 
-Key rotation: caches may keep the JWKS for `jwks_max_age_seconds`, so a new group key must be in
-`jwks_keys()` at least that long before it signs, and an old one stays until its last token expires.
+Keys: the JWKS serves only keys endorsed from the pinned trust root (`extauthz.keyring`), and
+`/.well-known/keymint-endorsements.json` serves the root kids and the endorsement chain, so a
+verifier that pins the root trusts no key on this edge's word (`extauthz pin-keys`). Rotation:
+caches may keep the JWKS for `jwks_max_age_seconds`, so a new group key must be in `jwks_keys()` at
+least that long before it signs, and an old one stays until its last token expires.
 
 Secrets: the access log writes peer, method, raw path (never the query), status, size and time. No
 header, form or JSON body is logged here. The admin token is held only as its SHA-256 hex digest and
@@ -51,6 +54,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 JWKS_PATH = "/.well-known/jwks.json"
+ENDORSEMENTS_PATH = "/.well-known/keymint-endorsements.json"
 DISCOVERY_PATH = "/.well-known/openid-configuration"
 TOKEN_PATH = "/token"  # noqa: S105 (a path)
 MAX_REVOKED_VALUE = 1024  # a jti is a UUID, a subject a SPIFFE ID or an OIDC `sub`
@@ -72,6 +76,9 @@ class HttpBackend(Protocol):
 
     def jwks_keys(self) -> list[bytes]: ...  # group keys that may still verify a live token
 
+    # {"issuer", "roots": [kid], "endorsements": [compact JWS], "keys": [published kid]}
+    def key_endorsements(self) -> Mapping[str, object]: ...
+
     async def exchange(
         self, subject_token: str, audience: str | None, scopes: tuple[str, ...]
     ) -> Decision: ...
@@ -90,6 +97,7 @@ class PipelineBackend:
     quorum_ready: Callable[[], bool]
     audit_log: AuditWriter | None = None
     published_keys: Callable[[], list[bytes]] | None = None  # rotation: active, next, retiring
+    endorsements: Callable[[], Mapping[str, object]] | None = None  # the key ring's chain
 
     @classmethod
     def from_gateway(cls, gateway: Gateway) -> PipelineBackend:
@@ -99,6 +107,7 @@ class PipelineBackend:
             admin_token_sha256=gateway.settings.admin_token_sha256,
             group_public_key=lambda: gateway.group_public_key,
             published_keys=gateway.keyring.published_keys,
+            endorsements=gateway.keyring.endorsements_document,
             quorum_ready=gateway.ready,
             audit_log=gateway.audit,
         )
@@ -114,6 +123,11 @@ class PipelineBackend:
         if self.published_keys is not None:
             return self.published_keys()
         return [self.group_public_key()]
+
+    def key_endorsements(self) -> Mapping[str, object]:
+        if self.endorsements is None:
+            return {"issuer": self.issuer, "roots": [], "endorsements": [], "keys": []}
+        return self.endorsements()
 
     async def exchange(
         self, subject_token: str, audience: str | None, scopes: tuple[str, ...]
@@ -225,6 +239,9 @@ class _Handlers:
     async def jwks(self, request: web.Request) -> web.Response:
         keys = [public_jwk(key) for key in self._backend.jwks_keys()]
         return self._cacheable(request, {"keys": keys})
+
+    async def endorsements(self, request: web.Request) -> web.Response:
+        return self._cacheable(request, self._backend.key_endorsements())
 
     async def discovery(self, request: web.Request) -> web.Response:
         # Only what is true: no authorization endpoint and no ID tokens, so none of their fields.
@@ -360,6 +377,7 @@ def build_app(
     # aiohttp's own cap, for any path that reads a body without `read_body`.
     app = web.Application(client_max_size=settings.max_body_bytes)
     app.router.add_get(JWKS_PATH, handlers.jwks)
+    app.router.add_get(ENDORSEMENTS_PATH, handlers.endorsements)
     app.router.add_get(DISCOVERY_PATH, handlers.discovery)
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)

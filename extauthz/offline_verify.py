@@ -1,8 +1,16 @@
 """`extauthz verify`: check a keymint token offline, as an upstream API would.
 
-    extauthz verify --jwks https://keymint.example/.well-known/jwks.json \\
+    extauthz verify --trust-root root.json \\
+        --endorsements https://keymint.example/.well-known/keymint-endorsements.json \\
         --issuer https://keymint.example --audience https://api.internal "$TOKEN"
-    echo "$TOKEN" | extauthz verify --jwks-file jwks.json --issuer ... --audience ... -
+    echo "$TOKEN" | extauthz verify --trust-root root.json --endorsements-file e.json \\
+        --issuer ... --audience ... -
+
+Which keys: with `--trust-root`, only keys that t signers endorsed in a chain from the root that
+operators pinned (`extauthz.pinned_keys`); a JWKS given as well (`--jwks` / `--jwks-file`) can
+only narrow them. Without a trust root the command refuses to run unless told
+`--trust-served-keys`: then it trusts every key in the JWKS, that is, whoever serves it (the
+gateway, or anyone between it and you) can make any token verify.
 
 Checks, in order: size and shape (three base64url parts of strict JSON, no repeated members);
 header (`alg` exactly EdDSA, `typ` at+jwt per RFC 9068, no `crit`, a `kid`); the key named by
@@ -10,12 +18,13 @@ header (`alg` exactly EdDSA, `typ` at+jwt per RFC 9068, no `crit`, a `kid`); the
 algorithm allow-list `ALGORITHMS`); the required claims `REQUIRED_CLAIMS`; then exp/nbf/iat
 against the clock, with `leeway` seconds of skew either way.
 
-Keys come only from `--jwks` / `--jwks-file`: `jku`, `x5u`, `jwk` and `x5c` in a token header
-are never read, so a token carrying its own key verifies only if the JWKS holds that key.
+Keys come only from those sources: `jku`, `x5u`, `jwk` and `x5c` in a token header are never
+read, so a token carrying its own key verifies only if a trusted key is that key.
 
 A refusal is an `IdentityError` with the same reason codes the gateway uses (`bad_signature`,
-`unknown_kid`, `token_expired`...); the command prints it and exits 1. A JWKS that cannot be
-read or fetched is a `KeySetError`: the command could not decide, and exits 2.
+`unknown_kid` also for a key the chain does not endorse, `token_expired`...); the command prints
+it and exits 1. A JWKS or endorsement chain that cannot be read, fetched or verified is a
+`KeySetError`: the command could not decide, and exits 2.
 """
 
 from __future__ import annotations
@@ -271,11 +280,19 @@ def _check_times(claims: Mapping[str, Any], now: float, leeway: float) -> None:
 
 
 def add_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    summary = "verify a minted token offline against a JWKS"
+    from extauthz.pinned_keys import add_endorsement_arguments
+
+    summary = "verify a minted token offline against keys endorsed from a pinned trust root"
     parser = subparsers.add_parser("verify", help=summary, description=summary)
-    source = parser.add_mutually_exclusive_group(required=True)
+    add_endorsement_arguments(parser, required=False)
+    source = parser.add_mutually_exclusive_group()
     source.add_argument("--jwks", metavar="URL", help="the JWKS URL, e.g. ISSUER/.well-known/...")
     source.add_argument("--jwks-file", type=Path, metavar="PATH", help="a JWKS JSON file")
+    parser.add_argument(
+        "--trust-served-keys",
+        action="store_true",
+        help="without --trust-root: trust every key in the JWKS, i.e. whoever serves it",
+    )
     parser.add_argument("--issuer", required=True, help="the iss the token must carry")
     parser.add_argument("--audience", required=True, help="an aud the token must carry")
     parser.add_argument(
@@ -289,12 +306,12 @@ def add_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     parser.add_argument(
         "--timeout",
-        type=_positive_seconds,
+        type=positive_seconds,
         default=DEFAULT_FETCH_TIMEOUT_SECONDS,
-        help="seconds for the JWKS fetch (default: %(default)s)",
+        help="seconds for each fetch (default: %(default)s)",
     )
     parser.add_argument("token", help="the token, or - to read it from stdin")
-    parser.set_defaults(handler=run)
+    parser.set_defaults(handler=run, parser=parser)
 
 
 def _seconds(text: str) -> float:
@@ -307,7 +324,7 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _positive_seconds(text: str) -> float:
+def positive_seconds(text: str) -> float:
     value = _seconds(text)
     if value == 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be more than zero seconds")
@@ -317,13 +334,8 @@ def _positive_seconds(text: str) -> float:
 def run(args: argparse.Namespace, *, clock: Callable[[], float] = time.time) -> int:
     """The `verify` command: 0 and the token as JSON if valid, 1 and the reason if not."""
     read_stdin = args.token == "-"  # noqa: S105 (the stdin marker, not a password)
+    keys = _keys(args)
     token = (sys.stdin.read() if read_stdin else args.token).strip()
-    if args.jwks_file is not None:
-        keys = Ed25519KeySet.from_file(args.jwks_file)
-    else:
-        keys = asyncio.run(
-            Ed25519KeySet.from_url(args.jwks, allow_http=args.allow_http, timeout=args.timeout)
-        )
     try:
         verified = verify_token(
             token,
@@ -338,3 +350,37 @@ def run(args: argparse.Namespace, *, clock: Callable[[], float] = time.time) -> 
         return 1
     print(verified.to_json())
     return 0
+
+
+def _keys(args: argparse.Namespace) -> Ed25519KeySet:
+    from extauthz.pinned_keys import endorsed_keys, key_set, narrowed
+
+    parser: argparse.ArgumentParser = args.parser
+    endorsements = args.endorsements or args.endorsements_file
+    if args.trust_root is not None and endorsements is None:
+        parser.error("--trust-root needs --endorsements or --endorsements-file")
+    if args.trust_root is None and endorsements is not None:
+        parser.error("--endorsements is checked against a --trust-root; give one")
+    served_source = args.jwks or args.jwks_file
+    if args.trust_root is None and not args.trust_served_keys:
+        parser.error(
+            "give --trust-root FILE and --endorsements: without them every key in the JWKS "
+            "is trusted, i.e. whoever serves it (say --trust-served-keys to accept that)"
+        )
+    if args.trust_root is None and served_source is None:
+        parser.error("--trust-served-keys needs --jwks or --jwks-file")
+    served = None
+    if args.jwks_file is not None:
+        served = Ed25519KeySet.from_file(args.jwks_file)
+    elif args.jwks is not None:
+        served = asyncio.run(
+            Ed25519KeySet.from_url(args.jwks, allow_http=args.allow_http, timeout=args.timeout)
+        )
+    if args.trust_root is None:
+        assert served is not None, "checked above"
+        return served
+    root, keys, source = endorsed_keys(args)
+    if root.issuer != args.issuer:
+        raise KeySetError(f"the trust root is for issuer {root.issuer!r}, not {args.issuer!r}")
+    trusted = key_set(keys, f"the keys {source} chains from the trust root")
+    return trusted if served is None else narrowed(trusted, served)

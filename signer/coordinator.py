@@ -1,5 +1,10 @@
 """The coordinator: drives any t of the n signers to a verified Ed25519 signature.
 
+It learns the group keys from the signers themselves and adopts a key only when at least its own
+threshold t of signers report byte-identical public key packages for it; a key reported by fewer is
+ignored, and the signers that reported it are named in the log. It signs with whichever adopted key
+a message's header names (`kid`), using only signers that reported that key's adopted package.
+
 It keeps a pool of round-one commitments from each signer, refilled in the background, so one
 signature is one round trip to t signers in parallel. A signer that is down, slow past the attempt
 deadline, or returns a share that fails verification is named, set aside with exponential back-off,
@@ -15,8 +20,9 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import grpc
 
@@ -32,12 +38,13 @@ from signer.frost import (
     prepare_aggregate,
 )
 from signer.frost.encoding import (
-    decode_public_key_package,
     decode_signature_share,
     decode_signing_commitment,
     encode_commitment_list,
 )
 from signer.frost.group import deserialize_scalar
+from signer.key_agreement import adopt, readable_reports
+from signer.keystate import header_kid
 from signer.metrics import (
     COMMITMENT_POOL,
     SIGNER_FAULTS,
@@ -78,6 +85,18 @@ class SigningRefused(SignerError):
     @property
     def rule(self) -> str:
         return next(iter(self.refusals.values())).split(":", 2)[1] if self.refusals else ""
+
+
+class UnknownKey(SignerError):
+    """A message names a key the coordinator has not adopted; nothing was sent to a signer."""
+
+    def __init__(self, kid: str | None, adopted: Collection[str]) -> None:
+        self.kid = kid
+        shown = "no kid" if kid is None else f"kid {kid[:64]!r}"
+        super().__init__(
+            f"the message names {shown}, not a key at least t signers agree on "
+            f"(adopted: {', '.join(sorted(adopted)) or 'none'})"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +141,10 @@ class _Member:
     reason: str = "not yet contacted"
     latency: float = 0.0
     refill: asyncio.Task[None] | None = None
+    reported: dict[str, bytes] = field(default_factory=dict)  # kid -> encoded package
+
+    def holds(self, kid: str, encoded: bytes) -> bool:
+        return self.reported.get(kid) == encoded
 
     @property
     def identifier(self) -> int:
@@ -138,7 +161,6 @@ class Coordinator:
         *,
         endpoints: Sequence[SignerEndpoint],
         tls: TlsFiles,
-        package: PublicKeyPackage | None = None,
         settings: CoordinatorSettings | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
@@ -146,7 +168,8 @@ class Coordinator:
         self._settings = settings or CoordinatorSettings()
         self._clock = clock
         self._rng = rng or random.SystemRandom()
-        self._package = package
+        self._packages: dict[str, PublicKeyPackage] = {}
+        self._encoded: dict[str, bytes] = {}
         self._members: dict[int, _Member] = {}
         for endpoint in endpoints:
             channel = secure_channel(endpoint.address, tls, endpoint.server_name)
@@ -159,37 +182,80 @@ class Coordinator:
         self._refilled = asyncio.Event()
 
     @property
-    def package(self) -> PublicKeyPackage:
-        if self._package is None:
-            raise SignerError("coordinator has not learned the group key yet; call start()")
-        return self._package
+    def packages(self) -> Mapping[str, PublicKeyPackage]:
+        """The adopted keys' public key packages, by kid."""
+        return MappingProxyType(self._packages)
 
-    @property
-    def threshold(self) -> int:
-        return self.package.min_participants
+    def package_for(self, kid: str) -> PublicKeyPackage:
+        package = self._packages.get(kid)
+        if package is None:
+            raise UnknownKey(kid, self._packages)
+        return package
 
     async def start(self) -> None:
-        """Learn the key from the signers (at least t must agree) and fill the pools."""
-        infos = await asyncio.gather(
-            *(self._info(m) for m in self._members.values()), return_exceptions=True
-        )
-        packages: dict[bytes, int] = {}
-        for member, info in zip(self._members.values(), infos, strict=True):
-            if isinstance(info, BaseException):
-                self._mark_down(member, f"unreachable at start: {_describe(info)}")
-                continue
-            identifier = deserialize_scalar(info.identifier)
-            if identifier != member.identifier:
-                self._mark_down(member, f"reports identifier {identifier}")
-                continue
-            member.boot_id = info.boot_id
-            packages[info.public_key_package] = packages.get(info.public_key_package, 0) + 1
-        if self._package is None and packages:
-            encoded = max(packages, key=lambda k: packages[k])
-            self._package = decode_public_key_package(encoded)
+        """Learn the keys from the signers (`refresh_keys`) and fill the pools."""
+        await self.refresh_keys(at_start=True)
         for member in self._members.values():
             member.refill = asyncio.create_task(self._keep_filled(member))
         await self._wait_for_pools()
+
+    async def refresh_keys(self, *, at_start: bool = False) -> Mapping[str, PublicKeyPackage]:
+        """Ask every signer which keys it holds; adopt each package that at least its threshold
+        of signers report byte-identically. Returns the adopted packages by kid.
+
+        A key adopted earlier stays adopted when signers that hold it cannot be reached now (they
+        keep what they reported last); a newer package for it replaces it once t report that one.
+        Raises KeyAgreementError when no key at all is adopted (`signer.key_agreement`).
+        """
+        infos = await asyncio.gather(
+            *(self._info(m) for m in self._members.values()), return_exceptions=True
+        )
+        unreachable: dict[int, str] = {}
+        for member, info in zip(self._members.values(), infos, strict=True):
+            if isinstance(info, BaseException):
+                why = _describe(info)
+                unreachable[member.identifier] = why
+                if at_start:
+                    self._mark_down(member, f"unreachable at start: {why}")
+                continue
+            identifier = deserialize_scalar(info.identifier)
+            if identifier != member.identifier:
+                unreachable[member.identifier] = f"reports identifier {identifier}"
+                self._mark_down(member, f"reports identifier {identifier}")
+                continue
+            if member.boot_id and info.boot_id != member.boot_id:
+                member.pool.clear()  # it restarted: the commitments it gave are void
+            member.boot_id = info.boot_id
+            keys = ((key.kid, key.public_key_package) for key in info.keys)
+            member.reported, problems = readable_reports(member.identifier, keys)
+            for problem in problems:
+                log.warning("signer %s reports %s", member.label, problem)
+        self._adopt(unreachable)
+        return self.packages
+
+    def _adopt(self, unreachable: dict[int, str]) -> None:
+        adoption = adopt(
+            {m.identifier: m.reported for m in self._members.values()}, self._encoded, unreachable
+        )
+        for ignored in adoption.ignored:
+            log.warning(
+                "key %s is not adopted: signers %s report this package of it, but it needs %d "
+                "that agree",
+                ignored.kid,
+                list(ignored.signers),
+                ignored.needed,
+            )
+        for kid, count in adoption.newly_adopted.items():
+            log.info("adopted key %s: %d signers agree on its package", kid, count)
+        for kid, signers in adoption.differing.items():
+            log.warning(
+                "signers %s report key %s with a package other than the one adopted; they will "
+                "not sign with it",
+                list(signers),
+                kid,
+            )
+        self._encoded = dict(adoption.encoded)
+        self._packages = adoption.packages()
 
     async def close(self) -> None:
         self._closed = True
@@ -202,13 +268,22 @@ class Coordinator:
         for member in self._members.values():  # only once nothing can start a call on them
             await member.channel.close()
 
-    def ready(self) -> bool:
+    def ready(self, kid: str | None = None) -> bool:
+        """Whether a signature by key `kid` (by any adopted key if None) can start right now."""
         now = self._clock()
-        return (
-            self._package is not None
-            and sum(1 for m in self._members.values() if m.down_until <= now and m.pool)
-            >= self.threshold
-        )
+        kids = list(self._encoded) if kid is None else [kid]
+        for candidate in kids:
+            encoded = self._encoded.get(candidate)
+            if encoded is None:
+                continue
+            usable = sum(
+                1
+                for m in self._members.values()
+                if m.down_until <= now and m.pool and m.holds(candidate, encoded)
+            )
+            if usable >= self._packages[candidate].min_participants:
+                return True
+        return False
 
     def health(self) -> dict[int, str]:
         now = self._clock()
@@ -226,11 +301,17 @@ class Coordinator:
         timeout: float = 2.0,
     ) -> SignOutcome:
         started = self._clock()
+        kid = header_kid(message)
+        if kid is None or kid not in self._packages:
+            THRESHOLD_SIGNATURES.labels("unknown_key").inc()
+            raise UnknownKey(kid, self._packages)
         try:
             # Stop retrying a little before the caller's deadline, so even a failure is answered
             # within it rather than just after.
             margin = min(0.05, 0.05 * timeout)
-            outcome = await self._sign(message, evidence, request_id, started + timeout - margin)
+            outcome = await self._sign(
+                kid, message, evidence, request_id, started + timeout - margin
+            )
         except QuorumUnavailable:
             THRESHOLD_SIGNATURES.labels("no_quorum").inc()
             raise
@@ -242,16 +323,26 @@ class Coordinator:
         return outcome
 
     async def _sign(
-        self, message: bytes, evidence: signer_pb2.Evidence | None, request_id: str, deadline: float
+        self,
+        kid: str,
+        message: bytes,
+        evidence: signer_pb2.Evidence | None,
+        request_id: str,
+        deadline: float,
     ) -> SignOutcome:
-        package = self.package
+        package = self._packages[kid]
         t = package.min_participants
         refusals: dict[int, str] = {}
+        # Only signers that reported the adopted package of this key sign with it.
+        excluded = {
+            m.identifier for m in self._members.values() if not m.holds(kid, self._encoded[kid])
+        }
         attempts = 0
         while True:
             now = self._clock()
-            chosen = self._choose(t, now, exclude=refusals.keys())
-            if chosen is None and self._count_up(now, refusals.keys()) >= t and now < deadline:
+            exclude = excluded | refusals.keys()
+            chosen = self._choose(t, now, exclude=exclude)
+            if chosen is None and self._count_up(now, exclude) >= t and now < deadline:
                 # Enough signers are up, their pools are just empty: wait for a refill.
                 self._refilled.clear()
                 with contextlib.suppress(TimeoutError):
@@ -260,14 +351,12 @@ class Coordinator:
             if chosen is None:
                 if refusals:
                     raise SigningRefused(refusals)
-                raise QuorumUnavailable(
-                    t, self._count_usable(now, refusals.keys()), self._why_not()
-                )
+                raise QuorumUnavailable(t, self._count_usable(now, exclude), self._why_not(kid))
             if now >= deadline:
                 raise QuorumUnavailable(
                     t,
-                    self._count_usable(now, refusals.keys()),
-                    self._why_not(),
+                    self._count_usable(now, exclude),
+                    self._why_not(kid),
                     when=" by the deadline",
                 )
             attempts += 1
@@ -364,13 +453,17 @@ class Coordinator:
             if m.down_until <= now and m.pool and m.identifier not in exclude
         )
 
-    def _why_not(self) -> dict[int, str]:
+    def _why_not(self, kid: str) -> dict[int, str]:
         now = self._clock()
-        return {
-            i: (m.reason if m.down_until > now else "no commitments available")
-            for i, m in self._members.items()
-            if m.down_until > now or not m.pool
-        }
+        why = {}
+        for i, m in self._members.items():
+            if not m.holds(kid, self._encoded[kid]):
+                why[i] = f"does not hold the adopted package of key {kid}"
+            elif m.down_until > now:
+                why[i] = m.reason
+            elif not m.pool:
+                why[i] = "no commitments available"
+        return why
 
     def _mark_down(self, member: _Member, reason: str) -> None:
         member.failures += 1

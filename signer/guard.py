@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, Protocol
 
+from signer.endorsement import ENDORSEMENT_RULES
 from signer.errors import SignerError
 from signer.token import ALG, TYP, TokenFormatError, b64url, kid_for, parse_signing_input
 from signer.token import signing_input as encode_signing_input
@@ -84,6 +85,10 @@ RULES: Final[Mapping[str, str]] = MappingProxyType(
         "provenance_mismatch": "a provenance claim differs from what the evidence verifies",
         "claims_unexpected": "a claim neither the limits nor the evidence account for",
         "evidence_budget": "the credential has backed as many shares as its budget allows",
+        # Key endorsements (typ keymint-key-endorsement+jwt) share the format, header, issuer and
+        # iat rules above; their own rules are in signer.endorsement, checked by
+        # signer.endorsement_guard.
+        **ENDORSEMENT_RULES,
     }
 )
 

@@ -16,6 +16,7 @@ import importlib
 import logging
 import os
 import signal
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,14 +29,9 @@ from signer.budget import BudgetSettings, EvidenceBudget
 from signer.ceremony import CeremonyServicer, add_to_server
 from signer.ceremony.approvals import ReplaceApprovals
 from signer.devca import TlsFiles, signer_name, spiffe_id, tls_files
+from signer.endorsement import ENDORSEMENT_TYP, Endorsement
+from signer.endorsement_guard import check_endorsement
 from signer.errors import SignerError
-from signer.frost import KeyShare, PublicKeyPackage
-from signer.frost.encoding import (
-    decode_key_share,
-    decode_public_key_package,
-    encode_key_share,
-    encode_public_key_package,
-)
 from signer.guard import (
     AcceptedToken,
     EvidenceChecker,
@@ -44,13 +40,14 @@ from signer.guard import (
     GuardLimits,
     RevocationList,
 )
-from signer.keystate import KeyState, SigningKey
+from signer.keyfiles import KeyFileError, KeyFiles
+from signer.keystate import KeyState, message_header
 from signer.proto import signer_pb2_grpc
 from signer.revocations import RevocationFile, RevocationFileError
 from signer.service import SignerService
 from signer.tls import server_credentials
 from signer.vault.base import ShareVault
-from signer.vault.config import load_share, open_vault, parse_vault_config, store_share
+from signer.vault.config import open_vault, parse_vault_config
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +79,13 @@ class SignerSettings:
 
     @property
     def package_file(self) -> Path:
+        """The legacy single key's public key package, beside `share_file`."""
         return self.share_file.with_name(self.share_file.name + ".pub")
+
+    @property
+    def keys_dir(self) -> Path:
+        """One sealed share per key held (`signer.keyfiles`), beside the legacy share file."""
+        return self.share_file.parent / "keys"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> SignerSettings:
@@ -112,7 +115,13 @@ class SignerSettings:
 
 
 class KeyedGuard:
-    """A guard whose kid follows the installed key, so a ceremony's new key is guarded too."""
+    """The guard for whichever held key a message names, so a ceremony's new key is guarded too.
+
+    A key endorsement (typ `keymint-key-endorsement+jwt`) goes to `check_endorsement`; any other
+    message is a token for the guard of the key its header names. A token naming no key this
+    signer holds goes to the newest key's guard, which refuses it (`header_kid`) after the format
+    rules, in `RULES` order.
+    """
 
     def __init__(
         self,
@@ -123,6 +132,7 @@ class KeyedGuard:
         max_ttl: int,
         revocations: RevocationList | None = None,
         budget: EvidenceBudget | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._keys = key_state
         self._checker = checker
@@ -130,21 +140,33 @@ class KeyedGuard:
         self._max_ttl = max_ttl
         self._revocations = revocations
         self._budget = budget or EvidenceBudget()
-        self._guard: Guard | None = None
+        self._clock = clock
+        self._guards: dict[str, Guard] = {}
 
-    async def check(self, message: bytes, evidence: GuardEvidence | None) -> AcceptedToken:
-        key = self._keys.current
-        guard = self._guard
-        if guard is None or guard.limits.kid != key.kid:
+    async def check(
+        self, message: bytes, evidence: GuardEvidence | None
+    ) -> AcceptedToken | Endorsement:
+        if message_header(message).get("typ") == ENDORSEMENT_TYP:
+            return check_endorsement(
+                message, keys=self._keys, issuer=self._issuer, now=self._clock()
+            )
+        key = self._keys.for_message(message) or self._keys.current
+        guard = self._guards.get(key.kid)
+        if guard is None:
             limits = GuardLimits.for_group_key(
                 key.package.group_public_key, issuer=self._issuer, max_ttl_seconds=self._max_ttl
             )
-            guard = self._guard = Guard(
+            guard = Guard(
                 limits=limits,
                 evidence_checker=self._checker,
                 revocations=self._revocations,
                 budget=self._budget,
+                clock=self._clock,
             )
+            self._guards = {
+                kid: g for kid, g in self._guards.items() if self._keys.get(kid) is not None
+            }
+            self._guards[key.kid] = guard
         return await guard.check_async(message, evidence)
 
 
@@ -175,23 +197,22 @@ def load_revocations(path: Path | None) -> RevocationList | None:
 
 
 def load_key(settings: SignerSettings, vault: ShareVault) -> KeyState:
-    def persist(share: KeyShare, package: PublicKeyPackage) -> None:
-        settings.share_file.parent.mkdir(parents=True, exist_ok=True)
-        store_share(vault, encode_key_share(share), settings.share_file)
-        settings.package_file.write_bytes(encode_public_key_package(package))
-
-    if not settings.share_file.exists():
-        log.warning("no key share at %s: waiting for a key ceremony", settings.share_file)
-        return KeyState(persist=persist)
-    share = decode_key_share(load_share(vault, settings.share_file))
-    package = decode_public_key_package(settings.package_file.read_bytes())
-    if share.identifier != settings.identifier:
-        raise SignerSettingsError(
-            "KEYMINT_SIGNER_ID", f"{settings.identifier}, but the share is for {share.identifier}"
-        )
-    state = KeyState(persist=persist)
-    state.install_loaded(SigningKey(share, package))
-    return state
+    """Every key at rest, unsealed; later ceremonies persist to the same place."""
+    files = KeyFiles(
+        vault,
+        settings.keys_dir,
+        identifier=settings.identifier,
+        legacy_share=settings.share_file,
+    )
+    try:
+        keys = files.load()
+    except KeyFileError as exc:
+        raise SignerSettingsError("KEYMINT_SIGNER_STATE_DIR", str(exc)) from None
+    if not keys:
+        log.warning("no key share in %s: waiting for a key ceremony", settings.keys_dir)
+    else:
+        log.info("holding %d key(s): %s", len(keys), ", ".join(k.kid for k in keys))
+    return KeyState(keys, persist=files.persist, discard=files.discard)
 
 
 async def serve(
@@ -220,7 +241,6 @@ async def serve(
         audit=audit,
         allowed_callers=[settings.coordinator_id],
     )
-    key_state.on_install(lambda _key: service.reset_nonces())
     server = grpc.aio.server()
     signer_pb2_grpc.add_SignerServicer_to_server(service, server)  # type: ignore[no-untyped-call]
     _add_ceremony(server, settings, key_state)

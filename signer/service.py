@@ -1,8 +1,10 @@
-"""The signer sidecar's gRPC service: one key share, nonces in memory, a guard before every share.
+"""The signer sidecar's gRPC service: its key shares, nonces in memory, a guard before every share.
 
-Every Sign consumes the nonces it names before anything else, so a refused or failed request can
-never be replayed against the same commitment. Each signature share and each refusal is appended
-to the signer's audit log.
+A signer may hold several keys (`KeyState`), all under its one FROST identifier. Nonces do not
+depend on the key, so one pool of commitments serves every key; Sign signs with the share of the
+key its message's header names by kid. Every Sign consumes the nonces it names before anything
+else, so a refused or failed request can never be replayed against the same commitment. Each
+signature share and each refusal is appended to the signer's audit log.
 """
 
 from __future__ import annotations
@@ -65,10 +67,6 @@ class SignerService(signer_pb2_grpc.SignerServicer):
         self._peers = peers or PeerCommitments()
         self.boot_id = os.urandom(16)
 
-    def reset_nonces(self) -> None:
-        """Called when a new key is installed: commitments made under the old share are void."""
-        self._nonces.clear()
-
     async def GetInfo(
         self, request: signer_pb2.InfoRequest, context: grpc.aio.ServicerContext
     ) -> signer_pb2.InfoResponse:
@@ -76,16 +74,20 @@ class SignerService(signer_pb2_grpc.SignerServicer):
         key = await self._key_or_abort(context)
         return signer_pb2.InfoResponse(
             identifier=serialize_scalar(key.share.identifier),
-            public_key_package=encode_public_key_package(key.package),
             boot_id=self.boot_id,
-            kid=key.kid,
+            keys=[
+                signer_pb2.KeyInfo(
+                    kid=held.kid, public_key_package=encode_public_key_package(held.package)
+                )
+                for held in self._keys.keys
+            ],
         )
 
     async def Commit(
         self, request: signer_pb2.CommitRequest, context: grpc.aio.ServicerContext
     ) -> signer_pb2.CommitResponse:
         await require_peer(context, self._allowed)
-        key = await self._key_or_abort(context)
+        key = await self._key_or_abort(context)  # any key: nonces depend only on the identifier
         count = min(max(request.count, 1), MAX_BATCH)
         self._nonces.expire()
         issued = self._nonces.issue(key.share, count)
@@ -111,8 +113,7 @@ class SignerService(signer_pb2_grpc.SignerServicer):
         self, request: signer_pb2.SignRequest, context: grpc.aio.ServicerContext
     ) -> signer_pb2.SignResponse:
         await require_peer(context, self._allowed)
-        key = await self._key_or_abort(context)
-        me = key.share.identifier
+        me = (await self._key_or_abort(context)).share.identifier
         try:
             commitment_list = decode_commitment_list(
                 request.commitment_list, known=KnownCommitments(self._nonces, self._peers)
@@ -156,6 +157,12 @@ class SignerService(signer_pb2_grpc.SignerServicer):
             return await self._refuse(
                 context, request, "guard:checker_fault", f"{type(exc).__name__} in the guard"
             )
+        key = self._keys.for_message(request.message)
+        if key is None:  # the guard checked the kid; a ceremony dropped the key meanwhile
+            await record
+            return await self._refuse(
+                context, request, "guard:header_kid", "kid is not a key this signer holds"
+            )
         try:
             share = sign(key.share, nonces, request.message, commitment_list)
         except FrostError as exc:
@@ -195,11 +202,16 @@ class SignerService(signer_pb2_grpc.SignerServicer):
 
 
 def _claims_summary(message: bytes) -> dict[str, object]:
-    """Who and what the message is for (jti, sub, aud, exp), as it claims; never the token."""
+    """Who and what the message is for (jti, sub, aud, exp; or the kid a key endorsement
+    endorses), as it claims; never the token."""
     try:
         claims = parse_signing_input(message).claims
     except TokenFormatError:
         return {}
-    return {
+    summary: dict[str, object] = {
         k: claims[k] for k in ("jti", "sub", "aud", "exp") if isinstance(claims.get(k), str | int)
     }
+    key = claims.get("key")
+    if isinstance(key, dict) and isinstance(key.get("kid"), str):
+        summary["endorses"] = key["kid"][:64]
+    return summary

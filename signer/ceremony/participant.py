@@ -79,6 +79,7 @@ DEFAULT_TTL = datetime.timedelta(minutes=5)
 MAX_SESSIONS = 8  # ceremonies are rare; a bound keeps a confused driver from filling memory
 MAX_REMEMBERED_IDS = 4096
 DEV_DEALER_SETTING = "KEYMINT_DEV_ALLOW_TRUSTED_DEALER"
+MAX_KEYS = 16  # keys one signer holds at once; a bound keeps a confused driver from filling disk
 
 
 class Phase(enum.Enum):
@@ -92,11 +93,13 @@ class Committed:
     """The agreed package, and the key to install when this participant is a recipient.
 
     `replaced` names the keys the install destroys here; their approvals are used up with it.
+    With `replace_existing`, installing it drops every other key held here.
     """
 
     package: bytes
     key: SigningKey | None = field(repr=False)
     replaced: tuple[str, ...] = ()
+    replace_existing: bool = False
 
 
 @dataclass(slots=True)
@@ -112,7 +115,7 @@ class Session:
     announcements: dict[int, VerifiedAnnouncement] | None = None
     staged: SigningKey | None = field(default=None, repr=False)
     staged_package: bytes = b""
-    key_at_begin: bytes = b""  # encoded package of the key held at begin, b"" for none
+    keys_at_begin: tuple[tuple[str, bytes], ...] = ()  # (kid, encoded package) held at begin
 
 
 class Participant:
@@ -173,7 +176,9 @@ class Participant:
             secret, package = dkg.part1(me, params.min_participants, n, rng=self._rng)
             round1 = encode_round1_package(package)
         elif params.kind is CeremonyKind.RESHARE and me in params.dealers:
-            dealing = reshare.deal(self._keys.current.share, params.reshare_plan(), rng=self._rng)
+            held = self._held(params.old_package)
+            assert held is not None, "_check_key_may_change refuses a dealer without the key"
+            dealing = reshare.deal(held.share, params.reshare_plan(), rng=self._rng)
             round1 = encode_vss_commitment(dealing.commitment)
         body = pb.Announcement(
             ceremony_id=params.ceremony_id,
@@ -192,7 +197,7 @@ class Participant:
             own_announcement=announcement,
             dkg_secret=secret,
             dealing=dealing,
-            key_at_begin=self._current_package(),
+            keys_at_begin=self._held_packages(),
         )
         log.info(
             "ceremony %s: began %s as participant %d (dealers %s, recipients %s, threshold %d)",
@@ -205,8 +210,14 @@ class Participant:
         )
         return announcement
 
-    def _current_package(self) -> bytes:
-        return encode_public_key_package(self._keys.current.package) if self._keys.has_key else b""
+    def _held(self, package: PublicKeyPackage | None) -> SigningKey | None:
+        """The key held here with the group key of `package`, if any."""
+        if package is None:
+            return None
+        return self._keys.get(kid_for(package.group_public_key))
+
+    def _held_packages(self) -> tuple[tuple[str, bytes], ...]:
+        return tuple((k.kid, encode_public_key_package(k.package)) for k in self._keys.keys)
 
     def _remember(self, ceremony_id: bytes) -> None:
         self._used_ids[ceremony_id] = None
@@ -235,25 +246,23 @@ class Participant:
         return self._approvals.require(destroyed)
 
     def _held_kids(self) -> list[str]:
-        return [self._keys.current.kid] if self._keys.has_key else []
+        return list(self._keys.kids)
 
     def _check_key_may_change(self, params: CeremonyParameters) -> None:
-        """A reshare replaces a share of the same key; anything else needs replace_existing_key."""
+        """A reshare deals from, and replaces the share of, the one key it names; a new group key
+        is added beside the keys held, destroying nothing. (Dropping the other keys, which
+        `replace_existing_key` asks for, is a separate decision.)"""
         me = self.identifier
-        held = self._keys.current if self._keys.has_key else None
         old = params.old_package
-        if old is not None:
-            if me in params.dealers and (
-                held is None
-                or encode_public_key_package(held.package) != encode_public_key_package(old)
-            ):
-                raise CeremonyError(f"dealer {me} does not hold the key being reshared")
-            if held is not None and held.package.group_public_key == old.group_public_key:
-                return
-        if held is not None and me in params.recipients and not params.replace_existing_key:
+        held = self._held(old)
+        same = held is not None and old is not None and _same_package(held.package, old)
+        if old is not None and me in params.dealers and not same:
+            raise CeremonyError(f"dealer {me} does not hold the key being reshared")
+        adds_a_key = me in params.recipients and held is None
+        if adds_a_key and not params.replace_existing_key and len(self._keys.keys) >= MAX_KEYS:
             raise CeremonyError(
-                f"participant {me} holds key {held.kid}; a new group key replaces it only "
-                "when the ceremony says replace_existing_key"
+                f"participant {me} already holds {MAX_KEYS} keys; a new one needs "
+                "replace_existing_key (which drops the others)"
             )
 
     def deal(
@@ -411,12 +420,12 @@ class Participant:
             agreed = check_confirmations(confirmations, params, self._verifier)
             if session.staged is not None and agreed != session.staged_package:
                 raise CeremonyError("the confirmed package is not the one staged here")
-            if self._current_package() != session.key_at_begin:
+            if self._held_packages() != session.keys_at_begin:
                 # Another ceremony installed a key meanwhile; this one was planned against the old.
-                raise CeremonyError("the key here changed during the ceremony")
+                raise CeremonyError("the keys here changed during the ceremony")
             # Again: the approval may have expired or been withdrawn since the ceremony began.
             replaced = self._check_replace_approved(params)
-            committed = Committed(agreed, session.staged, replaced)
+            committed = Committed(agreed, session.staged, replaced, params.replace_existing_key)
         del self._sessions[ceremony_id]
         if committed.key is None:
             log.warning(
@@ -470,6 +479,10 @@ class Participant:
                 f"ceremony {ceremony_id.hex()} is {session.phase.value}: out of order"
             )
         return _SessionStep(self._sessions, ceremony_id, session)
+
+
+def _same_package(a: PublicKeyPackage, b: PublicKeyPackage) -> bool:
+    return encode_public_key_package(a) == encode_public_key_package(b)
 
 
 class _SessionStep:

@@ -142,7 +142,9 @@ class CeremonyServicer(ceremony_pb2_grpc.KeyCeremonyServicer):
         try:
             # On the event loop, although the vault may take a moment: KeyState's install
             # listeners (voiding the signing service's nonces) expect the loop's thread.
-            installed = self._keys.install(key.share, key.package)
+            installed = self._keys.install(
+                key.share, key.package, replace_existing=committed.replace_existing
+            )
         except Exception:
             log.exception("ceremony %s: the new key could not be installed; old key kept", name)
             await context.abort(grpc.StatusCode.INTERNAL, "the new key could not be installed")

@@ -11,16 +11,22 @@ class InfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class InfoResponse(_message.Message):
-    __slots__ = ("identifier", "public_key_package", "boot_id", "kid")
+    __slots__ = ("identifier", "boot_id", "keys")
     IDENTIFIER_FIELD_NUMBER: _ClassVar[int]
-    PUBLIC_KEY_PACKAGE_FIELD_NUMBER: _ClassVar[int]
     BOOT_ID_FIELD_NUMBER: _ClassVar[int]
-    KID_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
     identifier: bytes
-    public_key_package: bytes
     boot_id: bytes
+    keys: _containers.RepeatedCompositeFieldContainer[KeyInfo]
+    def __init__(self, identifier: _Optional[bytes] = ..., boot_id: _Optional[bytes] = ..., keys: _Optional[_Iterable[_Union[KeyInfo, _Mapping]]] = ...) -> None: ...
+
+class KeyInfo(_message.Message):
+    __slots__ = ("kid", "public_key_package")
+    KID_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_PACKAGE_FIELD_NUMBER: _ClassVar[int]
     kid: str
-    def __init__(self, identifier: _Optional[bytes] = ..., public_key_package: _Optional[bytes] = ..., boot_id: _Optional[bytes] = ..., kid: _Optional[str] = ...) -> None: ...
+    public_key_package: bytes
+    def __init__(self, kid: _Optional[str] = ..., public_key_package: _Optional[bytes] = ...) -> None: ...
 
 class CommitRequest(_message.Message):
     __slots__ = ("count",)

@@ -60,7 +60,7 @@ class SignerServicer:
     """Missing associated documentation comment in .proto file."""
 
     def GetInfo(self, request, context):
-        """Who this signer is and which key it holds.
+        """Who this signer is and every key it holds.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

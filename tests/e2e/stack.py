@@ -4,7 +4,7 @@
                               |                                                | mTLS gRPC
                               +--> echo upstream                      3 signer processes (2-of-3)
     caller ----------------> jwt Envoy (envoy/upstream-jwt.yaml) --> echo upstream
-                              +-- JWKS from the gateway's HTTP edge
+                              +-- local_jwks: keys `extauthz pin-keys` chained from the trust root
 
 The gateway is `python -m extauthz.cli serve` with the environment of tests/extauthz/stack.py;
 the signers are `SignerCluster`'s processes with the same environment, so their guards check the
@@ -41,6 +41,7 @@ from tests.extauthz.stack import (
     root_ca,
     stack_env,
     valid_now,
+    write_trust_root,
 )
 from tests.helpers.certs import CertificateAuthority, IssuedCertificate, pem
 from tests.helpers.oidc_issuer import LocalOidcIssuer
@@ -129,6 +130,7 @@ class E2EStack:
     jwt_envoy: EnvoyProcess
     edge_ca: Path  # verifies the front listener's certificate
     env: Mapping[str, str] = field(default_factory=dict)  # the gateway's and signers' settings
+    pinned_jwks: Path = field(default_factory=Path)  # the jwt Envoy's local_jwks
     _client_files: dict[str, tuple[Path, Path]] = field(default_factory=dict)
 
     # --- identities ---------------------------------------------------------------------------
@@ -170,6 +172,16 @@ class E2EStack:
             self._client_files[name] = write_tls(self.directory, name, certificate)
         return self._client_files[name]
 
+    # --- the keys the jwt Envoy pins --------------------------------------------------------
+
+    def pin_keys(self) -> str:
+        """envoy/README.md's step: `extauthz pin-keys` against the gateway's endorsements."""
+        return pin_keys(self.env, self.gateway.http_port, self.pinned_jwks)
+
+    def reload_jwt_envoy(self) -> None:
+        """envoy/README.md's next step: a hot restart, so jwt_authn loads the pinned file."""
+        self.jwt_envoy.hot_restart()
+
     # --- the served JWKS ----------------------------------------------------------------------
 
     def jwks(self) -> dict[str, Any]:
@@ -195,11 +207,40 @@ class E2EStack:
         return claims
 
 
-async def _dkg(cluster: SignerCluster) -> None:
+async def _dkg(cluster: SignerCluster) -> bytes:
     from signer.ceremony.driver import connect
 
     async with connect(cluster.addresses([1, 2, 3]), tls_files=cluster.operator_tls) as driver:
-        await driver.dkg(2)
+        return (await driver.dkg(2)).group_public_key
+
+
+def pin_keys(env: Mapping[str, str], http_port: int, out: Path) -> str:
+    """`extauthz pin-keys` as an operator runs it; its output line."""
+    url = f"http://127.0.0.1:{http_port}/.well-known/keymint-endorsements.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "extauthz.cli",
+            "pin-keys",
+            "--trust-root",
+            env["KEYMINT_TRUST_ROOT"],
+            "--endorsements",
+            url,
+            "--allow-http",
+            "--out",
+            str(out),
+        ],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"pin-keys exited {done.returncode}: {done.stderr}")
+    return done.stdout
 
 
 @contextlib.contextmanager
@@ -208,7 +249,6 @@ def e2e_stack(
     *,
     dkg: bool = False,
     extra_env: Mapping[str, str] | None = None,
-    jwks_cache_seconds: int = 300,
 ) -> Iterator[E2EStack]:
     """Start everything (and stop everything, whatever happened) for one test module.
 
@@ -235,7 +275,12 @@ def e2e_stack(
         stack.callback(cluster.stop)
         cluster.start()
         if dkg:
-            background.run(_dkg(cluster))
+            first_key = background.run(_dkg(cluster))
+        else:
+            assert cluster.package is not None
+            first_key = cluster.package.group_public_key
+        # Operators pin the first group key (the DKG's, or the dealer's in development).
+        env["KEYMINT_TRUST_ROOT"] = str(write_trust_root(directory, first_key))
 
         signers = ",".join(f"{i}={p.address}" for i, p in sorted(cluster.signers.items()))
         gateway = GatewayProcess(
@@ -271,27 +316,29 @@ def e2e_stack(
         stack.callback(front.stop)
         front.start()
 
+        pinned_jwks = directory / "keymint-jwks.json"
+        pin_keys(env, gateway.http_port, pinned_jwks)
+        jwt_values: dict[str, object] = {
+            "ADMIN_PORT": 0,
+            "LISTEN_ADDRESS": "127.0.0.1",
+            "LISTEN_PORT": 0,
+            "KEYMINT_ISSUER": ISSUER,
+            "PINNED_JWKS_FILE": pinned_jwks,
+            "ORDERS_AUDIENCE": ORDERS,
+            "DEPLOY_AUDIENCE": DEPLOY,
+            "APP_PORT": echo.port,
+        }
         jwt_envoy = EnvoyProcess(
-            render(
-                "upstream-jwt.yaml",
-                directory,
-                ADMIN_PORT=0,
-                LISTEN_ADDRESS="127.0.0.1",
-                LISTEN_PORT=0,
-                KEYMINT_ISSUER=ISSUER,
-                KEYMINT_JWKS_URI=f"http://127.0.0.1:{gateway.http_port}/.well-known/jwks.json",
-                JWKS_ADDRESS="127.0.0.1",
-                JWKS_PORT=gateway.http_port,
-                ORDERS_AUDIENCE=ORDERS,
-                DEPLOY_AUDIENCE=DEPLOY,
-                APP_PORT=echo.port,
-                JWKS_CACHE_SECONDS=jwks_cache_seconds,
-            ),
-            directory,
-            "jwt-envoy",
+            render("upstream-jwt.yaml", directory, **jwt_values), directory, "jwt-envoy"
         )
         stack.callback(jwt_envoy.stop)
         jwt_envoy.start()
+        # A hot restart hands the listening socket over by address: name the port it got.
+        render(
+            "upstream-jwt.yaml",
+            directory,
+            **{**jwt_values, "LISTEN_PORT": jwt_envoy.port(JWT_LISTENER)},
+        )
 
         yield E2EStack(
             directory=directory,
@@ -305,4 +352,5 @@ def e2e_stack(
             jwt_envoy=jwt_envoy,
             edge_ca=edge_ca,
             env=env,
+            pinned_jwks=pinned_jwks,
         )

@@ -1,6 +1,7 @@
-"""Key rotation through the whole stack: traffic keeps flowing through the front Envoy while a
-fresh DKG's key is published, activated and the old one retired; the upstream jwt_authn Envoy
-accepts old and new tokens alike, because each key is in the JWKS before it signs."""
+"""Key rotation through the whole stack, step by step as envoy/README.md gives it, while traffic
+keeps flowing through the front Envoy: a DKG adds a key among the same signers, the gateway has it
+endorsed and publishes it, `extauthz pin-keys` pins it for the jwt_authn Envoy, which is hot
+restarted, and only then is it activated; the jwt_authn Envoy accepts old and new tokens alike."""
 
 from __future__ import annotations
 
@@ -18,10 +19,9 @@ from signer.ceremony.driver import connect
 from signer.token import kid_for
 from tests.e2e.replies import bearer, minted
 from tests.e2e.stack import E2EStack, e2e_stack
-from tests.signer.harness import SignerCluster
 
 ADMIN_TOKEN = "e2e-rotation-admin"
-LEAD_SECONDS = 3  # publish lead; the jwt_authn Envoy caches the JWKS for less than this
+LEAD_SECONDS = 3  # publish lead: time for every verifier to pin the new key
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2EStack]:
         "KEYMINT_KEY_PUBLISH_LEAD_SECONDS": str(LEAD_SECONDS),
     }
     directory = tmp_path_factory.mktemp("rotation")
-    with e2e_stack(directory, extra_env=extra, jwks_cache_seconds=1) as running:
+    with e2e_stack(directory, extra_env=extra) as running:
         yield running
 
 
@@ -72,24 +72,32 @@ def test_rotation_under_traffic_through_envoy(stack: E2EStack) -> None:
 
     worker = threading.Thread(target=traffic)
     worker.start()
-    fresh = SignerCluster(stack.directory / "next-group", 2, 3, dealer=False)
-    for process in fresh.signers.values():  # same policy and the same CA as the first group
-        process.env.update(stack.env)
     try:
-        fresh.start()
-
+        # 1. Operators: a DKG among the same signers adds a key beside the active one.
         async def dkg() -> bytes:
-            addresses = fresh.addresses([1, 2, 3])
+            addresses = stack.cluster.addresses([1, 2, 3])
             async with connect(addresses, tls_files=stack.cluster.operator_tls) as driver:
                 return (await driver.dkg(2)).group_public_key
 
         new_kid = kid_for(stack.background.run(dkg(), timeout=60))
-        signers = {str(e.identifier): e.address for e in fresh.endpoints()}
-        status, body = admin(stack, "publish", {"signers": signers})
+
+        # 2. Publish: the signers endorse it with the active key; only then is it served.
+        status, body = admin(stack, "publish", {"kid": new_kid})
         assert (status, body["published"]) == (200, new_kid), body
         assert {k["kid"] for k in stack.jwks()["keys"]} == {old_kid, new_kid}
         assert admin(stack, "activate", {})[0] == 409  # too early: verifiers may lack the key
 
+        # 3. Every upstream pins it (pin-keys walks the chain from the root) and hot restarts.
+        assert stack.jwt_call("/deploy/v1/releases", bearer=old_token).status == 200
+        printed = stack.pin_keys()
+        assert f"pinned 2 key(s) to {stack.pinned_jwks}: " in printed
+        assert {k["kid"] for k in json.loads(stack.pinned_jwks.read_text())["keys"]} == {
+            old_kid,
+            new_kid,
+        }
+        stack.reload_jwt_envoy()
+
+        # 4. Activate once the lead has passed.
         time.sleep(LEAD_SECONDS + 0.5)
         status, body = admin(stack, "activate", {})
         assert (status, body["active"]) == (200, new_kid), body
@@ -111,7 +119,6 @@ def test_rotation_under_traffic_through_envoy(stack: E2EStack) -> None:
     finally:
         stop.set()
         worker.join()
-        fresh.stop()
     assert failures == []
     assert old_kid in kids
     assert new_kid in kids

@@ -5,6 +5,8 @@ header comment (`#   NAME = default`). `render` fills them (string.Template, eve
 `validate` runs `envoy --mode validate`, and `EnvoyProcess` serves a rendered config: admin and
 listeners on port 0 (Envoy writes the admin address to `--admin-address-path`, the listeners' bound
 ports come from the admin API), a dynamic base id so several Envoys coexist, `--log-level warn`.
+`EnvoyProcess.hot_restart` is Envoy's hot restart (what `hot-restarter.py` does on SIGHUP): the next
+`--restart-epoch` with the same base id takes the listening sockets over, the old process drains.
 """
 
 from __future__ import annotations
@@ -123,10 +125,29 @@ class EnvoyProcess:
     process: subprocess.Popen[bytes] | None = None
     admin: str = ""  # "127.0.0.1:PORT" once started
     listeners: dict[str, int] = field(default_factory=dict)
+    epoch: int = 0
+    parents: list[subprocess.Popen[bytes]] = field(default_factory=list)  # draining after a restart
 
     def start(self, timeout: float = 30.0) -> EnvoyProcess:
+        return self._launch(self._base_id_options(), timeout)
+
+    def hot_restart(self, timeout: float = 30.0) -> EnvoyProcess:
+        """Start the next epoch on the same config file (re-read now) and base id; it takes over
+        the listeners (same ports) and the old process exits once drained."""
+        assert self.process is not None, "start() first"
+        self.parents.append(self.process)
+        self.epoch += 1
+        base_id = (self.directory / f"{self.name}.base-id").read_text().strip()
+        return self._launch(["--base-id", base_id, "--restart-epoch", str(self.epoch)], timeout)
+
+    def _base_id_options(self) -> list[str]:
+        base_id_file = self.directory / f"{self.name}.base-id"
+        return ["--use-dynamic-base-id", "--base-id-path", str(base_id_file)]
+
+    def _launch(self, options: list[str], timeout: float) -> EnvoyProcess:
         address_file = self.directory / f"{self.name}.admin-address"
         address_file.unlink(missing_ok=True)
+        self.admin = ""
         with (
             (self.directory / f"{self.name}.log").open("ab") as log,
             (self.directory / f"{self.name}.access.log").open("ab") as access,
@@ -138,7 +159,11 @@ class EnvoyProcess:
                     str(self.config),
                     "--log-level",
                     "warn",
-                    "--use-dynamic-base-id",
+                    *options,
+                    "--drain-time-s",
+                    "1",
+                    "--parent-shutdown-time-s",
+                    "3",
                     "--concurrency",
                     "2",
                     "--admin-address-path",
@@ -201,12 +226,11 @@ class EnvoyProcess:
         )
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        for process in [*self.parents, *([self.process] if self.process else [])]:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()

@@ -14,11 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from extauthz.config import GatewaySettings
-from extauthz.http_edge import HttpSettings
+from extauthz.pinned_keys import pinned_jwks
 from extauthz.token_exchange import MAX_BODY_BYTES
 from signer.coordinator import CoordinatorSettings
+from signer.token import kid_for
 from tests.envoy.harness import (
     CONFIG_DIR,
     CONFIGS,
@@ -53,8 +56,18 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"SERVER_CERT": cert, "SERVER_KEY": key, "CLIENT_CA_BUNDLE": bundle}
 
 
-def files_for(name: str, tls: dict[str, Path]) -> dict[str, Path]:
-    return tls if name == "envoy.yaml" else {}
+@pytest.fixture(scope="module")
+def pinned(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A JWKS as `extauthz pin-keys` writes it (jwt_authn reads local_jwks when it loads)."""
+    path = tmp_path_factory.mktemp("pinned") / "keymint-jwks.json"
+    key = Ed25519PrivateKey.generate().public_key()
+    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    path.write_text(json.dumps(pinned_jwks({kid_for(raw): raw})))
+    return path
+
+
+def files_for(name: str, tls: dict[str, Path], pinned: Path) -> dict[str, Path]:
+    return tls if name == "envoy.yaml" else {"PINNED_JWKS_FILE": pinned}
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -67,9 +80,9 @@ def test_every_placeholder_is_declared_and_used(name: str) -> None:
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_the_defaults_render_to_a_config_envoy_accepts(
-    name: str, tmp_path: Path, tls: dict[str, Path]
+    name: str, tmp_path: Path, tls: dict[str, Path], pinned: Path
 ) -> None:
-    result = validate(render(name, tmp_path, **files_for(name, tls)))
+    result = validate(render(name, tmp_path, **files_for(name, tls, pinned)))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "OK" in result.stdout
 
@@ -95,7 +108,7 @@ def test_render_refuses_a_placeholder_the_config_does_not_declare() -> None:
 
 @pytest.fixture(scope="module")
 def dumps(
-    tmp_path_factory: pytest.TempPathFactory, tls: dict[str, Path]
+    tmp_path_factory: pytest.TempPathFactory, tls: dict[str, Path], pinned: Path
 ) -> Iterator[dict[str, dict[str, Any]]]:
     """/config_dump of both configs, each served by a real Envoy on loopback ports of 0."""
     directory = tmp_path_factory.mktemp("envoy-live")
@@ -106,14 +119,7 @@ def dumps(
         "front",
     )
     upstream = EnvoyProcess(
-        render(
-            "upstream-jwt.yaml",
-            directory,
-            **live,
-            KEYMINT_JWKS_URI=f"http://127.0.0.1:{CLOSED_PORT}/.well-known/jwks.json",
-            JWKS_ADDRESS="127.0.0.1",
-            JWKS_PORT=CLOSED_PORT,
-        ),
+        render("upstream-jwt.yaml", directory, **live, PINNED_JWKS_FILE=pinned),
         directory,
         "upstream",
     )
@@ -246,7 +252,9 @@ def test_route_keys_name_audiences_in_the_policies(dumps: dict[str, dict[str, An
         assert set(keys.values()) <= declared
 
 
-def test_upstream_jwt_authn_verifies_every_path(dumps: dict[str, dict[str, Any]]) -> None:
+def test_upstream_jwt_authn_verifies_every_path_with_pinned_keys(
+    dumps: dict[str, dict[str, Any]], pinned: Path
+) -> None:
     jwt_authn = http_filter(dumps["upstream"], "envoy.filters.http.jwt_authn")["typed_config"]
     providers = jwt_authn["providers"]
     defaults = declared_defaults("upstream-jwt.yaml")
@@ -260,18 +268,18 @@ def test_upstream_jwt_authn_verifies_every_path(dumps: dict[str, dict[str, Any]]
         assert set(provider["audiences"]) <= example_audiences
         assert provider["forward"] is True
         assert provider["require_expiration"] is True
-        assert provider["remote_jwks"]["http_uri"]["cluster"] == "keymint_jwks"
+        # Keys only from the file pin-keys wrote: nothing is fetched from the gateway.
+        assert provider["local_jwks"] == {"filename": str(pinned)}
+        assert "remote_jwks" not in provider
     rules = jwt_authn["rules"]
     assert rules[-1]["match"] == {"prefix": "/"}  # no path is left unverified
     assert all("requires" in rule for rule in rules)
 
 
-def test_jwks_cache_is_no_longer_than_keymint_publishes_a_key_before_use(
-    dumps: dict[str, dict[str, Any]],
-) -> None:
-    """keymint publishes a new group key in its JWKS at least its max-age before signing with
-    it; a jwt_authn cache no longer than that always holds the key of any fresh token."""
-    jwt_authn = http_filter(dumps["upstream"], "envoy.filters.http.jwt_authn")["typed_config"]
-    for provider in jwt_authn["providers"].values():
-        cache = seconds(provider["remote_jwks"]["cache_duration"])
-        assert 0 < cache <= HttpSettings().jwks_max_age_seconds
+def test_upstream_reaches_nothing_but_the_api(dumps: dict[str, dict[str, Any]]) -> None:
+    """No cluster for keymint's JWKS: whoever serves it has no say in what verifies here."""
+    (clusters,) = [
+        c for c in dumps["upstream"]["configs"] if c["@type"].endswith("ClustersConfigDump")
+    ]
+    names = {c["cluster"]["name"] for c in clusters["static_clusters"]}
+    assert names == {"app"}

@@ -27,6 +27,7 @@ from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 from extauthz.app import Gateway, build_gateway
 from extauthz.config import GatewaySettings
 from extauthz.grpc_edge import start_grpc
+from signer.endorsement import TrustRoot
 from tests.helpers.certs import CertificateAuthority, IssuedCertificate, pem
 from tests.helpers.oidc_issuer import LocalOidcIssuer
 from tests.signer.harness import SignerCluster
@@ -145,6 +146,13 @@ def check_request(
     )
 
 
+def write_trust_root(directory: Path, *group_public_keys: bytes, issuer: str = ISSUER) -> Path:
+    """The trust root operators pin: the issuer and the first group key(s), as JSON."""
+    path = directory / "trust-root.json"
+    path.write_text(json.dumps(TrustRoot(issuer, group_public_keys).to_document()))
+    return path
+
+
 def stack_env(directory: Path, oidc_issuer: str, cluster: SignerCluster) -> dict[str, str]:
     policy = directory / "policy.json"
     policy.write_text(json.dumps(policy_document(oidc_issuer)))
@@ -158,6 +166,7 @@ def stack_env(directory: Path, oidc_issuer: str, cluster: SignerCluster) -> dict
         "KEYMINT_SPIFFE_BUNDLES": f"{TRUST_DOMAIN}={directory / 'trust-bundle.pem'}",
         "KEYMINT_TLS_DIR": str(directory / "pki"),
         "KEYMINT_AUDIT_LOG": str(directory / "gateway-audit.jsonl"),
+        "KEYMINT_STATE_DIR": str(directory / "gateway-state"),
         "KEYMINT_GRPC_LISTEN": "127.0.0.1:0",
         "KEYMINT_HTTP_LISTEN": "127.0.0.1:0",
         "KEYMINT_EVIDENCE_CHECKER": "extauthz.guard_checker:from_env",
@@ -172,7 +181,13 @@ async def running_stack(directory: Path, **overrides: str) -> AsyncIterator[Stac
     ca = root_ca(TRUST_DOMAIN)
     (directory / "trust-bundle.pem").write_bytes(pem(ca.certificate))
     cluster = SignerCluster(directory, 2, 3)
-    env = {**stack_env(directory, issuer.issuer, cluster), **overrides}
+    assert cluster.package is not None
+    root = write_trust_root(directory, cluster.package.group_public_key)
+    env = {
+        **stack_env(directory, issuer.issuer, cluster),
+        "KEYMINT_TRUST_ROOT": str(root),
+        **overrides,
+    }
     for process in cluster.signers.values():
         process.env.update(env)
         process.env["KEYMINT_ISSUER"] = env["KEYMINT_ISSUER"]

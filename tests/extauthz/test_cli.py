@@ -21,7 +21,7 @@ def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--help"])
     assert exited.value.code == 0
     out = capsys.readouterr().out
-    for command in ("serve", "exchange", "verify", "audit"):
+    for command in ("serve", "exchange", "verify", "pin-keys", "audit"):
         assert command in out
 
 
@@ -47,7 +47,11 @@ def test_command_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> No
         [],
         ["audit"],
         ["nonsense"],
-        ["verify", "--issuer", "i", "--audience", "a", "token"],  # no JWKS source
+        ["verify", "--issuer", "i", "--audience", "a", "token"],  # no key source
+        # Without a trust root, a served JWKS is trusted only when the caller says so.
+        ["verify", "--jwks-file", "k.json", "--issuer", "i", "--audience", "a", "token"],
+        ["verify", "--trust-root", "r.json", "--issuer", "i", "--audience", "a", "token"],
+        ["pin-keys", "--trust-root", "r.json", "--out", "jwks.json"],  # no endorsements
         ["exchange", "--audience", "a", "--token-url", "u", "--output", "json", "--export-env"],
     ],
 )

@@ -89,6 +89,7 @@ class FakeBackend:
     exchanges: list[tuple[str, str | None, tuple[str, ...]]] = field(default_factory=list)
     audited: list[tuple[str, dict[str, object]]] = field(default_factory=list)
     revocations: Revocations = field(init=False)
+    endorsements: dict[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.revocations = Revocations(clock=self.clock)
@@ -98,6 +99,9 @@ class FakeBackend:
 
     def jwks_keys(self) -> list[bytes]:
         return list(self.keys)
+
+    def key_endorsements(self) -> Mapping[str, object]:
+        return self.endorsements
 
     async def exchange(
         self, subject_token: str, audience: str | None, scopes: tuple[str, ...]
@@ -285,6 +289,23 @@ def test_a_token_verifies_against_the_published_jwks(
     forged = jwt.encode(claims, Ed25519PrivateKey.generate(), "EdDSA", headers={"kid": kid})
     with pytest.raises(jwt.InvalidSignatureError):
         jwt.decode(forged, key, algorithms=["EdDSA"], audience=DEPLOY, issuer=ISSUER)
+
+
+def test_the_endorsements_document_is_served_and_cacheable_like_the_jwks(edge: Edge) -> None:
+    edge.backend.endorsements = {
+        "issuer": ISSUER,
+        "roots": ["root-kid"],
+        "endorsements": ["a.b.c"],
+        "keys": ["root-kid"],
+    }
+    reply = edge.get("/.well-known/keymint-endorsements.json")
+    assert reply.status == 200
+    assert reply.json() == edge.backend.endorsements
+    assert reply.headers["Cache-Control"] == "public, max-age=300"
+    etag = reply.headers["ETag"]
+    assert etag.strip('"') == hashlib.sha256(reply.body).hexdigest()[:32]
+    again = edge.get("/.well-known/keymint-endorsements.json", {"If-None-Match": etag})
+    assert again.status == 304
 
 
 # --- discovery, health, metrics -------------------------------------------------------------------

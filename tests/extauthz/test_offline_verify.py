@@ -78,6 +78,7 @@ def mint(
 def verify_args(jwks_file: Path, token: str, *extra: str) -> list[str]:
     return [
         "verify",
+        "--trust-served-keys",  # these tests are about the JWKS and the token checks
         "--jwks-file",
         str(jwks_file),
         "--issuer",
@@ -290,7 +291,18 @@ async def serve_jwks(document: object, status: int = 200) -> AsyncIterator[tuple
 
 
 def http_args(url: str, token: str, *extra: str) -> list[str]:
-    return ["verify", "--jwks", url, "--issuer", ISSUER, "--audience", AUDIENCE, *extra, token]
+    return [
+        "verify",
+        "--trust-served-keys",
+        "--jwks",
+        url,
+        "--issuer",
+        ISSUER,
+        "--audience",
+        AUDIENCE,
+        *extra,
+        token,
+    ]
 
 
 def test_jwks_over_http(key: Ed25519PrivateKey, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,5 +1,6 @@
-"""Key rotation without downtime: a new group key from a fresh DKG is published before it signs,
-tokens of the old key keep verifying until they expire, and traffic never fails meanwhile."""
+"""Key rotation without downtime: a DKG among the same signers adds a key, the signers endorse it
+with the active key, it is published before it signs, tokens of the old key keep verifying until
+they expire, and traffic never fails meanwhile."""
 
 from __future__ import annotations
 
@@ -12,18 +13,29 @@ import aiohttp
 import jwt
 
 from extauthz.http_edge import start_http
+from extauthz.keyring import load_trust_root
 from signer.ceremony.driver import connect
+from signer.endorsement import verify_chain
 from signer.token import kid_for
 from tests.extauthz.stack import DEPLOY, ISSUER, Stack, check_request, running_stack
 from tests.extauthz.test_gateway import minted
-from tests.signer.harness import SignerCluster
 
 
 async def jwks(port: int) -> dict[str, object]:
-    url = f"http://127.0.0.1:{port}/.well-known/jwks.json"
-    async with aiohttp.ClientSession() as session, session.get(url) as reply:
-        document: dict[str, object] = await reply.json()
-        return document
+    return await document(port, "/.well-known/jwks.json")
+
+
+async def endorsements(port: int) -> dict[str, object]:
+    return await document(port, "/.well-known/keymint-endorsements.json")
+
+
+async def document(port: int, path: str) -> dict[str, object]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}{path}") as reply,
+    ):
+        body: dict[str, object] = await reply.json()
+        return body
 
 
 def verify(token: str, document: dict[str, object]) -> dict[str, object]:
@@ -74,25 +86,32 @@ def test_rotation_publishes_first_and_never_drops_a_request(tmp_path: Path) -> N
         async with running_stack(tmp_path, **admin) as stack:
             runner, port = await start_http(stack.gateway, "127.0.0.1:0")
             old_key = stack.gateway.group_public_key
+            root = load_trust_root(Path(stack.env["KEYMINT_TRUST_ROOT"]), ISSUER)
             before = minted(
                 await stack.check(check_request(bearer=stack.issuer.mint(), route_key="deploy"))
             )
             assert len((await jwks(port))["keys"]) == 1  # type: ignore[arg-type]
 
+            # The old form (a new signer group by address) is gone: a rotation stays among the
+            # same signers, and a kid they do not hold is refused before any signer is asked.
+            status, body = await admin_post(port, "publish", {"signers": {"1": "10.0.0.9:1"}})
+            assert (status, body["error"]) == (400, "invalid_request")
+            status, body = await admin_post(port, "publish", {"kid": "not-a-held-kid"})
+            assert (status, body["error"]) == (409, "rotation_refused")
+            assert "no key not-a-held-kid is held by t signers that agree" in str(
+                body["error_description"]
+            )
+
             stop, failures, kids = asyncio.Event(), [], []
             load = asyncio.create_task(traffic(stack, stop, failures, kids))
-            fresh = SignerCluster(tmp_path / "next", 2, 3, dealer=False)
-            for process in fresh.signers.values():  # same policy, same CA as the first group
-                process.env.update(stack.env)
-            await asyncio.to_thread(fresh.start)
             try:
+                # Operators: a DKG among the SAME signers adds a key beside the active one.
                 async with connect(
-                    fresh.addresses([1, 2, 3]), tls_files=stack.cluster.operator_tls
+                    stack.cluster.addresses([1, 2, 3]), tls_files=stack.cluster.operator_tls
                 ) as driver:
                     new_key = (await driver.dkg(2)).group_public_key
 
-                signers = {str(e.identifier): e.address for e in fresh.endpoints()}
-                status, body = await admin_post(port, "publish", {"signers": signers})
+                status, body = await admin_post(port, "publish", {"kid": kid_for(new_key)})
                 assert status == 200, body
                 assert body["published"] == kid_for(new_key)
                 status, body = await admin_post(port, "activate", {})
@@ -103,6 +122,10 @@ def test_rotation_publishes_first_and_never_drops_a_request(tmp_path: Path) -> N
                     kid_for(old_key),
                     kid_for(new_key),
                 }
+                # Whoever pins the root trusts the new key through the signers' endorsement.
+                chain = await endorsements(port)
+                trusted = verify_chain(root, chain["endorsements"])  # type: ignore[arg-type]
+                assert trusted == [old_key, new_key]
                 await asyncio.sleep(0.3)
                 assert set(kids) == {kid_for(old_key)}  # published, not yet used
 
@@ -127,13 +150,12 @@ def test_rotation_publishes_first_and_never_drops_a_request(tmp_path: Path) -> N
                 # Once the last old token has expired, the old key leaves the JWKS.
                 keyring = stack.gateway.keyring
                 keyring._clock = lambda: time.time() + 3600
-                assert [kid_for(k) for k in await keyring.prune()] == [kid_for(old_key)]
+                assert [kid_for(k) for k in keyring.prune()] == [kid_for(old_key)]
                 assert [k["kid"] for k in (await jwks(port))["keys"]] == [kid_for(new_key)]  # type: ignore[attr-defined, index]
             finally:
                 stop.set()
                 await load
                 await runner.cleanup()
-                await asyncio.to_thread(fresh.stop)
             assert failures == []
             assert len(kids) > 10
 

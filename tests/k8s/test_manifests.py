@@ -587,7 +587,7 @@ def test_signer_settings_parse_for_each_pod(ordinal: int) -> None:
     tls = mounted_volume(statefulset, c, str(settings.tls.cert))
     assert tls["secret"]["secretName"] == "keymint-signer-tls"
     # The sealed share and the audit log are on the signer's own PersistentVolume.
-    for path in (settings.share_file, settings.package_file, settings.audit_log):
+    for path in (settings.share_file, settings.package_file, settings.keys_dir, settings.audit_log):
         assert "volumeClaimTemplate" in mounted_volume(statefulset, c, str(path))
     vault = parse_vault_config(env)
     assert isinstance(vault, Pkcs11Config)

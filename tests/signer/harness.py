@@ -147,6 +147,18 @@ class SignerCluster:
         module = "tests.signer.faulty_signer" if faulty else "signer.cli"
         return SignerProcess(identifier, env, module, log=state / "stderr.log")
 
+    def seal_key(self, identifier: int, share: KeyShare, package: PublicKeyPackage) -> None:
+        """Put one more key at rest in a signer's key directory (before it starts)."""
+        from signer.keyfiles import KeyFiles
+
+        state = self.directory / f"signer-{identifier}"
+        vault = SealedFileVault(PASSPHRASE, label=f"signer-{identifier}")
+        files = KeyFiles(
+            vault, state / "keys", identifier=identifier, legacy_share=state / "share.sealed"
+        )
+        files.load()
+        files.persist(share, package)
+
     def start(self) -> None:
         for process in self.signers.values():
             process.start()

@@ -19,7 +19,7 @@ from signer.frost import commit
 from signer.frost.encoding import decode_signing_commitment, encode_commitment_list
 from signer.proto import signer_pb2, signer_pb2_grpc
 from signer.tls import secure_channel
-from signer.token import compact
+from signer.token import compact, kid_for
 from tests.signer.harness import ISSUER, SignerCluster, evidence_for, token_message
 
 
@@ -46,7 +46,7 @@ def test_three_signers_make_tokens_that_verify(three: SignerCluster) -> None:
     async def run() -> set[tuple[int, ...]]:
         coordinator = coordinator_for(three)
         await coordinator.start()
-        assert coordinator.package == three.package
+        assert coordinator.packages == {kid_for(group_key): three.package}
         used = set()
         try:
             for _ in range(30):

@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from signer.budget import BudgetSettings, EvidenceBudget
+from signer.endorsement import ENDORSEMENT_RULES
 from signer.guard import (
     CORE_CLAIMS,
     RULES,
@@ -398,7 +399,8 @@ def test_a_message_breaking_one_rule_is_refused_by_that_rule(
 
 
 def test_every_rule_has_a_breaking_message() -> None:
-    assert {rule for _, _, rule in BROKEN} == set(RULES)
+    # Key endorsements' own rules break in tests/signer/test_endorsement_guard.py.
+    assert {rule for _, _, rule in BROKEN} == set(RULES) - set(ENDORSEMENT_RULES)
 
 
 @pytest.mark.parametrize("build", [oidc_case, certificate_case])

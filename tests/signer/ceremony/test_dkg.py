@@ -9,7 +9,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from google.protobuf.message import Message
 
-from signer.ceremony import CeremonyFailed, connect
+from signer.ceremony import connect
 from signer.frost.encoding import encode_public_key_package
 from signer.frost.group import ORDER, serialize_scalar
 from signer.frost.polynomial import derive_interpolating_value, polynomial_evaluate
@@ -21,6 +21,7 @@ from tests.signer.ceremony.support import (
     every_quorum_signs,
     relayed_driver,
     running_signers,
+    signs,
 )
 
 
@@ -88,18 +89,29 @@ def test_driver_relays_only_ciphertext_and_never_the_group_secret(tmp_path: Path
     asyncio.run(scenario())
 
 
-def test_dkg_refuses_to_replace_a_key_unless_told(tmp_path: Path) -> None:
+def test_a_second_dkg_adds_a_key_and_replace_existing_key_drops_the_others(
+    tmp_path: Path,
+) -> None:
     async def scenario(cluster: Cluster) -> None:
         async with connect(cluster.addresses(), tls_files=cluster.pki["operator"]) as driver:
             first = await driver.dkg(min_participants=2)
-            with pytest.raises(CeremonyFailed, match="replace_existing_key"):
-                await driver.dkg(min_participants=2)
-            assert all(
-                cluster.key(i)[1].group_public_key == first.group_public_key for i in (1, 2, 3)
-            )
-            approved = [cluster.approvals(i).approve(first.kid)[0] for i in (1, 2, 3)]
-            second = await driver.dkg(min_participants=3, replace_existing_key=True)
-        assert second.group_public_key != first.group_public_key
+            second = await driver.dkg(min_participants=2)  # destroys nothing
+            for i in (1, 2, 3):
+                assert cluster.nodes[i].key_state.kids == (first.kid, second.kid)
+            for result in (first, second):
+                shares = [cluster.nodes[i].key_state.get(result.kid) for i in (1, 3)]
+                assert signs([k.share for k in shares if k is not None], result.package)
+            # Dropping the keys held takes a local approval for each, on every signer.
+            with pytest.raises(CeremonyFailed, match="approve-replace"):
+                await driver.dkg(min_participants=3, replace_existing_key=True)
+            approved = [
+                cluster.approvals(i).approve(kid)[0]
+                for i in (1, 2, 3)
+                for kid in (first.kid, second.kid)
+            ]
+            third = await driver.dkg(min_participants=3, replace_existing_key=True)
+        for i in (1, 2, 3):
+            assert cluster.nodes[i].key_state.kids == (third.kid,)
         assert not any(path.exists() for path in approved)  # one approval, one replacement
         every_quorum_signs(cluster, [1, 2, 3], threshold=3)
 
