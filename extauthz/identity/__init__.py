@@ -21,6 +21,7 @@ from extauthz.identity.github_oidc import (
     SigningKeySource,
     enterprise_issuer,
     ghes_issuer,
+    github_subject,
 )
 from extauthz.identity.jwks import JwksCache, JwksSettings
 from extauthz.identity.spiffe import SpiffeIdPattern, parse_spiffe_id, validate_trust_domain
@@ -45,6 +46,7 @@ __all__ = [
     "XfccIdentifier",
     "enterprise_issuer",
     "ghes_issuer",
+    "github_subject",
     "parse_spiffe_id",
     "parse_xfcc",
     "token_reference",
