@@ -13,6 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from envoy.service.auth.v3.external_auth_pb2 import CheckResponse
 
+from extauthz.identity import github_subject
 from tests.extauthz.stack import (
     DEPLOY,
     ISSUER,
@@ -66,7 +67,9 @@ def test_ci_token_and_svid_are_exchanged_and_denials_are_responses(
             oidc = stack.issuer.mint()
             response = await stack.check(check_request(bearer=oidc, route_key="deploy"))
             claims = decode(stack, minted(response), DEPLOY)
-            assert claims["sub"] == "repo:octo-org/octo-repo:environment:prod"
+            # The repository's ids under its issuer; the names stay as provenance claims.
+            assert claims["sub"] == github_subject(stack.issuer.issuer, "65", "74")
+            assert claims["repository"] == "octo-org/octo-repo"
             assert claims["repository_id"] == "74"
             assert claims["scope"] == "deploy:read deploy:write"
             assert "cnf" not in claims
