@@ -71,6 +71,15 @@ class Identifier:
     def certificates(self) -> X509Verifier | None:
         return self._certificates
 
+    def caller_certificate(self, request: CheckRequest) -> str:
+        """The certificate the caller presented (URL-encoded PEM), for a `cnf` check: from a
+        trusted proxy, the one it forwards in XFCC, never its own; else Envoy's peer's."""
+        source = request.attributes.source
+        if self._xfcc is not None and self._xfcc.trusts(source.principal):
+            header = request.attributes.request.http.headers.get("x-forwarded-client-cert")
+            return self._xfcc.forwarded_certificate(header, source.principal)
+        return str(source.certificate)
+
     async def identify(self, request: CheckRequest) -> Identity:
         """The caller's own bearer token first; then, from a trusted proxy, the certificate it
         forwards in XFCC (the proxy's own certificate is never the caller's); from anyone else,
@@ -271,7 +280,10 @@ class Pipeline:
             )
         try:
             claims = self._own.verify(
-                token, key, audience, certificate_sha256(request.attributes.source.certificate)
+                token,
+                key,
+                audience,
+                certificate_sha256(self._identifier.caller_certificate(request)),
             )
         except IdentityError as exc:
             return await self._record(Deny.unauthenticated(str(exc.reason), exc.message))

@@ -224,6 +224,16 @@ class XfccIdentifier:
             return None
         return self.forwarded_identity(header, peer_principal)
 
+    def forwarded_certificate(self, header: str | None, proxy: str | None) -> str:
+        """The `Cert` (URL-encoded PEM, as sent) of the trusted proxy's element, for binding
+        checks (`cnf`); "" when there is none, which such a check then fails."""
+        if not header or not self._trusted_proxies.trusts(proxy):
+            return ""
+        try:
+            return parse_xfcc(header)[-1].cert or ""
+        except IdentityError:
+            return ""
+
     def forwarded_identity(self, header: str | None, proxy: str | None) -> Identity:
         """The caller that the trusted proxy `proxy` forwards in `header`."""
         if not self._trusted_proxies.trusts(proxy):

@@ -23,6 +23,7 @@ from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 
 from extauthz.identity import TrustBundle, TrustedProxies, X509Verifier, XfccIdentifier
 from extauthz.mint import Minter, MintSettings
+from extauthz.own_tokens import OwnTokenVerifier
 from extauthz.pipeline import Identifier, Pipeline
 from extauthz.policy import (
     AuthzRequest,
@@ -168,10 +169,10 @@ def pipeline(
     trusted_proxies: tuple[str, ...] = (PROXY,),
 ) -> Pipeline:
     clock = ManualClock(VALID_AT.timestamp())
+    signer = signer or Signer()
     certificates = X509Verifier(
         spiffe_bundles=[TrustBundle("prod.test", (ca.certificate,))], clock=clock
     )
-    signer = signer or Signer()
     return Pipeline(
         identifier=Identifier(
             certificates=certificates,
@@ -187,6 +188,9 @@ def pipeline(
             clock=clock,
         ),
         audit=audit,
+        own_tokens=OwnTokenVerifier(
+            issuer=KEYMINT, group_keys=lambda: [signer.public_key], clock=clock
+        ),
         clock=clock,
     )
 
@@ -258,6 +262,40 @@ def test_trusted_proxy_certificate_never_stands_for_its_callers(
     # The same certificate from a peer that is no trusted proxy is that peer's own identity.
     direct = pipeline(ca, engine(), trusted_proxies=())
     assert subject_of(loop.run(direct.check(from_proxy(proxy, caller)))) == PROXY
+
+
+def minted(response: CheckResponse) -> str:
+    assert response.status.code == 0, response.denied_response.body
+    (header,) = response.ok_response.headers
+    assert header.header.key == "authorization"
+    return header.header.value.removeprefix("Bearer ")
+
+
+def test_a_token_bound_to_the_proxys_certificate_never_passes_for_its_callers(
+    ca: CertificateAuthority,
+    proxy: IssuedCertificate,
+    caller: IssuedCertificate,
+    loop: asyncio.Runner,
+) -> None:
+    """A keymint token presented back passes only with the certificate it is bound to (`cnf`).
+    Behind a trusted proxy that is the certificate the proxy forwards, not the proxy's own."""
+    signer = Signer()
+    direct = pipeline(ca, engine(), signer=signer, trusted_proxies=())
+    proxys_token = minted(loop.run(direct.check(check_request(certificate=proxy))))
+    gateway = pipeline(ca, engine(), signer=signer)
+    stolen = from_proxy(proxy, caller, authorization=f"Bearer {proxys_token}")
+    status, body, _ = denial(loop.run(gateway.check(stolen)))
+    assert (status, body["error"]) == (401, "invalid_claim")
+    assert "bound to a client certificate the request does not present" in str(body["detail"])
+    # The caller's own token, bound to the certificate the proxy forwards, passes through.
+    callers_token = minted(loop.run(gateway.check(from_proxy(proxy, caller))))
+    again = from_proxy(proxy, caller, authorization=f"Bearer {callers_token}")
+    assert minted(loop.run(gateway.check(again))) == callers_token
+    # Without a forwarded certificate, a bound token has nothing to be bound to.
+    status, _, _ = denial(
+        loop.run(gateway.check(from_proxy(proxy, None, authorization=f"Bearer {callers_token}")))
+    )
+    assert status == 401
 
 
 def test_a_bare_envoy_principal_is_a_401_naming_include_peer_certificate(
