@@ -18,7 +18,7 @@ import os
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
@@ -79,6 +79,11 @@ class PolicyHeaders:
 
     ignored: frozenset[str] = frozenset()
     ignored_prefixes: tuple[str, ...] = ()
+    _dropped: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # One set lookup per header on the hot path: credentials and ignored names together.
+        object.__setattr__(self, "_dropped", CREDENTIAL_HEADERS | self.ignored)
 
     @classmethod
     def ignoring(cls, names: Iterable[str]) -> PolicyHeaders:
@@ -103,16 +108,12 @@ class PolicyHeaders:
 
     def select(self, headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
         """The readable headers, lower-cased and sorted: a stable value for a cache key."""
-        selected = []
-        for name, value in headers.items():
-            lowered = name.lower()
-            if (
-                lowered in CREDENTIAL_HEADERS
-                or lowered in self.ignored
-                or lowered.startswith(self.ignored_prefixes)
-            ):
-                continue
-            selected.append((lowered, value))
+        dropped, prefixes = self._dropped, self.ignored_prefixes
+        selected = [
+            (lowered, value)
+            for lowered, value in ((name.lower(), value) for name, value in headers.items())
+            if lowered not in dropped and not lowered.startswith(prefixes)
+        ]
         selected.sort()
         return tuple(selected)
 
