@@ -157,7 +157,19 @@ def test_fewer_than_t_signers_is_a_503(tmp_path: Path, loop: asyncio.Runner) -> 
             )
             status, body, headers = denial(response)
             assert status == 503
-            assert body["error"] == "no_signing_quorum"
+            assert body == {
+                "error": "no_signing_quorum",
+                "detail": "no signing quorum",
+                "status": 503,
+            }
             assert "retry-after" in headers
+            # Which signers failed and where is for the operator: the audit record has it.
+            for signer in stack.cluster.signers.values():
+                assert signer.address not in str(response)
+            records = Path(stack.env["KEYMINT_AUDIT_LOG"]).read_text().splitlines()
+            (denied,) = [json.loads(r)["data"] for r in records if '"no_signing_quorum"' in r]
+            assert "signer 1: " in denied["internal"]
+            assert "signer 2: " in denied["internal"]
+            assert "signer" not in str(response.denied_response)
 
     loop.run(run())
