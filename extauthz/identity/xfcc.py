@@ -249,8 +249,9 @@ class XfccIdentifier:
             raise IdentityError(
                 Reason.CERTIFICATE_NOT_FORWARDED,
                 "the trusted proxy's XFCC element has no Cert: it must forward the client "
-                "certificate (Envoy: set_current_client_cert_details: {cert: true}), since "
-                "signers verify the certificate, not a URI",
+                "certificate (Envoy: forward_client_cert_details with "
+                "set_current_client_cert_details: {cert: true}), since signers verify the "
+                "certificate, not a URI",
             )
         identity = self._certificates.verify_pem(element.cert_pem or b"", element.chain_pem or b"")
         # credential_hash is the leaf's DER SHA-256, which is what Envoy puts in Hash.
