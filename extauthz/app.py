@@ -30,7 +30,15 @@ from extauthz.limits import RateLimiter, Revocations
 from extauthz.mint import Minter, MintSettings
 from extauthz.own_tokens import OwnTokenVerifier
 from extauthz.pipeline import Identifier, Pipeline
-from extauthz.policy import Limits, PolicyEngine, PolicyStore, RegoPolicy, parse_policy
+from extauthz.policy import (
+    Limits,
+    PolicyEngine,
+    PolicyStore,
+    RegoPolicy,
+    ReloadOutcome,
+    ReloadResult,
+    parse_policy,
+)
 from extauthz.policy.model import Policy
 from extauthz.tokencache import TokenCache
 from signer.audit import AsyncAuditLog, AuditLog
@@ -96,6 +104,7 @@ def build_identifier(
                 fetch_timeout_seconds=settings.jwks_fetch_timeout,
             ),
             max_token_age_seconds=settings.oidc_max_token_age,
+            max_lifetime_seconds=settings.oidc_max_lifetime,
             clock=clock,
         )
     bundles = [
@@ -104,12 +113,8 @@ def build_identifier(
     ]
     certificates = None
     xfcc = None
-    if bundles or settings.trust_envoy_principal:
-        certificates = X509Verifier(
-            spiffe_bundles=bundles,
-            trust_envoy_principal=settings.trust_envoy_principal,
-            clock=clock,
-        )
+    if bundles:
+        certificates = X509Verifier(spiffe_bundles=bundles, clock=clock)
         if settings.trusted_proxies:
             xfcc = XfccIdentifier(
                 trusted_proxies=TrustedProxies.parse(settings.trusted_proxies),
@@ -121,13 +126,22 @@ def build_identifier(
 def build_policy_engine(
     settings: GatewaySettings, on_reload: Callable[[], None] = lambda: None
 ) -> tuple[PolicyEngine, PolicyStore[Policy], PolicyStore[RegoPolicy] | None]:
+    """The engine over reloadable JSON and Rego policies; `on_reload` runs whenever either one
+    swaps in a new policy (the gateway clears its hot cache there)."""
+
+    def swapped(result: ReloadResult) -> None:
+        if result.outcome is ReloadOutcome.SWAPPED:
+            on_reload()
+
     policy = PolicyStore(
         settings.policy_file,
         load=lambda content, source: parse_policy(content, source),
-        on_reload=lambda _result: on_reload(),
+        on_reload=swapped,
     )
     rego = (
-        PolicyStore(settings.rego_file, load=RegoPolicy.loader("data.keymint.authz"))
+        PolicyStore(
+            settings.rego_file, load=RegoPolicy.loader("data.keymint.authz"), on_reload=swapped
+        )
         if settings.rego_file
         else None
     )
@@ -135,6 +149,7 @@ def build_policy_engine(
         limits=Limits(settings.allowed_scopes, settings.default_ttl_seconds),
         policy=policy,
         rego=rego,
+        headers=settings.policy_headers,
     )
     return engine, policy, rego
 

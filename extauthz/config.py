@@ -12,6 +12,7 @@ from pathlib import Path
 
 from extauthz.errors import ExtAuthzError
 from extauthz.identity import GITHUB_ISSUER
+from extauthz.policy.rego import PolicyHeaders
 
 
 class SettingsError(ExtAuthzError):
@@ -46,7 +47,6 @@ class GatewaySettings:
     oidc_allow_http: bool
     spiffe_bundles: Mapping[str, Path]
     trusted_proxies: tuple[str, ...]
-    trust_envoy_principal: bool
     redis_url: str | None
     audit_log: Path
     admin_token_sha256: str | None
@@ -60,9 +60,12 @@ class GatewaySettings:
     # start without it (signer processes read these settings for their evidence checker only).
     trust_root: Path | None
     state_dir: Path  # the key ring (public JSON, re-verified from the trust root at start)
+    oidc_max_lifetime: int
+    policy_headers: PolicyHeaders
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> GatewaySettings:
+        _refuse_trust_envoy_principal(env)
         n = _int(env, "FROST_N", 3)
         t = _int(env, "FROST_T", 2)
         if not 2 <= t <= n:
@@ -103,7 +106,6 @@ class GatewaySettings:
             oidc_allow_http=_bool(env, "KEYMINT_OIDC_ALLOW_HTTP", False),
             spiffe_bundles=_bundles(env.get("KEYMINT_SPIFFE_BUNDLES", "")),
             trusted_proxies=tuple(_list(env.get("KEYMINT_TRUSTED_PROXIES", ""))),
-            trust_envoy_principal=_bool(env, "KEYMINT_TRUST_ENVOY_PRINCIPAL", False),
             redis_url=env.get("KEYMINT_REDIS_URL", "").strip() or None,
             audit_log=audit_log,
             admin_token_sha256=admin,
@@ -116,6 +118,9 @@ class GatewaySettings:
             jwks_fetch_timeout=_float(env, "KEYMINT_JWKS_FETCH_TIMEOUT_SECONDS", 1.5),
             trust_root=_path(env, "KEYMINT_TRUST_ROOT"),
             state_dir=Path(env.get("KEYMINT_STATE_DIR", "").strip() or audit_log.parent),
+            # GitHub's tokens live 300 s; one published sample 21600 s.
+            oidc_max_lifetime=_int(env, "KEYMINT_OIDC_MAX_LIFETIME_SECONDS", 3600),
+            policy_headers=_policy_headers(env.get("KEYMINT_POLICY_IGNORED_HEADERS", "")),
         )
 
 
@@ -192,3 +197,24 @@ def _bundles(raw: str) -> dict[str, Path]:
             raise SettingsError("KEYMINT_SPIFFE_BUNDLES", f"{item!r} is not TRUST_DOMAIN=PATH")
         bundles[domain] = Path(path)
     return bundles
+
+
+def _refuse_trust_envoy_principal(env: Mapping[str, str]) -> None:
+    """A removed setting: refused with the reason, rather than silently ignored."""
+    if _bool(env, "KEYMINT_TRUST_ENVOY_PRINCIPAL", False):
+        raise SettingsError(
+            "KEYMINT_TRUST_ENVOY_PRINCIPAL",
+            "is no longer supported: a principal without its certificate is the gateway's word, "
+            "which no signer can check, so every signer's guard would refuse the mint. Have "
+            "Envoy send the certificate (ext_authz include_peer_certificate: true) and remove "
+            "this setting",
+        )
+
+
+def _policy_headers(raw: str) -> PolicyHeaders:
+    if not raw.strip():
+        return PolicyHeaders.default()
+    try:
+        return PolicyHeaders.ignoring(_list(raw))
+    except ValueError as exc:
+        raise SettingsError("KEYMINT_POLICY_IGNORED_HEADERS", str(exc)) from None

@@ -18,7 +18,12 @@ class Allow:
 
 @dataclass(frozen=True, slots=True)
 class Deny:
-    """A denial: `status` is the HTTP status Envoy returns, `reason` a stable snake_case code."""
+    """A denial: `status` is the HTTP status Envoy returns, `reason` a stable snake_case code.
+
+    `detail` is for the caller (response body, WWW-Authenticate); `internal`, when set, is the
+    operator's detail (signers, addresses, their failures), for the log and the audit record
+    only, never for a response.
+    """
 
     status: int
     reason: str
@@ -26,6 +31,7 @@ class Deny:
     identity: Identity | None = None
     retry_after: int | None = None
     headers: tuple[tuple[str, str], ...] = field(default=())
+    internal: str | None = None
 
     @classmethod
     def unauthenticated(cls, reason: str, detail: str) -> Deny:
@@ -40,8 +46,15 @@ class Deny:
         return cls(429, "rate_limited", detail, identity, retry_after)
 
     @classmethod
-    def unavailable(cls, reason: str, detail: str, identity: Identity | None = None) -> Deny:
-        return cls(503, reason, detail, identity, retry_after=1)
+    def unavailable(
+        cls,
+        reason: str,
+        detail: str,
+        identity: Identity | None = None,
+        *,
+        internal: str | None = None,
+    ) -> Deny:
+        return cls(503, reason, detail, identity, retry_after=1, internal=internal)
 
 
 Decision = Allow | Deny

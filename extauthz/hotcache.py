@@ -1,4 +1,10 @@
-"""The hot path's cache: prebuilt OK responses by (credential, route), bounded and in memory."""
+"""The hot path's cache: prebuilt OK responses by (credential, route, policy-read headers).
+
+A key holds everything a decision depends on: the credential (bearer token, peer certificate and
+principal, XFCC), the route (host, method, path, context_extensions) and the headers policy can
+read (`PolicyEngine.readable_headers`, empty without Rego). A policy reload clears the cache, and
+a decision made under the policy in force before a clear is never stored after it.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 
 from extauthz.decision import Allow
 
-RequestKey = tuple[str, ...]
+RequestKey = tuple[object, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,11 +26,17 @@ class HotEntry:
 
 
 class HotCache:
-    """Prebuilt OK responses by (credential, route): bounded, in memory, exact."""
+    """Prebuilt OK responses by request key: bounded, in memory, exact."""
 
     def __init__(self, max_entries: int = 50_000) -> None:
         self._entries: OrderedDict[RequestKey, HotEntry] = OrderedDict()
         self._max = max_entries
+        self._generation = 0
+
+    @property
+    def generation(self) -> int:
+        """Moves on every `clear`: read it before deciding, hand it to `put`."""
+        return self._generation
 
     def get(self, key: RequestKey, now: float) -> HotEntry | None:
         entry = self._entries.get(key)
@@ -35,17 +47,26 @@ class HotCache:
             return None
         return entry
 
-    def put(self, key: RequestKey, entry: HotEntry) -> None:
+    def put(self, key: RequestKey, entry: HotEntry, *, generation: int) -> bool:
+        """Store `entry`, decided when `generation` was current; a decision that a `clear` has
+        overtaken (a policy reload while it was being made) is dropped. True if stored."""
+        if generation != self._generation:
+            return False
         self._entries[key] = entry
         if len(self._entries) > self._max:
             self._entries.popitem(last=False)
+        return True
 
     def clear(self) -> None:
+        self._generation += 1
         self._entries.clear()
 
 
-def request_fingerprint(request: CheckRequest) -> RequestKey | None:
-    """Credential and route of a request, as an exact key; None when it carries no credential.
+def request_fingerprint(
+    request: CheckRequest, readable_headers: tuple[tuple[str, str], ...] = ()
+) -> RequestKey | None:
+    """Credential, route and the headers policy reads, as an exact key; None when the request
+    carries no credential.
 
     The strings themselves, not a digest of them: a dictionary compares them in C, faster than
     hashing a kilobyte of token, and a hit can never be another caller's entry.
@@ -68,5 +89,6 @@ def request_fingerprint(request: CheckRequest) -> RequestKey | None:
         http.host,
         http.method,
         http.path,
-        *(f"{k}={extensions[k]}" for k in sorted(extensions)),
+        readable_headers,
+        tuple(sorted(extensions.items())),  # pairs: "a=b"="c" and "a"="b=c" stay apart
     )

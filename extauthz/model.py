@@ -39,7 +39,7 @@ class Identity:
     """One verified caller identity, whatever credential it came from."""
 
     kind: IdentityKind
-    subject: str  # SPIFFE ID, certificate subject DN, or the OIDC `sub`
+    subject: str  # SPIFFE ID, certificate subject DN, or `github_subject` (issuer and ids)
     issuer: str  # OIDC issuer URL, or the trust domain / CA name for certificates
     credential_hash: str  # hex SHA-256 of the presented credential (cache key, log reference)
     expires_at: int  # unix seconds: the credential's own expiry (cert notAfter or token exp)

@@ -1,15 +1,18 @@
 """One Check, four phases: identify, authorize, mint, respond.
 
-Identity: the first credential that verifies wins (bearer OIDC token, Envoy's peer certificate,
-XFCC from a trusted proxy, Envoy's principal if trusted). Authorization: every policy rule must
+Identity: the caller's bearer OIDC token; else, when the peer is a trusted proxy, the certificate
+it forwards in XFCC; else Envoy's peer certificate. A bare name (Envoy's principal, an XFCC URI)
+is never an identity: signers verify certificates, not names. Authorization: every policy rule must
 pass. Mint: cached, or threshold-signed. Respond: one mapping to CheckResponse.
 
-The hot path, a credential seen before on the same route, is a SHA-256 and a dictionary lookup:
-no JWT verification, no policy, no signing. Anything unexpected fails closed as a denial.
+The hot path, a credential seen before on the same route (and, with Rego, the same headers the
+policy reads), is a dictionary lookup: no JWT verification, no policy, no signing. Anything
+unexpected fails closed as a denial.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -23,6 +26,7 @@ from extauthz.identity import (
     GitHubOidcVerifier,
     IdentityError,
     MissingCredential,
+    Reason,
     X509Verifier,
     XfccIdentifier,
 )
@@ -42,6 +46,7 @@ _HIT = DECISIONS.labels("allow", "ok", "hit")
 _HIT_SECONDS = CHECK_SECONDS.labels("hit")
 
 BEARER = "bearer "
+NO_QUORUM = "no signing quorum"  # all a caller learns of a quorum failure
 
 
 class Identifier:
@@ -66,7 +71,19 @@ class Identifier:
     def certificates(self) -> X509Verifier | None:
         return self._certificates
 
+    def caller_certificate(self, request: CheckRequest) -> str:
+        """The certificate the caller presented (URL-encoded PEM), for a `cnf` check: from a
+        trusted proxy, the one it forwards in XFCC, never its own; else Envoy's peer's."""
+        source = request.attributes.source
+        if self._xfcc is not None and self._xfcc.trusts(source.principal):
+            header = request.attributes.request.http.headers.get("x-forwarded-client-cert")
+            return self._xfcc.forwarded_certificate(header, source.principal)
+        return str(source.certificate)
+
     async def identify(self, request: CheckRequest) -> Identity:
+        """The caller's own bearer token first; then, from a trusted proxy, the certificate it
+        forwards in XFCC (the proxy's own certificate is never the caller's); from anyone else,
+        the peer certificate Envoy forwards. The first failure is the one reported."""
         attributes = request.attributes
         headers = attributes.request.http.headers
         failure: IdentityError | None = None
@@ -77,28 +94,28 @@ class Identifier:
             except IdentityError as exc:
                 failure = exc
         source = attributes.source
+        xfcc = headers.get("x-forwarded-client-cert")
+        if self._xfcc is not None and self._xfcc.trusts(source.principal):
+            try:
+                return self._xfcc.forwarded_identity(xfcc, source.principal)
+            except IdentityError as exc:
+                raise failure or exc from None
         if self._certificates is not None and source.certificate:
             try:
                 return self._certificates.verify_envoy_certificate(source.certificate)
             except IdentityError as exc:
                 failure = failure or exc
-        xfcc = headers.get("x-forwarded-client-cert")
-        if self._xfcc is not None and xfcc:
-            try:
-                identity = self._xfcc.identify(xfcc, source.principal or None)
-            except IdentityError as exc:
-                failure = failure or exc
-            else:
-                if identity is not None:
-                    return identity
-                log.info("ignored x-forwarded-client-cert from untrusted peer %r", source.principal)
-        if self._certificates is not None and source.principal:
-            try:
-                return self._certificates.verify_principal(source.principal)
-            except IdentityError as exc:
-                failure = failure or exc
+        if xfcc and self._xfcc is not None:
+            log.info("ignored x-forwarded-client-cert from untrusted peer %r", source.principal)
         if failure is not None:
             raise failure
+        if self._certificates is not None and source.principal:
+            raise IdentityError(
+                Reason.CERTIFICATE_NOT_FORWARDED,
+                "Envoy sent the peer's principal without its certificate: set "
+                "include_peer_certificate: true on the ext_authz filter (signers verify the "
+                "certificate, never a bare name)",
+            )
         if authorization:
             raise MissingCredential(
                 "the Authorization header is not a bearer token keymint accepts"
@@ -139,7 +156,11 @@ class Pipeline:
 
     async def check(self, request: CheckRequest) -> CheckResponse:
         started = time.perf_counter()
-        key = request_fingerprint(request)
+        # The same selection feeds the key and the Rego input: a cached allow was decided on
+        # exactly the headers policy would read now.
+        headers = self._engine.readable_headers(request.attributes.request.http.headers)
+        key = request_fingerprint(request, headers)
+        generation = self.hot.generation
         if key is not None:
             entry = self.hot.get(key, self._clock())
             if entry is not None and self._still_good(entry.allow):
@@ -149,11 +170,11 @@ class Pipeline:
                     _HIT_SECONDS.observe(time.perf_counter() - started)
                     return entry.response
                 return to_check_response(await self._record(limited))
-        decision = await self._decide_safely(request)
+        decision = await self._decide_safely(request, headers)
         response = to_check_response(decision)
         if isinstance(decision, Allow) and key is not None:
             fresh_until = decision.token.expires_at - 0.1 * decision.token.lifetime
-            self.hot.put(key, HotEntry(decision, response, fresh_until))
+            self.hot.put(key, HotEntry(decision, response, fresh_until), generation=generation)
         CHECK_SECONDS.labels("miss").observe(time.perf_counter() - started)
         return response
 
@@ -177,14 +198,18 @@ class Pipeline:
             log.exception("token exchange failed unexpectedly; denying")
             return await self._record(Deny.unavailable("internal_error", "internal error"))
 
-    async def _decide_safely(self, request: CheckRequest) -> Decision:
+    async def _decide_safely(
+        self, request: CheckRequest, headers: tuple[tuple[str, str], ...]
+    ) -> Decision:
         try:
-            return await self._decide(request)
+            return await self._decide(request, headers)
         except Exception:
             log.exception("check failed unexpectedly; denying")
             return await self._record(Deny.unavailable("internal_error", "internal error"))
 
-    async def _decide(self, request: CheckRequest) -> Decision:
+    async def _decide(
+        self, request: CheckRequest, headers: tuple[tuple[str, str], ...]
+    ) -> Decision:
         http = request.attributes.request.http
         route = Route(
             host=http.host,
@@ -199,8 +224,7 @@ class Pipeline:
             identity = await self._identifier.identify(request)
         except IdentityError as exc:
             return await self._record(Deny.unauthenticated(str(exc.reason), exc.message))
-        headers = {k: v for k, v in http.headers.items()}
-        return await self._authorize_and_mint(AuthzRequest(identity, route, headers=headers))
+        return await self._authorize_and_mint(AuthzRequest(identity, route, headers=dict(headers)))
 
     async def _authorize_and_mint(self, authz: AuthzRequest) -> Decision:
         identity = authz.identity
@@ -222,12 +246,15 @@ class Pipeline:
                 token, cached = await self._minter.mint(authz, outcome, policy.digest)
         except QuorumUnavailable as exc:
             MINTS.labels("no_quorum").inc()
-            return await self._record(Deny.unavailable("no_signing_quorum", str(exc), identity))
+            # Which signers failed, where and why is the operator's business: log and audit.
+            log.warning("no signing quorum: %s", exc)
+            return await self._record(
+                Deny.unavailable("no_signing_quorum", NO_QUORUM, identity, internal=str(exc))
+            )
         except SigningRefused as exc:
             MINTS.labels("refused").inc()
-            return await self._record(
-                Deny.forbidden("signer_refused", f"signers refused: {exc.rule}", identity)
-            )
+            denial = Deny.forbidden("signer_refused", f"signers refused: {exc.rule}", identity)
+            return await self._record(dataclasses.replace(denial, internal=str(exc)))
         except MintError as exc:
             return await self._record(Deny.unauthenticated(exc.reason, exc.detail))
         if not cached:
@@ -251,7 +278,10 @@ class Pipeline:
             )
         try:
             claims = self._own.verify(
-                token, key, audience, certificate_sha256(request.attributes.source.certificate)
+                token,
+                key,
+                audience,
+                certificate_sha256(self._identifier.caller_certificate(request)),
             )
         except IdentityError as exc:
             return await self._record(Deny.unauthenticated(str(exc.reason), exc.message))
@@ -308,6 +338,7 @@ class Pipeline:
                     "reason": decision.reason,
                     "detail": decision.detail,
                     "subject": decision.identity.subject if decision.identity else None,
+                    **({"internal": decision.internal} if decision.internal else {}),
                 },
             )
         return decision

@@ -10,6 +10,11 @@ chain: detecting that needs the head (`last_hash`) kept somewhere else.
 `append` returns only after the line is fsynced, so a crash loses no acknowledged record. A
 crash mid-write leaves a final line without its newline, which was never acknowledged:
 verification reports it, and opening the log for append cuts it off (with a warning).
+
+Record data passes through `scrub` first. Values often come from whoever sent a request, so one
+shaped like a secret (a token, a private key) becomes a reference and the record is still
+written: no request can keep its own record out of the log. Keys are the program's, and one
+naming a secret is refused as a bug.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import threading
@@ -41,11 +47,9 @@ _HEX_HASH = re.compile(r"[0-9a-f]{64}")
 # Secrets have no business in an audit record; refer to a token by `token_ref(token)`.
 _SECRET_WORDS = frozenset({"token", "share", "nonce", "secret", "pin", "password"})
 _SAFE_SUFFIXES = frozenset({"ref", "hash", "sha256", "id", "ids", "index", "count", "kind", "type"})
-_SECRET_VALUE = re.compile(
-    r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*"  # a compact JWS/JWT
-    r"|.*-----BEGIN [A-Z ]*PRIVATE KEY-----.*",
-    re.DOTALL,
-)
+_TOKEN_SHAPED = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*")  # a compact JWS
+_PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
+MAX_DEPTH = 16  # records are shallow; anything deeper came from someone else's data
 _TAIL_BLOCK = 64 * 1024
 _log = logging.getLogger(__name__)
 
@@ -98,25 +102,60 @@ def _timestamp(seconds: float) -> str:
     return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def check_no_secrets(data: object, path: str = "data") -> None:
-    """Refuse keys that name a secret (`token`, `key_share`, `private_key`, `pin`...) unless
-    they name a reference to one (`token_ref`, `share_index`), and values shaped like a JWT or
-    a PEM private key, at any depth."""
+def redacted(secret: str) -> str:
+    """What stands in a record for a value shaped like a secret: a reference, never the value."""
+    return f"[redacted {token_ref(secret)}]"
+
+
+def scrub(data: object, path: str = "data", depth: int = 0) -> object:
+    """A copy of `data` safe to write, whatever a caller's request put into it.
+
+    Values are data, often from whoever sent the request: a token or private key inside a
+    string, text that is not valid Unicode, a number JSON cannot hold, or nesting deeper than
+    `MAX_DEPTH` is replaced by a marker, so the record is still written and the secret is not.
+    Keys are the program's: a key naming a secret (`token`, `key_share`, `private_key`, `pin`...)
+    unless it names a reference to one (`token_ref`, `share_index`), a key that is not a string,
+    or a value that is not JSON at all is the program's bug, refused with AuditError.
+    """
     if isinstance(data, Mapping):
+        if depth >= MAX_DEPTH:
+            return f"[nested deeper than {MAX_DEPTH} levels]"
+        copy: dict[str, object] = {}
         for key, value in data.items():
             if not isinstance(key, str):
                 raise AuditError(f"{path}: keys must be strings, found {key!r}")
-            words = [w for w in re.split(r"[^a-z0-9]+", key.lower()) if w]
-            joined = "_".join(words)
-            named_secret = any(w in _SECRET_WORDS for w in words) or "private_key" in joined
-            if named_secret and (not words or words[-1] not in _SAFE_SUFFIXES):
+            if _names_a_secret(key):
                 raise AuditError(f"{path}.{key}: refusing a secret in the audit log; use token_ref")
-            check_no_secrets(value, f"{path}.{key}")
-    elif isinstance(data, list | tuple):
-        for index, item in enumerate(data):
-            check_no_secrets(item, f"{path}[{index}]")
-    elif isinstance(data, str) and _SECRET_VALUE.fullmatch(data.strip()):
-        raise AuditError(f"{path}: value looks like a token or private key; use token_ref")
+            copy[_scrub_text(key)] = scrub(value, f"{path}.{key}", depth + 1)
+        return copy
+    if isinstance(data, list | tuple):
+        if depth >= MAX_DEPTH:
+            return f"[nested deeper than {MAX_DEPTH} levels]"
+        return [scrub(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(data)]
+    if isinstance(data, str):
+        return _scrub_text(data)
+    if isinstance(data, float) and not math.isfinite(data):
+        return f"[not a JSON number: {data!r}]"
+    if data is None or isinstance(data, bool | int | float):
+        return data
+    raise AuditError(f"{path}: {type(data).__name__} is not JSON")
+
+
+def _names_a_secret(key: str) -> bool:
+    words = [w for w in re.split(r"[^a-z0-9]+", key.lower()) if w]
+    secret = any(w in _SECRET_WORDS for w in words) or "private_key" in "_".join(words)
+    return secret and (not words or words[-1] not in _SAFE_SUFFIXES)
+
+
+def _scrub_text(text: str) -> str:
+    if _PRIVATE_KEY.search(text):
+        return redacted(text)
+    text = _TOKEN_SHAPED.sub(lambda match: redacted(match.group()), text)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, which JSON's \ud800 escape can carry
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 class AuditLog:
@@ -247,9 +286,10 @@ def _prepare(event: str, data: Mapping[str, object] | None) -> tuple[str, dict[s
     if not _EVENT.fullmatch(event):
         raise AuditError(f"event {event!r} is not 1-64 of A-Z a-z 0-9 _ . : -")
     data = {} if data is None else data
-    check_no_secrets(data)
+    if not isinstance(data, Mapping):
+        raise AuditError(f"data must be an object, not {type(data).__name__}")
     try:
-        plain: dict[str, Any] = json.loads(canonical_json(data))  # exactly what is on disk
+        plain: dict[str, Any] = json.loads(canonical_json(scrub(data)))  # exactly what is on disk
     except (TypeError, ValueError) as exc:
         raise AuditError(f"data is not JSON: {exc}") from None
     return event, plain

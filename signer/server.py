@@ -180,7 +180,12 @@ def load_evidence_checker(spec: str, env: Mapping[str, str]) -> EvidenceChecker:
         raise SignerSettingsError(
             "KEYMINT_EVIDENCE_CHECKER", f"cannot load {spec!r}: {exc}"
         ) from exc
-    return factory(env)
+    try:
+        return factory(env)
+    except Exception as exc:
+        # The checker reads the gateway's settings; their errors name the variable themselves.
+        # This package cannot name their type (it never imports the gateway's).
+        raise SignerSettingsError("KEYMINT_EVIDENCE_CHECKER", f"{spec}: {exc}") from None
 
 
 def load_revocations(path: Path | None) -> RevocationList | None:

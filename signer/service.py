@@ -136,7 +136,7 @@ class SignerService(signer_pb2_grpc.SignerServicer):
             self._audit.append(
                 "sign_request",
                 {
-                    "request_id": request.request_id,
+                    "request_id": _shown(request.request_id),
                     "message_sha256": hashlib.sha256(request.message).hexdigest(),
                     "signers": [c.identifier for c in commitment_list],
                     "claims": _claims_summary(request.message),
@@ -149,11 +149,11 @@ class SignerService(signer_pb2_grpc.SignerServicer):
         try:
             await self._guard.check(request.message, evidence)
         except GuardRefusal as refusal:
-            await record
+            await _settle(record, request)
             return await self._refuse(context, request, f"guard:{refusal.rule}", refusal.detail)
         except Exception as exc:  # a faulty evidence checker refuses: fail closed, on the record
-            log.exception("evidence checker fault on request %s", request.request_id)
-            await record
+            log.exception("evidence checker fault on request %s", _shown(request.request_id))
+            await _settle(record, request)
             return await self._refuse(
                 context, request, "guard:checker_fault", f"{type(exc).__name__} in the guard"
             )
@@ -166,7 +166,7 @@ class SignerService(signer_pb2_grpc.SignerServicer):
         try:
             share = sign(key.share, nonces, request.message, commitment_list)
         except FrostError as exc:
-            await record
+            await _settle(record, request)
             return await self._refuse(context, request, "bad_commitment_list", str(exc))
         await record
         return signer_pb2.SignResponse(signature_share=encode_signature_share(share))
@@ -187,29 +187,58 @@ class SignerService(signer_pb2_grpc.SignerServicer):
         *,
         code: grpc.StatusCode = grpc.StatusCode.PERMISSION_DENIED,
     ) -> signer_pb2.SignResponse:
-        log.warning("refused request %s: %s: %s", request.request_id, rule, detail)
-        await self._audit.append(
-            "refusal",
-            {
-                "request_id": request.request_id,
-                "rule": rule,
-                "detail": detail,
-                "message_sha256": hashlib.sha256(request.message).hexdigest(),
-            },
-        )
+        request_id = _shown(request.request_id)
+        log.warning("refused request %s: %s: %s", request_id, rule, _shown(detail))
+        try:
+            # The log scrubs what the request put in these values; it never drops the record
+            # for their content. Only a failing disk can, and then the refusal still stands.
+            await self._audit.append(
+                "refusal",
+                {
+                    "request_id": request_id,
+                    "rule": rule,
+                    "detail": detail,
+                    "message_sha256": hashlib.sha256(request.message).hexdigest(),
+                },
+            )
+        except Exception:
+            log.exception("the refusal of request %s could not be recorded", request_id)
         await context.abort(code, f"{rule}: {detail}")
         raise SignerError("unreachable: abort raises")
 
 
+MAX_SHOWN = 256  # characters of a caller's free text (request id, refusal detail) in a record
+
+
+def _shown(text: str) -> str:
+    return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN] + "..."
+
+
+async def _settle(record: asyncio.Future[object], request: signer_pb2.SignRequest) -> None:
+    """Wait for the request's record on the way to a refusal: if it failed, say so and go on,
+    since the refusal record that follows is the one that must be written."""
+    try:
+        await record
+    except Exception:
+        log.exception("the record of request %s could not be written", _shown(request.request_id))
+
+
 def _claims_summary(message: bytes) -> dict[str, object]:
     """Who and what the message is for (jti, sub, aud, exp; or the kid a key endorsement
-    endorses), as it claims; never the token."""
+    endorses), as it claims; never the token.
+
+    Total: a message that does not parse, however it fails, is summarised as unparseable (the
+    guard refuses it next, and that refusal must be recorded too)."""
     try:
         claims = parse_signing_input(message).claims
-    except TokenFormatError:
-        return {}
+    except TokenFormatError as exc:
+        return {"unparseable": exc.reason}
+    except Exception as exc:
+        return {"unparseable": type(exc).__name__}
     summary: dict[str, object] = {
-        k: claims[k] for k in ("jti", "sub", "aud", "exp") if isinstance(claims.get(k), str | int)
+        k: _shown(v) if isinstance(v, str) else v
+        for k in ("jti", "sub", "aud", "exp")
+        if isinstance(v := claims.get(k), str | int)
     }
     key = claims.get("key")
     if isinstance(key, dict) and isinstance(key.get("kid"), str):

@@ -109,7 +109,7 @@ def parse_signing_input(message: bytes) -> ParsedToken:
 def _json_object(segment: str, name: str) -> dict[str, Any]:
     try:
         value = json.loads(b64url_decode(segment))
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # nesting deeper than Python's stack
         raise TokenFormatError(f"{name} is not JSON") from None
     if not isinstance(value, dict):
         raise TokenFormatError(f"{name} is not a JSON object")

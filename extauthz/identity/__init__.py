@@ -1,9 +1,12 @@
 """Identify: verify what a caller presented and turn it into one typed `Identity`.
 
 - `x509.X509Verifier`: client certificates (X.509-SVIDs per trust domain; plain X.509 if asked),
-  from Envoy's `source.certificate` or PEM; Envoy's `source.principal` only if told to trust it.
-- `xfcc.XfccIdentifier`: `x-forwarded-client-cert`, believed only from trusted proxies.
-- `github_oidc.GitHubOidcVerifier`: GitHub Actions OIDC tokens, keys from `jwks.JwksCache`.
+  from Envoy's `source.certificate` or PEM. Never a bare name (`source.principal`): the signers
+  verify certificates, and a name is only the gateway's word.
+- `xfcc.XfccIdentifier`: `x-forwarded-client-cert`, believed only from trusted proxies, and only
+  with the certificate (`Cert`) in it.
+- `github_oidc.GitHubOidcVerifier`: GitHub Actions OIDC tokens, keys from `jwks.JwksCache`; the
+  subject is `github_subject` (issuer and numeric ids).
 
 Every refusal is an `IdentityError` with a machine-readable `reason`.
 """
@@ -21,6 +24,7 @@ from extauthz.identity.github_oidc import (
     SigningKeySource,
     enterprise_issuer,
     ghes_issuer,
+    github_subject,
 )
 from extauthz.identity.jwks import JwksCache, JwksSettings
 from extauthz.identity.spiffe import SpiffeIdPattern, parse_spiffe_id, validate_trust_domain
@@ -45,6 +49,7 @@ __all__ = [
     "XfccIdentifier",
     "enterprise_issuer",
     "ghes_issuer",
+    "github_subject",
     "parse_spiffe_id",
     "parse_xfcc",
     "token_reference",

@@ -42,6 +42,7 @@ class Reason(StrEnum):
     TOKEN_NOT_YET_VALID = "token_not_yet_valid"
     IAT_IN_FUTURE = "iat_in_future"
     TOKEN_TOO_OLD = "token_too_old"
+    TOKEN_LIFETIME_TOO_LONG = "token_lifetime_too_long"
     MISSING_CLAIM = "missing_claim"
     INVALID_CLAIM = "invalid_claim"
     # Certificates and SPIFFE
@@ -56,6 +57,8 @@ class Reason(StrEnum):
     MALFORMED_XFCC = "malformed_xfcc"
     UNTRUSTED_PROXY = "untrusted_proxy"
     XFCC_MISMATCH = "xfcc_mismatch"
+    # A name without the certificate it came from: signers have nothing to verify.
+    CERTIFICATE_NOT_FORWARDED = "certificate_not_forwarded"
 
 
 class IdentityError(ExtAuthzError):

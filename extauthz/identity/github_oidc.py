@@ -3,7 +3,11 @@
 Order of checks, cheapest and most hostile-input-facing first: size; shape (three base64url
 parts of strict JSON); header (`alg` exactly RS256, `typ` JWT if present, no `crit`, a `kid`);
 `iss` among the configured issuers and `aud` among ours, all before any key is fetched; then the
-signature with the issuer's JWKS key (PyJWT, RS256 only); then time and GitHub's claims.
+signature with the issuer's JWKS key (PyJWT, RS256 only); then time (validity, age, and a
+lifetime `exp - iat` no longer than the issuer's tokens live) and GitHub's claims.
+
+The Identity's subject is `github_subject`: the issuer and the numeric ids policy binds, never
+the upstream `sub`, whose names can be recycled; the names stay in `claims` for provenance.
 
 `jku`, `x5u`, `jwk` and `x5c` are never read: the key is the configured issuer's JWKS entry for
 `kid`, so a token carrying its own key verifies only if the issuer signed it.
@@ -64,6 +68,17 @@ class SigningKeySource(Protocol):
     async def signing_key(self, kid: str) -> RSAPublicKey: ...
 
 
+def github_subject(issuer: str, repository_owner_id: str, repository_id: str) -> str:
+    """The subject of a GitHub Actions caller: the numeric ids policy binds, under its issuer.
+
+    `{issuer}#repository_owner_id={owner id}&repository_id={repository id}`. Ids are never
+    recycled, unlike the names in the upstream `sub` (`repo:ORG/REPO:...`). github.com, each GHES
+    host and each enterprise issuer number their repositories separately, so the issuer is part
+    of the subject; an issuer has no `#` (checked at construction), so the subject is unambiguous.
+    """
+    return f"{issuer}#repository_owner_id={repository_owner_id}&repository_id={repository_id}"
+
+
 def _audience_default_of(audience: str, ghes_hosts: frozenset[str]) -> str | None:
     """The GitHub (or GHES) host whose default `aud` this is, if it is one."""
     try:
@@ -95,6 +110,7 @@ class GitHubOidcVerifier:
         key_sources: Iterable[SigningKeySource],
         audiences: Iterable[str],
         max_token_age_seconds: float = 600.0,
+        max_lifetime_seconds: float = 3600.0,
         leeway_seconds: float = 30.0,
         max_token_bytes: int = 8 * 1024,
         clock: Clock = time.time,
@@ -102,6 +118,10 @@ class GitHubOidcVerifier:
         self._key_sources = {source.issuer: source for source in key_sources}
         if not self._key_sources:
             raise IdentityConfigError("GitHub OIDC needs at least one issuer")
+        for issuer in sorted(self._key_sources):
+            if "#" in issuer or "?" in issuer:
+                # OpenID Discovery: an issuer has no query or fragment; subjects rely on it.
+                raise IdentityConfigError(f"issuer {issuer!r} has a query or a fragment")
         self._audiences = frozenset(audiences)
         if not self._audiences or not all(self._audiences):
             raise IdentityConfigError("GitHub OIDC needs a non-empty list of non-empty audiences")
@@ -118,9 +138,15 @@ class GitHubOidcVerifier:
                     f"audience {audience!r} is GitHub's default (https://{host}/<owner>); "
                     "configure a custom audience and request it with ?audience="
                 )
-        if max_token_age_seconds <= 0 or leeway_seconds < 0 or max_token_bytes <= 0:
-            raise IdentityConfigError("token age, leeway and size limits must be positive")
+        if (
+            max_token_age_seconds <= 0
+            or max_lifetime_seconds <= 0
+            or leeway_seconds < 0
+            or max_token_bytes <= 0
+        ):
+            raise IdentityConfigError("token age, lifetime, leeway and size must be positive")
         self._max_age = max_token_age_seconds
+        self._max_lifetime = max_lifetime_seconds
         self._leeway = leeway_seconds
         self._max_bytes = max_token_bytes
         self._clock = clock
@@ -135,6 +161,7 @@ class GitHubOidcVerifier:
         cache: Any | None = None,
         jwks_settings: JwksSettings | None = None,
         max_token_age_seconds: float = 600.0,
+        max_lifetime_seconds: float = 3600.0,
         leeway_seconds: float = 30.0,
         max_token_bytes: int = 8 * 1024,
         clock: Clock = time.time,
@@ -148,6 +175,7 @@ class GitHubOidcVerifier:
             key_sources=sources,
             audiences=audiences,
             max_token_age_seconds=max_token_age_seconds,
+            max_lifetime_seconds=max_lifetime_seconds,
             leeway_seconds=leeway_seconds,
             max_token_bytes=max_token_bytes,
             clock=clock,
@@ -182,7 +210,9 @@ class GitHubOidcVerifier:
         string_claims = _string_claims(claims)
         return Identity(
             kind=IdentityKind.GITHUB_ACTIONS,
-            subject=claims["sub"],
+            subject=github_subject(
+                source.issuer, claims["repository_owner_id"], claims["repository_id"]
+            ),
             issuer=source.issuer,
             credential_hash=hashlib.sha256(text.encode("ascii")).hexdigest(),
             # A token stops being acceptable at exp or at max age, whichever comes first; the
@@ -250,6 +280,14 @@ class GitHubOidcVerifier:
         leeway = self._leeway
         if exp <= iat:
             raise IdentityError(Reason.INVALID_CLAIM, "exp is not after iat")
+        if exp - iat > self._max_lifetime:
+            # No honest issuer of this kind issues such a token (GitHub's live 300 s): it is a
+            # misissued or forged one, refused outright rather than for being old later.
+            raise IdentityError(
+                Reason.TOKEN_LIFETIME_TOO_LONG,
+                f"token lives {exp - iat:.0f} s (exp - iat), over the {self._max_lifetime:.0f} s "
+                "this issuer's tokens may live",
+            )
         if exp <= now - leeway:
             raise IdentityError(Reason.TOKEN_EXPIRED, "token has expired")
         if nbf > now + leeway:

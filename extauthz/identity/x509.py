@@ -119,9 +119,11 @@ class X509Verifier:
     """Turns a presented client certificate (with optional intermediates) into an Identity.
 
     `spiffe_bundles` are keyed by trust domain. `x509_bundles` (default none) admit certificates
-    without a SPIFFE ID as kind X509, issuer = the bundle's name. `trust_envoy_principal` lets
-    `verify_principal` accept Envoy's already-validated `source.principal` when no certificate was
-    forwarded; it is off by default because it moves the trust decision to Envoy's TLS config.
+    without a SPIFFE ID as kind X509, issuer = the bundle's name.
+
+    There is deliberately no way to accept a bare name (Envoy's `source.principal`, an XFCC `URI`)
+    without its certificate: every signer's guard verifies the certificate again, and a name is
+    only the gateway's word, which no signer can check.
     """
 
     def __init__(
@@ -129,8 +131,6 @@ class X509Verifier:
         *,
         spiffe_bundles: Iterable[TrustBundle],
         x509_bundles: Iterable[TrustBundle] = (),
-        trust_envoy_principal: bool = False,
-        principal_lifetime_seconds: int = 300,
         clock: Clock = time.time,
     ) -> None:
         self._spiffe_stores: dict[str, Store] = {}
@@ -140,10 +140,6 @@ class X509Verifier:
                 raise IdentityConfigError(f"trust domain {bundle.name!r} configured twice")
             self._spiffe_stores[bundle.name] = Store(list(bundle.authorities))
         self._x509_stores = [(b.name, Store(list(b.authorities))) for b in x509_bundles]
-        if principal_lifetime_seconds <= 0:
-            raise IdentityConfigError("principal_lifetime_seconds must be positive")
-        self._trust_envoy_principal = trust_envoy_principal
-        self._principal_lifetime = principal_lifetime_seconds
         self._clock = clock
 
     @property
@@ -188,34 +184,6 @@ class X509Verifier:
         if any(u[:7].lower() == "spiffe:" for u in uris):
             return self._verify_svid(leaf, intermediates, uris, now)
         return self._verify_plain(leaf, intermediates, now)
-
-    def verify_principal(self, principal: str) -> Identity:
-        """Envoy's `source.principal` alone, believed only with `trust_envoy_principal`."""
-        if not self._trust_envoy_principal:
-            raise IdentityError(
-                Reason.UNTRUSTED_PROXY,
-                "a principal without its certificate is not accepted (trust_envoy_principal off)",
-            )
-        return self.vouched_identity(principal)
-
-    def vouched_identity(self, principal: str) -> Identity:
-        """An Identity for a SPIFFE ID whose certificate someone else verified (Envoy, or a
-        trusted proxy's XFCC `URI`). The caller decides whether that someone is trusted.
-
-        No certificate means no notAfter: the identity lives `principal_lifetime_seconds`, and
-        carries no certificate hash, so tokens minted for it cannot be bound with `cnf`.
-        """
-        spiffe_id = parse_spiffe_id(principal)
-        self._require_configured(spiffe_id)
-        return Identity(
-            kind=IdentityKind.SPIFFE,
-            subject=str(spiffe_id),
-            issuer=spiffe_id.trust_domain,
-            credential_hash=hashlib.sha256(principal.encode("utf-8")).hexdigest(),
-            expires_at=int(self._clock()) + self._principal_lifetime,
-            evidence=Evidence("principal", principal.encode("utf-8")),
-            spiffe_id=spiffe_id,
-        )
 
     def _check_validity_period(self, leaf: x509.Certificate, now: float) -> None:
         # Checked here, before chain building, so expiry gets its own reason.

@@ -201,29 +201,58 @@ class TrustedProxies:
 class XfccIdentifier:
     """Identify the client behind a trusted proxy from the XFCC element that proxy appended.
 
-    An element with `Cert` is verified like a directly presented certificate (chain from `Chain`);
-    `Hash` and `URI`, when present, must agree with it. An element without `Cert` is believed on
-    its `URI` alone only with `trust_proxy_verification` (default off), as for Envoy's principal.
+    When the immediate peer is a trusted proxy, that element IS the caller: the proxy's own
+    certificate and principal are the proxy's, and never stand for anyone behind it. The element
+    must carry `Cert` (Envoy: `set_current_client_cert_details: {cert: true}`), which is verified
+    like a directly presented certificate (chain from `Chain`); `Hash` and `URI`, when present,
+    must agree with it. An element with only a `URI`, or no header at all, is refused: a bare
+    name is the proxy's word, and the signers' guards can verify only a certificate.
     """
 
-    def __init__(
-        self,
-        *,
-        trusted_proxies: TrustedProxies,
-        certificates: X509Verifier,
-        trust_proxy_verification: bool = False,
-    ) -> None:
+    def __init__(self, *, trusted_proxies: TrustedProxies, certificates: X509Verifier) -> None:
         self._trusted_proxies = trusted_proxies
         self._certificates = certificates
-        self._trust_proxy_verification = trust_proxy_verification
+
+    def trusts(self, peer_principal: str | None) -> bool:
+        """Whether the immediate peer is a trusted proxy, whose callers are in its XFCC."""
+        return self._trusted_proxies.trusts(peer_principal)
 
     def identify(self, header: str | None, peer_principal: str | None) -> Identity | None:
-        """None when there is no header or the peer is not a trusted proxy (caller logs it)."""
-        if not header or not self._trusted_proxies.trusts(peer_principal):
+        """The caller behind a trusted proxy; None when the peer is not a trusted proxy (the
+        caller logs it). A trusted proxy that forwards no certificate is an IdentityError."""
+        if not self._trusted_proxies.trusts(peer_principal):
             return None
+        return self.forwarded_identity(header, peer_principal)
+
+    def forwarded_certificate(self, header: str | None, proxy: str | None) -> str:
+        """The `Cert` (URL-encoded PEM, as sent) of the trusted proxy's element, for binding
+        checks (`cnf`); "" when there is none, which such a check then fails."""
+        if not header or not self._trusted_proxies.trusts(proxy):
+            return ""
+        try:
+            return parse_xfcc(header)[-1].cert or ""
+        except IdentityError:
+            return ""
+
+    def forwarded_identity(self, header: str | None, proxy: str | None) -> Identity:
+        """The caller that the trusted proxy `proxy` forwards in `header`."""
+        if not self._trusted_proxies.trusts(proxy):
+            raise IdentityError(Reason.UNTRUSTED_PROXY, f"{proxy!r} is not a trusted proxy")
+        if not header:
+            raise IdentityError(
+                Reason.CERTIFICATE_NOT_FORWARDED,
+                f"the trusted proxy {proxy} forwarded no x-forwarded-client-cert; its "
+                "own certificate never stands for its callers",
+            )
         element = parse_xfcc(header)[-1]
         if element.cert is None:
-            return self._identify_by_uri(element)
+            raise IdentityError(
+                Reason.CERTIFICATE_NOT_FORWARDED,
+                "the trusted proxy's XFCC element has no Cert: it must forward the client "
+                "certificate (Envoy: forward_client_cert_details with "
+                "set_current_client_cert_details: {cert: true}), since signers verify the "
+                "certificate, not a URI",
+            )
         identity = self._certificates.verify_pem(element.cert_pem or b"", element.chain_pem or b"")
         # credential_hash is the leaf's DER SHA-256, which is what Envoy puts in Hash.
         if element.hash is not None and element.hash.lower() != identity.credential_hash:
@@ -232,13 +261,3 @@ class XfccIdentifier:
         if spiffe_id is not None and element.uris and element.uris != (str(spiffe_id),):
             raise IdentityError(Reason.XFCC_MISMATCH, "XFCC URI does not match its Cert")
         return identity
-
-    def _identify_by_uri(self, element: XfccElement) -> Identity:
-        if not self._trust_proxy_verification:
-            raise IdentityError(
-                Reason.UNTRUSTED_PROXY,
-                "XFCC element has no Cert and trust_proxy_verification is off",
-            )
-        if len(element.uris) != 1:
-            raise IdentityError(Reason.NOT_AN_SVID, "XFCC element needs exactly one URI")
-        return self._certificates.vouched_identity(element.uris[0])

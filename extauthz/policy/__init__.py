@@ -19,7 +19,7 @@ from extauthz.policy.model import (
     Policy,
     PolicyError,
 )
-from extauthz.policy.rego import RegoEvaluationError, RegoPolicy, build_input
+from extauthz.policy.rego import PolicyHeaders, RegoEvaluationError, RegoPolicy, build_input
 from extauthz.policy.reload import PolicyStore, ReloadOutcome, ReloadResult
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "Policy",
     "PolicyEngine",
     "PolicyError",
+    "PolicyHeaders",
     "PolicyStore",
     "RegoEvaluationError",
     "RegoPolicy",

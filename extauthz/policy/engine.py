@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -35,7 +35,13 @@ from extauthz.policy.model import (
     normalize_host,
     request_path,
 )
-from extauthz.policy.rego import RegoAnswer, RegoEvaluationError, RegoPolicy, build_input
+from extauthz.policy.rego import (
+    PolicyHeaders,
+    RegoAnswer,
+    RegoEvaluationError,
+    RegoPolicy,
+    build_input,
+)
 from extauthz.policy.reload import PolicyStore
 
 T = TypeVar("T")
@@ -70,12 +76,19 @@ class PolicyEngine:
         limits: Limits,
         policy: Policy | PolicyStore[Policy] | None = None,
         rego: RegoPolicy | PolicyStore[RegoPolicy] | None = None,
+        headers: PolicyHeaders | None = None,
     ) -> None:
         if policy is None and rego is None:
             raise PolicyError("no policy configured: give a JSON policy, a Rego policy or both")
         self._limits = limits
         self._policy = policy
         self._rego = rego
+        self._headers = headers or PolicyHeaders.default()
+
+    def readable_headers(self, headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+        """The request headers policy can read, sorted: exactly the Rego input's headers, and
+        what the hot cache must key on. The JSON policy reads none, so without Rego: ()."""
+        return () if self._rego is None else self._headers.select(headers)
 
     def snapshot(self) -> PolicySnapshot:
         """The policies in force now; a request is decided entirely under one snapshot."""
@@ -98,13 +111,13 @@ class PolicyEngine:
             decision = evaluate_policy(policy, request, self._limits)
             if rego is None or isinstance(decision, Denial):
                 return decision
-            answer = _ask(rego, request, decision)
+            answer = _ask(rego, request, decision, self._headers)
             return answer if isinstance(answer, Denial) else narrow_grant(decision, answer, request)
         assert rego is not None
         ttl = _requested_ttl(request, self._limits)
         if isinstance(ttl, Denial):  # refused before asking Rego anything
             return ttl
-        answer = _ask(rego, request, None)
+        answer = _ask(rego, request, None, self._headers)
         if isinstance(answer, Denial):
             return answer
         return grant_from_rego(answer, request, self._limits, rule=f"rego:{rego.query}")
@@ -130,9 +143,11 @@ def _loaded(source: T | PolicyStore[T]) -> tuple[T, str]:
     return source, f"object:{id(source):x}"
 
 
-def _ask(rego: RegoPolicy, request: AuthzRequest, grant: Grant | None) -> RegoAnswer | Denial:
+def _ask(
+    rego: RegoPolicy, request: AuthzRequest, grant: Grant | None, headers: PolicyHeaders
+) -> RegoAnswer | Denial:
     try:
-        return rego.decide(build_input(request, grant))
+        return rego.decide(build_input(request, grant, headers=headers))
     except RegoEvaluationError as exc:
         _log.warning("Rego policy failed, denying: %s", exc)
         return Denial(DenyReason.REGO_ERROR, str(exc), rule=None if grant is None else grant.rule)

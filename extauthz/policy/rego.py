@@ -4,9 +4,11 @@ The input carries what `opa-envoy-plugin` gives a policy (`attributes.request.ht
 `attributes.source.principal`, `attributes.context_extensions`, `parsed_path`, `parsed_query`),
 so existing OPA-Envoy policies carry over, plus `identity` (the verified caller), `requested`
 (audience, scopes, TTL asked for) and `grant` (what the JSON policy would grant, or null).
-Credentials (headers, token query parameters) never enter it. The decision document (default
-`data.keymint.authz`) answers `allow` and optionally `audience`, `scopes`, `ttl_seconds` and
-`reason`; how that combines with the JSON policy is decided in `extauthz.policy.engine`.
+Credentials (headers, token query parameters) never enter it, nor do the per-request headers
+`PolicyHeaders` ignores (request ids, trace contexts), which the hot cache's key also leaves
+out. The decision document (default `data.keymint.authz`) answers `allow` and optionally
+`audience`, `scopes`, `ttl_seconds` and `reason`; how that combines with the JSON policy is
+decided in `extauthz.policy.engine`.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ import json
 import os
 import re
 import threading
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
@@ -30,6 +32,30 @@ DEFAULT_QUERY = "data.keymint.authz"
 CREDENTIAL_HEADERS = frozenset(
     {"authorization", "proxy-authorization", "x-forwarded-client-cert", "cookie"}
 )
+# Headers that identify one request rather than say anything about it: Envoy's request id and
+# timeout hints, and the trace contexts of W3C, B3 (Zipkin), Jaeger, OpenTracing, Datadog, AWS,
+# Google Cloud, Sentry and gRPC. Each request carries new values, so a hot-cache key holding
+# them would never hit; they are left out of the key AND out of the Rego input, so a policy can
+# never read what the cache ignores. A trailing `*` is a prefix. KEYMINT_POLICY_IGNORED_HEADERS
+# replaces this list.
+DEFAULT_IGNORED_HEADERS = (
+    "x-request-id",
+    "x-client-trace-id",
+    "x-envoy-expected-rq-timeout-ms",
+    "x-envoy-attempt-count",
+    "traceparent",
+    "tracestate",
+    "b3",
+    "x-b3-*",
+    "uber-trace-id",
+    "x-ot-span-context",
+    "x-datadog-*",
+    "x-amzn-trace-id",
+    "x-cloud-trace-context",
+    "sentry-trace",
+    "grpc-trace-bin",
+)
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")  # RFC 9110 token, lower case
 # RFC 6750 allows a bearer token in the query; RFC 8693 names its tokens these ways.
 CREDENTIAL_QUERY_PARAMETERS = frozenset(
     {"access_token", "id_token", "subject_token", "actor_token", "token"}
@@ -43,6 +69,56 @@ class RegoEvaluationError(ExtAuthzError):
 
 
 @dataclass(frozen=True, slots=True)
+class PolicyHeaders:
+    """The request headers a Rego policy reads: all but credentials and the ignored ones.
+
+    One selection serves two readers, the Rego input and the hot cache's key, so whatever a
+    policy can read is part of the key and a cached allow is never one a fresh evaluation of
+    the same request would deny.
+    """
+
+    ignored: frozenset[str] = frozenset()
+    ignored_prefixes: tuple[str, ...] = ()
+    _dropped: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # One set lookup per header on the hot path: credentials and ignored names together.
+        object.__setattr__(self, "_dropped", CREDENTIAL_HEADERS | self.ignored)
+
+    @classmethod
+    def ignoring(cls, names: Iterable[str]) -> PolicyHeaders:
+        """From header names (case-insensitive; a trailing `*` makes a prefix); ValueError
+        names the first entry that is not a header name."""
+        exact: set[str] = set()
+        prefixes: list[str] = []
+        for entry in names:
+            name = entry.strip().lower()
+            stem = name[:-1] if name.endswith("*") else name
+            if not stem or not _HEADER_NAME.fullmatch(stem) or "*" in stem:
+                raise ValueError(f"{entry!r} is not a header name (or a prefix ending in *)")
+            if name.endswith("*"):
+                prefixes.append(stem)
+            else:
+                exact.add(name)
+        return cls(frozenset(exact), tuple(sorted(prefixes)))
+
+    @classmethod
+    def default(cls) -> PolicyHeaders:
+        return cls.ignoring(DEFAULT_IGNORED_HEADERS)
+
+    def select(self, headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+        """The readable headers, lower-cased and sorted: a stable value for a cache key."""
+        dropped, prefixes = self._dropped, self.ignored_prefixes
+        selected = [
+            (lowered, value)
+            for lowered, value in ((name.lower(), value) for name, value in headers.items())
+            if lowered not in dropped and not lowered.startswith(prefixes)
+        ]
+        selected.sort()
+        return tuple(selected)
+
+
+@dataclass(frozen=True, slots=True)
 class RegoAnswer:
     allow: bool
     audience: str | None = None
@@ -51,8 +127,11 @@ class RegoAnswer:
     reason: str | None = None
 
 
-def build_input(request: AuthzRequest, grant: Grant | None = None) -> dict[str, object]:
-    """The OPA-Envoy-shaped input document for one request, without credentials."""
+def build_input(
+    request: AuthzRequest, grant: Grant | None = None, *, headers: PolicyHeaders | None = None
+) -> dict[str, object]:
+    """The OPA-Envoy-shaped input document for one request, without credentials; its headers
+    are `headers.select(request.headers)` (the default ignored list when not given)."""
     route = request.route
     url = urlsplit(route.path)
     query = parse_qsl(url.query, keep_blank_values=True)
@@ -63,11 +142,7 @@ def build_input(request: AuthzRequest, grant: Grant | None = None) -> dict[str, 
     parsed_query: dict[str, list[str]] = {}
     for name, value in query:
         parsed_query.setdefault(name, []).append(value)
-    headers = {
-        name.lower(): value
-        for name, value in request.headers.items()
-        if name.lower() not in CREDENTIAL_HEADERS
-    }
+    readable = dict((headers or _DEFAULT_HEADERS).select(request.headers))
     context_extensions = dict(route.context_extensions)
     return {
         "attributes": {
@@ -77,7 +152,7 @@ def build_input(request: AuthzRequest, grant: Grant | None = None) -> dict[str, 
                     "method": route.method,
                     "path": path,
                     "host": route.host,
-                    "headers": headers,
+                    "headers": readable,
                 }
             },
             "context_extensions": context_extensions,
@@ -109,6 +184,9 @@ def build_input(request: AuthzRequest, grant: Grant | None = None) -> dict[str, 
             "rule": grant.rule,
         },
     }
+
+
+_DEFAULT_HEADERS = PolicyHeaders.default()
 
 
 def _spiffe_id(identity: Identity) -> str | None:

@@ -147,7 +147,8 @@ def _sign(cluster: SignerCluster) -> tuple[bytes, bytes]:
         coordinator = Coordinator(endpoints=cluster.endpoints(), tls=cluster.coordinator_tls)
         await coordinator.start()
         try:
-            message = token_message(coordinator.package.group_public_key)
+            (package,) = coordinator.packages.values()  # the one key this cluster holds
+            message = token_message(package.group_public_key)
             outcome = await coordinator.sign(message, evidence=evidence_for("svc"))
         finally:
             await coordinator.close()

@@ -60,6 +60,7 @@ class Attacker:
         self.coordinator = Coordinator(
             endpoints=stack.cluster.endpoints(), tls=stack.cluster.coordinator_tls
         )
+        self.group_key = stack.gateway.group_public_key  # the active key the gateway mints with
 
     async def honest(self, token: str, route_key: str = "deploy") -> Forgery:
         """Exactly what the gateway sends for this caller's token on this route."""
@@ -89,13 +90,13 @@ class Attacker:
         }
         if (cnf := confirmation_claim(identity)) is not None:
             claims["cnf"] = cnf
-        header = dict(header_for(self.coordinator.package.group_public_key))
+        header = dict(header_for(self.group_key))
         return Forgery(claims, evidence_message(request, snapshot.digest), header)
 
     async def sign(self, forgery: Forgery) -> bytes:
         message = forgery.message()
         outcome = await self.coordinator.sign(message, evidence=forgery.evidence, timeout=5.0)
-        public_key = Ed25519PublicKey.from_public_bytes(self.coordinator.package.group_public_key)
+        public_key = Ed25519PublicKey.from_public_bytes(self.group_key)
         public_key.verify(outcome.signature, message)
         return outcome.signature
 

@@ -12,6 +12,7 @@ import aiohttp
 import jwt
 import pytest
 
+from extauthz.identity import github_subject
 from extauthz.token_exchange import MAX_BODY_BYTES, TOKEN_TYPE_JWT
 from tests.e2e.replies import bearer, denial, exchange_form, minted, tampered
 from tests.e2e.stack import E2EStack
@@ -80,7 +81,7 @@ def test_ci_job_calls_transparently_with_its_oidc_token(stack: E2EStack) -> None
     oidc = stack.oidc_token()
     reply = stack.front_call("POST", "/deploy/v1/releases", headers=bearer(oidc))
     claims = stack.decode(minted(reply), DEPLOY)
-    assert claims["sub"] == "repo:octo-org/octo-repo:environment:prod"
+    assert claims["sub"] == github_subject(stack.issuer.issuer, "65", "74")
     assert claims["repository_id"] == "74"
     assert claims["scope"] == "deploy:read deploy:write"
     assert "cnf" not in claims
@@ -100,7 +101,7 @@ def test_ci_job_exchanges_at_token_through_envoy_then_calls_with_the_result(
     assert 0 < answer["expires_in"] <= 600
     access_token = answer["access_token"]
     claims = stack.decode(access_token, DEPLOY)
-    assert claims["sub"] == "repo:octo-org/octo-repo:environment:prod"
+    assert claims["sub"] == github_subject(stack.issuer.issuer, "65", "74")
 
     # keymint's own token presented back is passed through unchanged: no second signature, and
     # the upstream sees exactly what /token issued.

@@ -137,6 +137,17 @@ def test_serve_with_bad_settings_exits_2(
     assert capsys.readouterr().err == "extauthz serve: KEYMINT_ISSUER: is required\n"
 
 
+def test_serve_refuses_trust_envoy_principal_without_a_traceback(
+    gateway_env: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("KEYMINT_TRUST_ENVOY_PRINCIPAL", "true")
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("extauthz serve: KEYMINT_TRUST_ENVOY_PRINCIPAL: is no longer supported")
+    assert "include_peer_certificate: true" in err
+    assert "Traceback" not in err
+
+
 # --- audit verify ----------------------------------------------------------------------------
 
 

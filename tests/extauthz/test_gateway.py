@@ -13,6 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from envoy.service.auth.v3.external_auth_pb2 import CheckResponse
 
+from extauthz.identity import github_subject
 from tests.extauthz.stack import (
     DEPLOY,
     ISSUER,
@@ -66,7 +67,9 @@ def test_ci_token_and_svid_are_exchanged_and_denials_are_responses(
             oidc = stack.issuer.mint()
             response = await stack.check(check_request(bearer=oidc, route_key="deploy"))
             claims = decode(stack, minted(response), DEPLOY)
-            assert claims["sub"] == "repo:octo-org/octo-repo:environment:prod"
+            # The repository's ids under its issuer; the names stay as provenance claims.
+            assert claims["sub"] == github_subject(stack.issuer.issuer, "65", "74")
+            assert claims["repository"] == "octo-org/octo-repo"
             assert claims["repository_id"] == "74"
             assert claims["scope"] == "deploy:read deploy:write"
             assert "cnf" not in claims
@@ -154,7 +157,19 @@ def test_fewer_than_t_signers_is_a_503(tmp_path: Path, loop: asyncio.Runner) -> 
             )
             status, body, headers = denial(response)
             assert status == 503
-            assert body["error"] == "no_signing_quorum"
+            assert body == {
+                "error": "no_signing_quorum",
+                "detail": "no signing quorum",
+                "status": 503,
+            }
             assert "retry-after" in headers
+            # Which signers failed and where is for the operator: the audit record has it.
+            for signer in stack.cluster.signers.values():
+                assert signer.address not in str(response)
+            records = Path(stack.env["KEYMINT_AUDIT_LOG"]).read_text().splitlines()
+            (denied,) = [json.loads(r)["data"] for r in records if '"no_signing_quorum"' in r]
+            assert "signer 1: " in denied["internal"]
+            assert "signer 2: " in denied["internal"]
+            assert "signer" not in str(response.denied_response)
 
     loop.run(run())

@@ -39,6 +39,7 @@ from extauthz.token_exchange import (
     parse_exchange,
     safe_description,
 )
+from signer.coordinator import QuorumUnavailable
 from signer.proto import signer_pb2
 from tests.extauthz.policy import DEPLOY, ORDERS, policy_document
 from tests.helpers import ManualClock, Run
@@ -117,10 +118,12 @@ class Signed:
 
 
 class SingleKeySigner:
-    """Stands in for the coordinator: one Ed25519 key instead of a t-of-n quorum."""
+    """Stands in for the coordinator: one Ed25519 key instead of a t-of-n quorum (or a
+    `failure` a test sets)."""
 
     def __init__(self, key: Ed25519PrivateKey) -> None:
         self._key = key
+        self.failure: Exception | None = None
 
     async def sign(
         self,
@@ -130,6 +133,8 @@ class SingleKeySigner:
         request_id: str = "",
         timeout: float = 2.0,
     ) -> Signed:
+        if self.failure is not None:
+            raise self.failure
         return Signed(self._key.sign(message), (1, 2))
 
 
@@ -161,6 +166,7 @@ class World:
         group_key = Ed25519PrivateKey.generate()
         public = group_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
         self.audit = RecordingAudit()
+        self.signer = SingleKeySigner(group_key)
         verifier = GitHubOidcVerifier.for_issuers(
             [self.issuer.issuer],
             audiences=[DEFAULT_AUDIENCE],
@@ -176,7 +182,7 @@ class World:
             ),
             minter=Minter(
                 settings=MintSettings(issuer=KEYMINT),
-                signer=SingleKeySigner(group_key),
+                signer=self.signer,
                 group_public_key=lambda: public,
                 clock=self.clock,
             ),
@@ -195,6 +201,8 @@ class World:
         self.runner, port = run(start_app(build_app(backend, clock=self.clock), "127.0.0.1:0"))
         self.base = f"http://127.0.0.1:{port}"
         self.subject_token = self.issuer.mint()
+        # What revocations name: the issuer and the numeric ids, not the upstream `sub`.
+        self.subject = f"{self.issuer.issuer}#repository_owner_id=65&repository_id=74"
 
     def close(self) -> None:
         self.run(self.runner.cleanup())
@@ -266,7 +274,8 @@ def test_a_minted_token_verifies_against_the_edges_jwks(world: World) -> None:
     reply = world.exchange()
     assert reply.status == 200, reply.body
     claims = world.verify(reply.body["access_token"])
-    assert claims["sub"] == "repo:octo-org/octo-repo:environment:prod"
+    assert claims["sub"] == world.subject
+    assert claims["repository"] == "octo-org/octo-repo"  # names stay, as provenance
     assert claims["scope"] == reply.body["scope"] == "deploy:read"
     assert reply.body["expires_in"] == claims["exp"] - int(world.clock())
     assert world.audit.events[-1][0] == "mint"
@@ -303,8 +312,7 @@ def test_a_revoked_jti_is_never_served_again_by_token(world: World) -> None:
 
 def test_a_revoked_subject_is_refused_at_once_by_token(world: World) -> None:
     assert world.exchange().status == 200
-    subject = "repo:octo-org/octo-repo:environment:prod"
-    assert world.revoke(subject=subject, until=world.clock() + 3600).status == 200
+    assert world.revoke(subject=world.subject, until=world.clock() + 3600).status == 200
     reply = world.exchange()
     assert (reply.status, reply.body["error"]) == (400, "invalid_request")
     assert reply.body["error_description"].startswith("subject_revoked: ")
@@ -319,7 +327,39 @@ def test_revocations_reach_envoys_hot_cache_at_once(world: World) -> None:
     assert second.status.code == 0
     assert jti_of(second) != jti_of(first)
 
-    world.revoke(subject="repo:octo-org/octo-repo:environment:prod", until=world.clock() + 60)
+    world.revoke(subject=world.subject, until=world.clock() + 60)
     denied = world.check()
     assert denied.denied_response.status.code == 403
     assert json.loads(denied.denied_response.body)["error"] == "subject_revoked"
+
+
+def test_upstream_token_living_longer_than_its_issuer_allows_is_refused_at_check_and_token(
+    world: World,
+) -> None:
+    now = int(world.clock())
+    world.subject_token = world.issuer.mint({"iat": now, "nbf": now, "exp": now + 7 * 86400})
+    reply = world.exchange()
+    assert (reply.status, reply.body["error"]) == (400, "invalid_request")
+    assert reply.body["error_description"].startswith("token_lifetime_too_long: ")
+    status, body = denied(world.check())
+    assert (status, body["error"]) == (401, "token_lifetime_too_long")
+    assert "over the 3600 s" in str(body["detail"])
+
+
+def test_a_quorum_failure_tells_the_token_client_only_the_reason(world: World) -> None:
+    """The same QuorumUnavailable as on Check: /token says the reason and nothing internal."""
+    world.signer.failure = QuorumUnavailable(
+        2, 1, {2: "10.20.0.7:7001 unreachable: connection refused"}
+    )
+    reply = world.exchange()
+    assert (reply.status, reply.body["error"]) == (503, "temporarily_unavailable")
+    assert reply.body["error_description"] == "no_signing_quorum: try again later"
+    assert "10.20.0.7" not in json.dumps(reply.body)
+    event, record = world.audit.events[-1]
+    assert (event, record["reason"]) == ("deny", "no_signing_quorum")
+    assert "10.20.0.7:7001 unreachable" in str(record["internal"])
+
+
+def denied(response: CheckResponse) -> tuple[int, dict[str, object]]:
+    assert response.status.code != 0
+    return response.denied_response.status.code, json.loads(response.denied_response.body)

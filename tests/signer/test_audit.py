@@ -16,6 +16,7 @@ import pytest
 
 from signer.audit import (
     GENESIS_HASH,
+    MAX_DEPTH,
     AsyncAuditLog,
     AuditError,
     AuditLog,
@@ -223,16 +224,59 @@ def test_closed_log_refuses_appends(log_path: Path) -> None:
         {"private_key_pem": "x"},
         {"pin": "1234"},
         {"outer": {"inner": [{"token": "x"}]}},
-        {"credential": "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"},  # a JWT under any name
-        {"blob": "-----BEGIN PRIVATE KEY-----\nMC4=\n-----END PRIVATE KEY-----"},
     ],
 )
-def test_secrets_are_refused(log_path: Path, data: dict[str, object]) -> None:
+def test_keys_naming_secrets_are_refused(log_path: Path, data: dict[str, object]) -> None:
+    """Keys are the program's: one that names a secret is a bug, refused before writing."""
     with AuditLog(log_path) as log:
-        with pytest.raises(AuditError, match=r"refusing a secret|looks like a token"):
+        with pytest.raises(AuditError, match=r"refusing a secret"):
             log.append("mint", data)
         assert log.last_seq == 0
     assert log_path.read_bytes() == b""
+
+
+JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"
+PRIVATE_KEY = "-----BEGIN PRIVATE KEY-----\nMC4=\n-----END PRIVATE KEY-----"
+
+
+def nested(depth: int, bottom: object = "bottom") -> object:
+    value = bottom
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("value", "written"),
+    [
+        (JWT, f"[redacted {token_ref(JWT)}]"),  # a JWT under any name
+        (f"sub {JWT!r} is not granted", f"sub '[redacted {token_ref(JWT)}]' is not granted"),
+        (PRIVATE_KEY, f"[redacted {token_ref(PRIVATE_KEY)}]"),
+        (f"detail: {PRIVATE_KEY}", f"[redacted {token_ref('detail: ' + PRIVATE_KEY)}]"),
+        ("\ud800 lone surrogate", "\\ud800 lone surrogate"),
+        (float("nan"), "[not a JSON number: nan]"),
+        (float("inf"), "[not a JSON number: inf]"),
+        ([{"deeper": JWT}], [{"deeper": f"[redacted {token_ref(JWT)}]"}]),
+        # The record is level 0 and its "detail" level 1: 15 lists fit, the 16th is marked.
+        (nested(10_000), nested(15, f"[nested deeper than {MAX_DEPTH} levels]")),
+    ],
+)
+def test_values_that_trip_the_secret_filter_are_redacted_never_dropped_with_the_record(
+    log_path: Path, value: object, written: object
+) -> None:
+    """Values come from whoever sent the request: whatever they hold, the record is written,
+    and a token or private key in them reaches the disk only as a reference."""
+    with AuditLog(log_path) as log:
+        record = log.append("refusal", {"rule": "guard:subject_mismatch", "detail": value})
+    assert record.seq == 1
+    assert verify_log(log_path).ok
+    on_disk = json.loads(lines(log_path)[0])["data"]
+    assert on_disk == dict(record.data)
+    assert on_disk["rule"] == "guard:subject_mismatch"
+    assert on_disk["detail"] == written
+    text = log_path.read_text()
+    assert JWT not in text
+    assert "MC4=" not in text
 
 
 def test_references_to_secrets_are_allowed(log_path: Path) -> None:
@@ -250,7 +294,7 @@ def test_token_ref_of_bytes_and_str_agree() -> None:
 
 @pytest.mark.parametrize(
     ("event", "data"),
-    [("", {}), ("two words", {}), ("mint", {"x": float("nan")}), ("mint", {"x": object()})],
+    [("", {}), ("two words", {}), ("mint", {"x": object()}), ("mint", {1: "x"})],
 )
 def test_bad_events_and_data_are_refused(
     log_path: Path, event: str, data: dict[str, object]

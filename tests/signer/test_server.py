@@ -74,3 +74,30 @@ def test_a_signer_with_an_unreadable_revocation_list_does_not_start(tmp_path: Pa
     assert result.returncode == 2
     assert b"KEYMINT_SIGNER_REVOCATIONS_FILE" in result.stderr
     assert b"Traceback" not in result.stderr
+
+
+def test_a_signer_whose_gateway_settings_are_wrong_says_which_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    cluster = SignerCluster(tmp_path, 2, 3)
+    env = {
+        **cluster.signers[1].env,
+        "KEYMINT_EVIDENCE_CHECKER": "extauthz.guard_checker:from_env",
+        "POLICY_FILE": str(tmp_path / "policy.json"),
+        "KEYMINT_OIDC_AUDIENCES": "https://keymint.test/ci",
+        "TOKEN_DEFAULT_TTL_SECONDS": "soon",
+        "KEYMINT_SIGNER_LISTEN": "127.0.0.1:0",
+    }
+
+    result = subprocess.run(
+        [sys.executable, "-m", "signer.cli", "serve"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 2
+    assert b"TOKEN_DEFAULT_TTL_SECONDS: 'soon' is not an integer" in result.stderr
+    assert b"Traceback" not in result.stderr

@@ -19,6 +19,7 @@ from extauthz.identity import (
     Reason,
     enterprise_issuer,
     ghes_issuer,
+    github_subject,
     token_reference,
 )
 from extauthz.model import IdentityKind
@@ -58,7 +59,8 @@ def test_valid_token(run: Run, verifier: GitHubOidcVerifier, issuer: LocalOidcIs
     identity = run(verifier.verify(token))
     claims = issuer.claims()
     assert identity.kind is IdentityKind.GITHUB_ACTIONS
-    assert identity.subject == "repo:octo-org/octo-repo:environment:prod"
+    assert identity.subject == f"{issuer.issuer}#repository_owner_id=65&repository_id=74"
+    assert identity.claims["sub"] == "repo:octo-org/octo-repo:environment:prod"  # provenance
     assert identity.issuer == issuer.issuer
     assert identity.credential_hash == hashlib.sha256(token.encode()).hexdigest()
     assert identity.expires_at == claims["exp"]
@@ -72,7 +74,8 @@ def test_valid_token(run: Run, verifier: GitHubOidcVerifier, issuer: LocalOidcIs
 
 
 def test_token_as_bytes(run: Run, verifier: GitHubOidcVerifier, issuer: LocalOidcIssuer) -> None:
-    assert run(verifier.verify(issuer.mint().encode())).subject.startswith("repo:")
+    identity = run(verifier.verify(issuer.mint().encode()))
+    assert identity.subject == github_subject(issuer.issuer, "65", "74")
 
 
 def test_typ_may_be_absent(run: Run, verifier: GitHubOidcVerifier, issuer: LocalOidcIssuer) -> None:
@@ -83,7 +86,7 @@ def test_long_lived_token_expires_at_max_age(
     run: Run, verifier: GitHubOidcVerifier, issuer: LocalOidcIssuer, clock: ManualClock
 ) -> None:
     iat = int(clock())
-    identity = run(verifier.verify(issuer.mint({"exp": iat + 21600})))
+    identity = run(verifier.verify(issuer.mint({"exp": iat + 3000})))
     assert identity.expires_at == iat + 600
 
 
@@ -254,8 +257,46 @@ def test_too_old(
     run: Run, verifier: GitHubOidcVerifier, issuer: LocalOidcIssuer, clock: ManualClock
 ) -> None:
     now = int(clock())
-    token = issuer.mint({"iat": now - 700, "nbf": now - 700, "exp": now + 21000})
+    token = issuer.mint({"iat": now - 700, "nbf": now - 700, "exp": now + 2000})
     assert reason_of(run, verifier, token) is Reason.TOKEN_TOO_OLD
+
+
+def test_upstream_token_living_longer_than_its_issuer_allows_is_refused(
+    run: Run, verifier: GitHubOidcVerifier, issuer: LocalOidcIssuer, clock: ManualClock
+) -> None:
+    """exp - iat beyond the configured maximum (default 3600 s; GitHub's live 300 s) is refused
+    on its own reason, even while the token is young, unexpired and correctly signed."""
+    now = int(clock())
+    error = refusal(run, verifier, issuer.mint({"iat": now, "nbf": now, "exp": now + 3601}))
+    assert error.reason is Reason.TOKEN_LIFETIME_TOO_LONG
+    assert "token lives 3601 s (exp - iat), over the 3600 s" in error.message
+    a_year = issuer.mint({"iat": now, "nbf": now, "exp": now + 365 * 86400})
+    assert reason_of(run, verifier, a_year) is Reason.TOKEN_LIFETIME_TOO_LONG
+    assert run(verifier.verify(issuer.mint({"iat": now, "nbf": now, "exp": now + 3600})))
+
+
+def test_the_maximum_lifetime_is_configurable(
+    run: Run, issuer: LocalOidcIssuer, session: aiohttp.ClientSession, clock: ManualClock
+) -> None:
+    def verifier(max_lifetime: float) -> GitHubOidcVerifier:
+        return GitHubOidcVerifier.for_issuers(
+            [issuer.issuer],
+            audiences=[DEFAULT_AUDIENCE],
+            session=session,
+            jwks_settings=TEST_JWKS_SETTINGS,
+            max_lifetime_seconds=max_lifetime,
+            clock=clock,
+        )
+
+    now = int(clock())
+    published_sample = issuer.mint({"iat": now, "nbf": now, "exp": now + 21600})
+    assert run(verifier(21600).verify(published_sample))
+    assert reason_of(run, verifier(300), issuer.mint({"exp": now + 301})) is (
+        Reason.TOKEN_LIFETIME_TOO_LONG
+    )
+    assert run(verifier(300).verify(issuer.mint({"iat": now, "exp": now + 300})))
+    with pytest.raises(IdentityConfigError):
+        verifier(0)
 
 
 @pytest.mark.parametrize(
@@ -332,6 +373,15 @@ def test_issuer_configuration_is_required(session: aiohttp.ClientSession) -> Non
         GitHubOidcVerifier.for_issuers([], audiences=[DEFAULT_AUDIENCE], session=session)
 
 
+# Empty ones: urlsplit sees no fragment or query in them, the subject's "#" would.
+@pytest.mark.parametrize("bad", [f"{GITHUB_ISSUER}#", f"{GITHUB_ISSUER}?"])
+def test_issuers_with_a_query_or_fragment_are_refused(
+    session: aiohttp.ClientSession, bad: str
+) -> None:
+    with pytest.raises(IdentityConfigError, match="query or a fragment"):
+        GitHubOidcVerifier.for_issuers([bad], audiences=[DEFAULT_AUDIENCE], session=session)
+
+
 def test_issuer_shapes() -> None:
     assert ghes_issuer("ghes.example.com") == "https://ghes.example.com/_services/token"
     assert enterprise_issuer("avocado-corp") == f"{GITHUB_ISSUER}/avocado-corp"
@@ -357,8 +407,14 @@ def test_several_issuers(
             jwks_settings=TEST_JWKS_SETTINGS,
             clock=clock,
         )
+        subjects = set()
         for one in issuers:
-            assert run(verifier.verify(one.mint())).issuer == one.issuer
+            identity = run(verifier.verify(one.mint()))
+            assert identity.issuer == one.issuer
+            subjects.add(identity.subject)
+        # The same ids under three issuers are three repositories, so three subjects.
+        assert subjects == {github_subject(i.issuer, "65", "74") for i in issuers}
+        assert len(subjects) == 3
         # Issuer 0's claims, signed with issuer 1's key (kid key-2 is unknown to issuer 0).
         crossed = issuers[0].mint(key=issuers[1].signing_key)
         assert reason_of(run, verifier, crossed) is Reason.UNKNOWN_KID
@@ -403,6 +459,30 @@ def test_claims_must_be_valid_unicode(
 ) -> None:
     token = issuer.mint({"environment": "\ud800"})  # a lone surrogate, legal JSON escape
     assert reason_of(run, verifier, token) is Reason.INVALID_CLAIM
+
+
+def test_minted_subject_is_the_numeric_ids_never_the_recyclable_names(
+    run: Run, verifier: GitHubOidcVerifier, issuer: LocalOidcIssuer
+) -> None:
+    """The upstream `sub` names the repository, and names are recycled after a rename or a
+    deletion; the subject that revocations, rate limits and the guard compare is the ids."""
+    original = run(verifier.verify(issuer.mint()))
+    renamed = run(
+        verifier.verify(
+            issuer.mint(
+                {
+                    "sub": "repo:new-org/new-name:environment:prod",
+                    "repository": "new-org/new-name",
+                    "repository_owner": "new-org",
+                }
+            )
+        )
+    )
+    assert renamed.subject == original.subject  # same ids: the same repository
+    recycled = run(verifier.verify(issuer.mint({"repository_id": "1234"})))
+    assert recycled.claims["sub"] == original.claims["sub"]  # same names ...
+    assert recycled.subject != original.subject  # ... another repository
+    assert recycled.subject == f"{issuer.issuer}#repository_owner_id=65&repository_id=1234"
 
 
 def test_empty_sub(run: Run, verifier: GitHubOidcVerifier, issuer: LocalOidcIssuer) -> None:

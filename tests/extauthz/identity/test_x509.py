@@ -47,11 +47,9 @@ def verifier_for(
     bundles: dict[str, CertificateAuthority],
     *,
     clock: ManualClock,
-    trust_envoy_principal: bool = False,
 ) -> X509Verifier:
     return X509Verifier(
         spiffe_bundles=[TrustBundle(td, (ca.certificate,)) for td, ca in bundles.items()],
-        trust_envoy_principal=trust_envoy_principal,
         clock=clock,
     )
 
@@ -217,25 +215,6 @@ def test_malformed_pem(verifier: X509Verifier, data: bytes) -> None:
 def test_too_many_certificates(verifier: X509Verifier, root: CertificateAuthority) -> None:
     svid = root.issue_svid(DEPLOYER)
     assert reason_of(verifier.verify_pem, svid.pem * 9) is Reason.MALFORMED_CERTIFICATE
-
-
-def test_principal_alone_is_refused_by_default(verifier: X509Verifier) -> None:
-    assert reason_of(verifier.verify_principal, DEPLOYER) is Reason.UNTRUSTED_PROXY
-
-
-def test_principal_alone_when_envoy_is_trusted(
-    root: CertificateAuthority, clock: ManualClock
-) -> None:
-    verifier = verifier_for({"example.org": root}, clock=clock, trust_envoy_principal=True)
-    identity = verifier.verify_principal(DEPLOYER)
-    assert identity.kind is IdentityKind.SPIFFE
-    assert identity.subject == DEPLOYER
-    assert identity.certificate_sha256 is None  # nothing to bind a cnf claim to
-    assert identity.expires_at == int(clock()) + 300
-    assert (
-        reason_of(verifier.verify_principal, "spiffe://evil.example/x") is Reason.WRONG_TRUST_DOMAIN
-    )
-    assert reason_of(verifier.verify_principal, "build.example.org") is Reason.MALFORMED_SPIFFE_ID
 
 
 def test_configuration_is_checked(root: CertificateAuthority) -> None:

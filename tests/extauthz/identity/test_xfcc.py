@@ -188,13 +188,10 @@ def certificates(root: CertificateAuthority) -> X509Verifier:
     )
 
 
-def identifier(
-    root: CertificateAuthority, *, trust_proxy_verification: bool = False
-) -> XfccIdentifier:
+def identifier(root: CertificateAuthority) -> XfccIdentifier:
     return XfccIdentifier(
         trusted_proxies=TrustedProxies.parse([INGRESS, "legacy-proxy.example.org"]),
         certificates=certificates(root),
-        trust_proxy_verification=trust_proxy_verification,
     )
 
 
@@ -250,9 +247,24 @@ def test_untrusted_peer_header_is_not_even_parsed(root: CertificateAuthority) ->
     assert identifier(root).identify('By="unterminated', DEPLOYER) is None
 
 
-def test_no_header(root: CertificateAuthority) -> None:
-    assert identifier(root).identify(None, INGRESS) is None
-    assert identifier(root).identify("", INGRESS) is None
+@pytest.mark.parametrize("header", [None, ""])
+def test_trusted_proxy_forwarding_no_xfcc_is_refused_naming_that(
+    root: CertificateAuthority, header: str | None
+) -> None:
+    with pytest.raises(IdentityError) as caught:
+        identifier(root).identify(header, INGRESS)
+    assert caught.value.reason is Reason.CERTIFICATE_NOT_FORWARDED
+    assert f"the trusted proxy {INGRESS} forwarded no x-forwarded-client-cert" in str(caught.value)
+
+
+def test_forwarded_identity_believes_only_a_trusted_proxy(
+    root: CertificateAuthority, svid: IssuedCertificate
+) -> None:
+    with pytest.raises(IdentityError) as caught:
+        identifier(root).forwarded_identity(element_for(svid), DEPLOYER)
+    assert caught.value.reason is Reason.UNTRUSTED_PROXY
+    identity = identifier(root).forwarded_identity(element_for(svid), INGRESS)
+    assert identity.subject == DEPLOYER
 
 
 def test_only_the_nearest_element_counts(
@@ -292,22 +304,20 @@ def test_malformed_header_from_trusted_proxy(root: CertificateAuthority) -> None
     assert caught.value.reason is Reason.MALFORMED_XFCC
 
 
-def test_uri_without_cert_needs_trust_in_the_proxy(root: CertificateAuthority) -> None:
-    header = f"By={INGRESS};Hash={HASH_1};URI={DEPLOYER}"
+@pytest.mark.parametrize(
+    "header",
+    [
+        f"By={INGRESS};Hash={HASH_1};URI={DEPLOYER}",
+        f"URI={DEPLOYER}",
+        f'By={INGRESS};Hash={HASH_1};Subject="/CN=workload";DNS=deployer.example.org',
+    ],
+)
+def test_uri_only_xfcc_is_refused_naming_the_missing_cert(
+    root: CertificateAuthority, header: str
+) -> None:
+    """A name without its certificate is the proxy's word: signers could not verify it."""
     with pytest.raises(IdentityError) as caught:
         identifier(root).identify(header, INGRESS)
-    assert caught.value.reason is Reason.UNTRUSTED_PROXY
-    identity = identifier(root, trust_proxy_verification=True).identify(header, INGRESS)
-    assert identity is not None
-    assert identity.subject == DEPLOYER
-    assert identity.certificate_sha256 is None
-
-
-def test_uri_without_cert_must_be_one_spiffe_id(root: CertificateAuthority) -> None:
-    xfcc = identifier(root, trust_proxy_verification=True)
-    with pytest.raises(IdentityError) as caught:
-        xfcc.identify(f"URI={DEPLOYER};URI=spiffe://example.org/x", INGRESS)
-    assert caught.value.reason is Reason.NOT_AN_SVID
-    with pytest.raises(IdentityError) as caught:
-        xfcc.identify("URI=spiffe://evil.example/x", INGRESS)
-    assert caught.value.reason is Reason.WRONG_TRUST_DOMAIN
+    assert caught.value.reason is Reason.CERTIFICATE_NOT_FORWARDED
+    assert "must forward the client certificate" in caught.value.message
+    assert "set_current_client_cert_details: {cert: true}" in caught.value.message

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from extauthz.identity import github_subject
 from extauthz.model import Evidence, Identity, IdentityKind, Route, SpiffeId
 from extauthz.policy import AuthzRequest
 from tests.conftest import VECTORS
@@ -38,10 +39,11 @@ def example_github_claims() -> dict[str, str]:
 
 def github_identity(**overrides: str) -> Identity:
     claims = {**example_github_claims(), **overrides}
+    issuer = claims.pop("iss")
     return Identity(
         kind=IdentityKind.GITHUB_ACTIONS,
-        subject=claims["sub"],
-        issuer=claims.pop("iss"),
+        subject=github_subject(issuer, claims["repository_owner_id"], claims["repository_id"]),
+        issuer=issuer,
         credential_hash="cd" * 32,
         expires_at=EXPIRES_AT,
         evidence=Evidence(kind="oidc_token", value=b"header.payload.signature"),

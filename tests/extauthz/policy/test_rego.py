@@ -15,6 +15,7 @@ from extauthz.policy import (
     Limits,
     PolicyEngine,
     PolicyError,
+    PolicyHeaders,
     RegoPolicy,
     build_input,
 )
@@ -231,7 +232,7 @@ def test_input_is_opa_envoy_shaped_and_holds_no_credentials() -> None:
         "x-forwarded-client-cert": "Hash=abc",
         "cookie": "session=1",
         "proxy-authorization": "Basic x",
-        "X-Request-Id": "r-1",
+        "X-Tenant": "t-1",
     }
     document: dict[str, Any] = build_input(request(WEB, on, headers=headers))
     http = document["attributes"]["request"]["http"]
@@ -239,7 +240,7 @@ def test_input_is_opa_envoy_shaped_and_holds_no_credentials() -> None:
         "method": "POST",
         "path": "/a/b%20c/?x=1&x=2&empty=",
         "host": "orders.example.com",
-        "headers": {"x-request-id": "r-1"},
+        "headers": {"x-tenant": "t-1"},
     }
     assert document["attributes"]["source"]["principal"] == "spiffe://prod.test/ns/web/sa/search"
     assert document["attributes"]["context_extensions"] == {"route": "orders"}
@@ -249,6 +250,45 @@ def test_input_is_opa_envoy_shaped_and_holds_no_credentials() -> None:
     assert document["grant"] is None
     assert "secret" not in repr(document)
     assert build_input(request(WEB, route("h", "/")))["parsed_path"] == [""]
+
+
+PER_REQUEST = {
+    "x-request-id": "r-1",
+    "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    "tracestate": "congo=t61rcWkgMzE",
+    "x-b3-traceid": "80f198ee56343ba864fe8b2a57d3eff7",
+    "x-b3-spanid": "e457b5a2e4d86bd1",
+    "x-envoy-expected-rq-timeout-ms": "250",
+    "x-datadog-trace-id": "1",
+}
+
+
+def test_per_request_headers_are_out_of_the_input_a_policy_reads() -> None:
+    """What the hot cache ignores, a policy cannot read: request ids and trace contexts."""
+    headers = {**PER_REQUEST, "X-Tenant": "t-1", "x-b3": "not a prefix match"}
+    document: dict[str, Any] = build_input(request(WEB, route("h", "/"), headers=headers))
+    assert document["attributes"]["request"]["http"]["headers"] == {
+        "x-tenant": "t-1",
+        "x-b3": "not a prefix match",
+    }
+
+
+def test_policy_headers_select_exactly_what_the_input_holds() -> None:
+    selection = PolicyHeaders.ignoring(["X-Tenant", "x-trace-*"])
+    headers = {"x-tenant": "a", "x-trace-id": "1", "x-request-id": "r", "cookie": "c", "B": "2"}
+    selected = selection.select(headers)
+    assert selected == (("b", "2"), ("x-request-id", "r"))
+    document: dict[str, Any] = build_input(
+        request(WEB, route("h", "/"), headers=headers), headers=selection
+    )
+    assert document["attributes"]["request"]["http"]["headers"] == dict(selected)
+    assert selection.select(dict(selected)) == selected  # selecting twice changes nothing
+
+
+@pytest.mark.parametrize("entry", ["", "x y", "a*b", "*", "x-\u00e9", "x:y"])
+def test_ignored_header_entries_must_be_header_names(entry: str) -> None:
+    with pytest.raises(ValueError, match="is not a header name"):
+        PolicyHeaders.ignoring([entry])
 
 
 def test_token_query_parameters_are_removed_from_the_input() -> None:

@@ -9,7 +9,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from google.protobuf.message import Message
 
-from signer.ceremony import connect
+from signer.ceremony import CeremonyFailed, connect
 from signer.frost.encoding import encode_public_key_package
 from signer.frost.group import ORDER, serialize_scalar
 from signer.frost.polynomial import derive_interpolating_value, polynomial_evaluate
