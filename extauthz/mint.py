@@ -99,7 +99,13 @@ class Minter:
         identity = request.identity
         key = cache_key(identity.credential_hash, grant.audience, grant.scopes)
         token = await self._cache.get(key)
-        if token is not None and token.fresh_at(self._clock(), self._settings.remint_fraction):
+        # A token minted under a policy that granted longer than today's grant is not served:
+        # a policy that shortens a lifetime takes effect at once, not when old tokens expire.
+        if (
+            token is not None
+            and token.lifetime <= grant.ttl_seconds
+            and token.fresh_at(self._clock(), self._settings.remint_fraction)
+        ):
             return token, True
         pending = self._inflight.get(key)
         if pending is not None:

@@ -34,6 +34,7 @@ from extauthz.policy import (
     RegoPolicy,
     ReloadResult,
 )
+from extauthz.policy.engine import PolicySnapshot
 from extauthz.policy.loader import compile_policy
 from signer.coordinator import QuorumUnavailable
 from signer.proto import signer_pb2
@@ -125,9 +126,9 @@ class CountingEngine(PolicyEngine):
 
     evaluations = 0
 
-    def evaluate(self, request: AuthzRequest) -> Decision:
+    def evaluate(self, request: AuthzRequest, snapshot: PolicySnapshot | None = None) -> Decision:
         self.evaluations += 1
-        return super().evaluate(request)
+        return super().evaluate(request, snapshot)
 
 
 @pytest.fixture(scope="module")
