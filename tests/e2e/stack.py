@@ -1,6 +1,6 @@
 """Everything real, on loopback: keymint as production runs it, with two Envoys around it.
 
-    caller --TLS/mTLS--> front Envoy (envoy/envoy.yaml) --ext_authz gRPC--> gateway process
+    caller --TLS/mTLS--> front Envoy (envoy/envoy.yaml) --ext_authz gRPC, mTLS--> gateway process
                               |                                                | mTLS gRPC
                               +--> echo upstream                      3 signer processes (2-of-3)
     caller ----------------> jwt Envoy (envoy/upstream-jwt.yaml) --> echo upstream
@@ -30,7 +30,13 @@ from typing import Any
 import jwt
 
 from extauthz.cli import READY_LINE
-from tests.envoy.harness import EnvoyProcess, render, server_certificate, write_tls
+from tests.envoy.harness import (
+    EnvoyProcess,
+    check_port_values,
+    render,
+    server_certificate,
+    write_tls,
+)
 from tests.envoy.servers import BackgroundLoop, EchoUpstream, Reply, request
 from tests.extauthz.stack import (
     DEPLOY,
@@ -262,6 +268,7 @@ def e2e_stack(
                 SERVER_KEY=server_key,
                 CLIENT_CA_BUNDLE=directory / "trust-bundle.pem",
                 GATEWAY_GRPC_PORT=gateway.grpc_port,
+                **check_port_values(directory),
                 GATEWAY_HTTP_PORT=gateway.http_port,
                 UPSTREAM_PORT=echo.port,
             ),

@@ -21,7 +21,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
-from tests.extauthz.stack import valid_now
+from signer.devca import envoy_name
+from tests.extauthz.stack import check_port_pki, valid_now
 from tests.helpers.certs import CertificateAuthority, IssuedCertificate
 
 REPO = Path(__file__).resolve().parents[2]
@@ -95,6 +96,17 @@ def server_certificate(ca: CertificateAuthority, hostname: str) -> IssuedCertifi
         not_before=validity["not_before"],
         not_after=validity["not_after"],
     )
+
+
+def check_port_values(directory: Path) -> dict[str, Path]:
+    """envoy.yaml's placeholders for mTLS to the gateway's Check port: Envoy's client certificate
+    and the CA of the gateway's, from the test stack's Check port PKI in `directory`."""
+    envoy = check_port_pki(directory)[envoy_name()]
+    return {
+        "CHECK_CLIENT_CERT": envoy.cert,
+        "CHECK_CLIENT_KEY": envoy.key,
+        "GATEWAY_CA_BUNDLE": envoy.ca,
+    }
 
 
 def write_tls(directory: Path, name: str, issued: IssuedCertificate) -> tuple[Path, Path]:

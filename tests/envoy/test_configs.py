@@ -19,10 +19,12 @@ from extauthz.config import GatewaySettings
 from extauthz.http_edge import HttpSettings
 from extauthz.token_exchange import MAX_BODY_BYTES
 from signer.coordinator import CoordinatorSettings
+from signer.devca import gateway_name, spiffe_id
 from tests.envoy.harness import (
     CONFIG_DIR,
     CONFIGS,
     EnvoyProcess,
+    check_port_values,
     declared_defaults,
     render,
     render_text,
@@ -50,7 +52,12 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     bundle.write_bytes(pem(root_ca("prod.test").certificate))
     server = server_certificate(root_ca("edge.test"), "front.keymint.test")
     cert, key = write_tls(directory, "server", server)
-    return {"SERVER_CERT": cert, "SERVER_KEY": key, "CLIENT_CA_BUNDLE": bundle}
+    return {
+        "SERVER_CERT": cert,
+        "SERVER_KEY": key,
+        "CLIENT_CA_BUNDLE": bundle,
+        **check_port_values(directory),
+    }
 
 
 def files_for(name: str, tls: dict[str, Path]) -> dict[str, Path]:
@@ -275,3 +282,41 @@ def test_jwks_cache_is_no_longer_than_keymint_publishes_a_key_before_use(
     for provider in jwt_authn["providers"].values():
         cache = seconds(provider["remote_jwks"]["cache_duration"])
         assert 0 < cache <= HttpSettings().jwks_max_age_seconds
+
+
+def cluster(dump: dict[str, Any], name: str) -> dict[str, Any]:
+    (clusters,) = [c for c in dump["configs"] if c["@type"].endswith("ClustersConfigDump")]
+    (found,) = [c["cluster"] for c in clusters["static_clusters"] if c["cluster"]["name"] == name]
+    result: dict[str, Any] = found
+    return result
+
+
+def test_envoy_reaches_the_check_port_over_mtls(
+    dumps: dict[str, dict[str, Any]], tls: dict[str, Path]
+) -> None:
+    """Envoy presents its own certificate to the gateway and accepts only the gateway's: a CA
+    it trusts and the gateway's SPIFFE ID, the one the dev CA issues (signer.devca)."""
+    grpc_cluster = cluster(dumps["front"], "keymint_grpc")
+    socket = grpc_cluster["transport_socket"]
+    assert socket["name"] == "envoy.transport_sockets.tls"
+    context = socket["typed_config"]
+    assert context["@type"].endswith("tls.v3.UpstreamTlsContext")
+    common = context["common_tls_context"]
+    (certificate,) = common["tls_certificates"]
+    assert certificate["certificate_chain"] == {"filename": str(tls["CHECK_CLIENT_CERT"])}
+    assert certificate["private_key"] == {"filename": "[redacted]"}  # Envoy hides key sources
+    assert f'private_key: {{filename: "{tls["CHECK_CLIENT_KEY"]}"}}' in render_text(
+        "envoy.yaml", **tls
+    )
+    validation = common["validation_context"]
+    assert validation["trusted_ca"] == {"filename": str(tls["GATEWAY_CA_BUNDLE"])}
+    gateway_id = declared_defaults("envoy.yaml")["GATEWAY_SPIFFE_ID"]
+    assert validation["match_typed_subject_alt_names"] == [
+        {"san_type": "URI", "matcher": {"exact": gateway_id}}
+    ]
+    assert gateway_id == spiffe_id(gateway_name())
+    assert common["alpn_protocols"] == ["h2"]
+    # Envoy's health checks use the cluster's transport socket: the same mTLS connection rules.
+    (health_check,) = grpc_cluster["health_checks"]
+    assert "transport_socket_match_criteria" not in health_check
+    assert "transport_socket_matches" not in grpc_cluster

@@ -34,9 +34,17 @@ from google.rpc import code_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from extauthz.grpc_edge import SERVICE
-from tests.envoy.harness import EnvoyProcess, render, server_certificate, write_tls
+from signer.devca import gateway_name
+from signer.tls import server_credentials
+from tests.envoy.harness import (
+    EnvoyProcess,
+    check_port_values,
+    render,
+    server_certificate,
+    write_tls,
+)
 from tests.envoy.servers import BackgroundLoop, EchoUpstream, Reply, request
-from tests.extauthz.stack import root_ca, valid_now
+from tests.extauthz.stack import check_port_pki, root_ca, valid_now
 from tests.helpers.certs import CertificateAuthority, IssuedCertificate, pem
 
 HOSTNAME = "front.keymint.test"
@@ -121,13 +129,18 @@ class Front:
         return self.ca.issue_svid(f"spiffe://prod.test{path}", **valid_now())
 
 
-async def _start_authorizer(authorizer: FakeAuthorizer) -> tuple[grpc.aio.Server, int]:
+async def _start_authorizer(
+    authorizer: FakeAuthorizer, directory: Path
+) -> tuple[grpc.aio.Server, int]:
+    """The fake in the gateway's place, on an mTLS port like the gateway's (its certificate)."""
     server = grpc.aio.server()
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(authorizer, server)
     checks = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(checks, server)
     await checks.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
-    port = server.add_insecure_port("127.0.0.1:0")
+    port = server.add_secure_port(
+        "127.0.0.1:0", server_credentials(check_port_pki(directory)[gateway_name()])
+    )
     await server.start()
     return server, port
 
@@ -142,7 +155,7 @@ def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
         background.run(echo.start())
         stack.callback(lambda: background.run(echo.stop()))
         authorizer = FakeAuthorizer()
-        server, grpc_port = background.run(_start_authorizer(authorizer))
+        server, grpc_port = background.run(_start_authorizer(authorizer, directory))
         stack.callback(lambda: background.run(server.stop(None)))
 
         ca = root_ca("prod.test")
@@ -160,6 +173,7 @@ def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
             SERVER_KEY=key,
             CLIENT_CA_BUNDLE=directory / "bundle.pem",
             GATEWAY_GRPC_PORT=grpc_port,
+            **check_port_values(directory),
             GATEWAY_HTTP_PORT=CLOSED_PORT,
             UPSTREAM_PORT=echo.port,
         )
