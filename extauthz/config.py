@@ -237,6 +237,7 @@ def _check_port(env: Mapping[str, str], listen: str) -> CheckPort:
     insecure = _bool(env, "KEYMINT_DEV_INSECURE_CHECK_PORT", False)
     mode_given = bool(env.get("KEYMINT_GRPC_SOCKET_MODE", "").strip())
     if listen.startswith("unix:"):
+        path = _socket_path(listen)
         if tls_given:
             raise SettingsError(
                 tls_given[0],
@@ -248,7 +249,7 @@ def _check_port(env: Mapping[str, str], listen: str) -> CheckPort:
                 f"is for a plaintext TCP Check port; KEYMINT_GRPC_LISTEN is a Unix socket "
                 f"({listen})",
             )
-        return CheckPortUnix(_socket_path(listen), _socket_mode(env))
+        return CheckPortUnix(path, _socket_mode(env))
     address = _tcp_address(listen)
     if mode_given:
         raise SettingsError(
@@ -318,7 +319,7 @@ def _socket_mode(env: Mapping[str, str]) -> int:
             f"{raw} grants more than read and write to the owner and the group (at most 0660): "
             f"every local user who may open the socket may ask for tokens",
         )
-    if mode & stat.S_IRWXU != stat.S_IRUSR | stat.S_IWUSR:  # the gateway itself binds it
+    if mode & stat.S_IRWXU != stat.S_IRUSR | stat.S_IWUSR:
         raise SettingsError(
             "KEYMINT_GRPC_SOCKET_MODE", f"{raw} must give the owner read and write (0600)"
         )
