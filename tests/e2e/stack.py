@@ -30,11 +30,13 @@ from typing import Any
 import jwt
 
 from extauthz.cli import READY_LINE
+from extauthz.config import CHECK_TLS_VARIABLES
 from tests.envoy.harness import (
     EnvoyProcess,
     check_port_values,
     render,
     server_certificate,
+    with_unix_check_port,
     write_tls,
 )
 from tests.envoy.servers import BackgroundLoop, EchoUpstream, Reply, request
@@ -215,11 +217,14 @@ def e2e_stack(
     dkg: bool = False,
     extra_env: Mapping[str, str] | None = None,
     jwks_cache_seconds: int = 300,
+    check_socket: Path | None = None,
 ) -> Iterator[E2EStack]:
     """Start everything (and stop everything, whatever happened) for one test module.
 
     With `dkg`, the signers start keyless and a DKG among them makes the group key (as
     `make demo` does); otherwise a trusted dealer's shares are sealed to their vaults first.
+    The gateway's Check port is mTLS (Envoy's certificate); with `check_socket`, it is a Unix
+    socket there instead, and the front Envoy reaches it with envoy/README.md's cluster.
     """
     with contextlib.ExitStack() as stack:
         background = BackgroundLoop()
@@ -244,10 +249,12 @@ def e2e_stack(
             background.run(_dkg(cluster))
 
         signers = ",".join(f"{i}={p.address}" for i, p in sorted(cluster.signers.items()))
-        gateway = GatewayProcess(
-            env={**os.environ, **env, "KEYMINT_SIGNERS": signers, "PYTHONPATH": str(REPO)},
-            log=directory / "gateway.log",
-        )
+        gateway_env = {**os.environ, **env, "KEYMINT_SIGNERS": signers, "PYTHONPATH": str(REPO)}
+        if check_socket is not None:
+            for name in CHECK_TLS_VARIABLES:
+                del gateway_env[name]
+            gateway_env["KEYMINT_GRPC_LISTEN"] = f"unix:{check_socket}"
+        gateway = GatewayProcess(env=gateway_env, log=directory / "gateway.log")
         stack.callback(gateway.stop)
         gateway.start()
 
@@ -275,6 +282,8 @@ def e2e_stack(
             directory,
             "front-envoy",
         )
+        if check_socket is not None:
+            front.config.write_text(with_unix_check_port(front.config.read_text(), check_socket))
         stack.callback(front.stop)
         front.start()
 

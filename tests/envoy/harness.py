@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from cryptography.hazmat.primitives import serialization
 
 from signer.devca import envoy_name
@@ -29,6 +30,9 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO / "envoy"
 CONFIGS = ("envoy.yaml", "upstream-jwt.yaml")
 _DECLARATION = re.compile(r"^#   ([A-Z][A-Z0-9_]*) = (\S+)", re.MULTILINE)
+# envoy/README.md's keymint_grpc cluster for a gateway on a Unix socket, and the path it names.
+UNIX_CLUSTER_MARKER = "<!-- keymint_grpc over a Unix socket -->"
+DOCUMENTED_SOCKET = "/var/run/keymint/check.sock"
 
 
 def envoy_binary() -> str:
@@ -74,6 +78,26 @@ def render(name: str, directory: Path, **values: object) -> Path:
     path = directory / name
     path.write_text(render_text(name, **values))
     return path
+
+
+def unix_socket_cluster() -> str:
+    """The `keymint_grpc` cluster envoy/README.md gives for the sidecar layout, verbatim."""
+    after_marker = (CONFIG_DIR / "README.md").read_text().split(UNIX_CLUSTER_MARKER, 1)[1]
+    return after_marker.split("```yaml\n", 1)[1].split("```", 1)[0]
+
+
+def with_unix_check_port(rendered: str, socket: Path) -> str:
+    """A rendered envoy.yaml whose keymint_grpc cluster is the documented Unix socket one, with
+    the socket at `socket`."""
+    snippet = unix_socket_cluster()
+    assert snippet.count(DOCUMENTED_SOCKET) == 1, snippet
+    (cluster,) = yaml.safe_load(snippet.replace(DOCUMENTED_SOCKET, str(socket)))
+    config = yaml.safe_load(rendered)
+    clusters = config["static_resources"]["clusters"]
+    (index,) = [i for i, c in enumerate(clusters) if c["name"] == "keymint_grpc"]
+    clusters[index] = cluster
+    text: str = yaml.safe_dump(config, sort_keys=False)
+    return text
 
 
 def validate(path: Path) -> subprocess.CompletedProcess[str]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from extauthz.config import GatewaySettings
 from extauthz.http_edge import HttpSettings
@@ -31,6 +32,7 @@ from tests.envoy.harness import (
     server_certificate,
     used_placeholders,
     validate,
+    with_unix_check_port,
     write_tls,
 )
 from tests.extauthz.stack import policy_document, root_ca
@@ -90,6 +92,25 @@ def test_validation_is_real(tmp_path: Path, tls: dict[str, Path]) -> None:
     result = validate(broken)
     assert result.returncode != 0
     assert "OK" not in result.stdout
+
+
+def test_the_documented_unix_socket_cluster_is_a_config_envoy_accepts(
+    tmp_path: Path, tls: dict[str, Path]
+) -> None:
+    socket = tmp_path / "check.sock"
+    config = tmp_path / "envoy-unix.yaml"
+    config.write_text(with_unix_check_port(render_text("envoy.yaml", **tls), socket))
+    result = validate(config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OK" in result.stdout
+    (cluster,) = [
+        c
+        for c in yaml.safe_load(config.read_text())["static_resources"]["clusters"]
+        if c["name"] == "keymint_grpc"
+    ]
+    (endpoint,) = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    assert endpoint["endpoint"]["address"] == {"pipe": {"path": str(socket)}}
+    assert "transport_socket" not in cluster
 
 
 def test_render_refuses_a_placeholder_the_config_does_not_declare() -> None:
