@@ -14,9 +14,9 @@ import grpc
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
-from extauthz.check_port import bind, interceptors
+from extauthz.check_port import bind, registry
 from extauthz.config import CheckPort
 from extauthz.decision import Deny
 from extauthz.pipeline import Pipeline
@@ -46,20 +46,24 @@ async def start_grpc(
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """Serve Check, health and reflection on `check_port`, under its rules; its TCP port or 0."""
     server = grpc.aio.server(
-        interceptors=interceptors(check_port),
-        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 1024 * 1024)],
+        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 1024 * 1024)]
     )
+    services = registry(server, check_port)
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
-        AuthorizationService(pipeline), server
+        AuthorizationService(pipeline), services
     )
     health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, services)
     names = (
         external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name,
         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
         reflection.SERVICE_NAME,
     )
-    reflection.enable_server_reflection(names, server)
+    # What reflection.enable_server_reflection does, through `services` (it would look at the
+    # server's type, which `services` is not).
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+        reflection.aio.ReflectionServicer(names), services
+    )
     port = bind(server, check_port)
     await server.start()
     return server, port, health_servicer

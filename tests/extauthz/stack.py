@@ -29,13 +29,13 @@ from extauthz.config import GatewaySettings
 from extauthz.grpc_edge import start_grpc
 from signer.devca import (
     TlsFiles,
+    dns_name,
     envoy_name,
     gateway_name,
     make_check_port_pki,
     spiffe_id,
     tls_files,
 )
-from signer.tls import secure_channel
 from tests.helpers.certs import CertificateAuthority, IssuedCertificate, pem
 from tests.helpers.oidc_issuer import LocalOidcIssuer
 from tests.signer.harness import SignerCluster
@@ -179,7 +179,10 @@ def check_port_env(directory: Path, listen: str = "127.0.0.1:0") -> dict[str, st
 def envoy_channel(directory: Path, address: str) -> grpc.aio.Channel:
     """A channel to the gateway's Check port as Envoy: its client certificate, the gateway's
     server certificate checked against the Check port's CA."""
-    return secure_channel(address, check_port_pki(directory)[envoy_name()], gateway_name())
+    ca, cert, key = check_port_pki(directory)[envoy_name()].read()
+    credentials = grpc.ssl_channel_credentials(ca, key, cert)
+    override = [("grpc.ssl_target_name_override", dns_name(gateway_name()))]
+    return grpc.aio.secure_channel(address, credentials, options=override)
 
 
 def stack_env(directory: Path, oidc_issuer: str, cluster: SignerCluster) -> dict[str, str]:

@@ -24,7 +24,7 @@ from google.rpc import status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from extauthz import app
-from extauthz.check_port import AllowedClients, bind_unix, load_credentials
+from extauthz.check_port import AllowedClients, GuardedRegistry, bind_unix, load_credentials
 from extauthz.cli import main
 from extauthz.config import (
     CheckPort,
@@ -212,6 +212,27 @@ def test_another_identity_of_the_same_ca_is_denied_on_every_call(pki: dict[str, 
     asyncio.run(scenario())
 
 
+def test_health_list_is_behind_the_same_rule(pki: dict[str, TlsFiles]) -> None:
+    """grpc_health's List is a plain function (unimplemented): still checked first."""
+    server = pki[gateway_name()]
+    own = TlsFiles(server.ca, server.cert, server.key)
+    codes = []
+
+    async def scenario() -> None:
+        async with serving(tls_port(pki)) as (port, _):
+            address = f"127.0.0.1:{port}"
+            for files in (own, pki[envoy_name()]):
+                async with secure_channel(address, files, gateway_name()) as channel:
+                    with pytest.raises(grpc.aio.AioRpcError) as failed:
+                        await health_pb2_grpc.HealthStub(channel).List(
+                            health_pb2.HealthListRequest(), timeout=5
+                        )
+                    codes.append(failed.value.code())
+
+    asyncio.run(scenario())
+    assert codes == [grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNIMPLEMENTED]
+
+
 def test_an_identity_added_to_the_list_is_accepted(pki: dict[str, TlsFiles]) -> None:
     """The list is the rule: the gateway's own identity, once allowed, gets through."""
     port = tls_port(pki, allowed_clients=frozenset({spiffe_id(gateway_name())}))
@@ -227,26 +248,107 @@ def test_an_identity_added_to_the_list_is_accepted(pki: dict[str, TlsFiles]) -> 
     asyncio.run(scenario())
 
 
-def test_the_interceptor_refuses_an_empty_list() -> None:
+def test_the_allow_list_refuses_to_be_empty() -> None:
     with pytest.raises(ValueError, match="at least one allowed identity"):
         AllowedClients(frozenset())
 
 
-def test_the_interceptor_refuses_to_wrap_a_synchronous_handler() -> None:
-    """A handler the check could not run before: refuse to serve it rather than serve it open."""
+class RecordingServer:
+    """Takes registrations as a grpc.aio.Server does, and keeps them."""
 
-    def sync_behaviour(request: object, context: object) -> object:
+    def __init__(self) -> None:
+        self.generic: list[grpc.GenericRpcHandler] = []
+        self.registered: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
+
+    def add_generic_rpc_handlers(self, handlers: tuple[grpc.GenericRpcHandler, ...]) -> None:
+        self.generic.extend(handlers)
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
+        self.registered[service] = handlers
+
+
+class Refused(Exception):
+    pass
+
+
+@pytest.mark.parametrize("allow", [True, False])
+def test_every_kind_of_behaviour_runs_only_after_the_check(allow: bool) -> None:
+    """Coroutines, async generators and plain functions (grpc_health's unimplemented List is
+    one) are all wrapped, registered and generic alike."""
+    ran: list[str] = []
+
+    async def authorize(context: object) -> None:
+        if not allow:
+            raise Refused
+
+    async def coroutine(request: str, context: object) -> str:
+        ran.append("coroutine")
         return request
 
-    handler = grpc.unary_unary_rpc_method_handler(sync_behaviour)
-    interceptor = AllowedClients({spiffe_id(envoy_name())})
+    async def async_stream(request: str, context: object) -> AsyncIterator[str]:
+        ran.append("async_stream")
+        yield request
 
-    async def continuation(details: object) -> grpc.RpcMethodHandler:
-        return handler
+    def plain(request: str, context: object) -> str:
+        ran.append("plain")
+        return request
 
-    details = SimpleNamespace(method="/x.Y/Z", invocation_metadata=())
-    with pytest.raises(TypeError, match="is not a coroutine or async generator function"):
-        asyncio.run(interceptor.intercept_service(continuation, details))
+    def plain_stream(request: str, context: object) -> Iterator[str]:
+        ran.append("plain_stream")
+        yield request
+
+    handlers = {
+        "Coroutine": grpc.unary_unary_rpc_method_handler(coroutine),
+        "AsyncStream": grpc.unary_stream_rpc_method_handler(async_stream),
+        "Plain": grpc.unary_unary_rpc_method_handler(plain),
+        "PlainStream": grpc.unary_stream_rpc_method_handler(plain_stream),
+    }
+    server = RecordingServer()
+    guarded = GuardedRegistry(server, authorize)  # type: ignore[arg-type]
+    guarded.add_registered_method_handlers("x.Y", handlers)
+    guarded.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("x.Y", handlers),))
+    (generic,) = server.generic
+    wrapped = [
+        *server.registered["x.Y"].values(),
+        *(generic.service(SimpleNamespace(method=f"/x.Y/{name}")) for name in handlers),
+    ]
+    assert generic.service(SimpleNamespace(method="/x.Y/Nope")) is None
+
+    async def call(handler: grpc.RpcMethodHandler) -> list[str]:
+        if handler.response_streaming:
+            return [item async for item in handler.unary_stream("hi", None)]
+        return [await handler.unary_unary("hi", None)]
+
+    async def scenario() -> None:
+        for handler in wrapped:
+            if allow:
+                assert await call(handler) == ["hi"]
+            else:
+                with pytest.raises(Refused):
+                    await call(handler)
+
+    asyncio.run(scenario())
+    expected = ["coroutine", "async_stream", "plain", "plain_stream"] * 2 if allow else []
+    assert ran == expected
+
+
+def test_a_generic_handler_is_wrapped_once_per_method() -> None:
+    async def authorize(context: object) -> None:
+        return None
+
+    async def behaviour(request: str, context: object) -> str:
+        return request
+
+    server = RecordingServer()
+    generic = grpc.method_handlers_generic_handler(
+        "x.Y", {"Z": grpc.unary_unary_rpc_method_handler(behaviour)}
+    )
+    GuardedRegistry(server, authorize).add_generic_rpc_handlers((generic,))  # type: ignore[arg-type]
+    (guarded,) = server.generic
+    details = SimpleNamespace(method="/x.Y/Z")
+    assert guarded.service(details) is guarded.service(details)
 
 
 # --- the Unix socket --------------------------------------------------------------------------
