@@ -1,8 +1,9 @@
 """The gateway with everything real around it: signer processes composed with the gateway's own
 evidence checker, a local OIDC issuer in GitHub's shape, and test certificates for mTLS callers.
 
-The gateway runs in the test's event loop (so tests can reach into it); the signers are separate
-processes that re-verify every caller's evidence against the same policy.
+The gateway runs in the test's event loop (so tests can reach into it) and is reached as Envoy
+reaches it: over mTLS with Envoy's client certificate from the Check port's dev CA. The signers are
+separate processes that re-verify every caller's evidence against the same policy.
 """
 
 from __future__ import annotations
