@@ -400,6 +400,36 @@ def test_a_group_mode_is_applied(short_dir: Path) -> None:
     assert modes == [0o660]
 
 
+def test_the_socket_is_never_open_wider_than_owner_only(short_dir: Path) -> None:
+    """Even under a umask of 0 (a socket would be created 0777), the file gRPC creates is 0600
+    from its first instant; the configured mode (here 0660) is applied after."""
+    path = short_dir / "check.sock"
+    at_creation: list[int] = []
+
+    class Spy:
+        def __init__(self, server: grpc.aio.Server) -> None:
+            self.server = server
+
+        def add_insecure_port(self, address: str) -> int:
+            port: int = self.server.add_insecure_port(address)
+            at_creation.append(stat.S_IMODE(path.lstat().st_mode))
+            return port
+
+    async def scenario() -> None:
+        server = grpc.aio.server()
+        previous = os.umask(0)
+        try:
+            bind_unix(Spy(server), CheckPortUnix(path, 0o660))  # type: ignore[arg-type]
+            assert stat.S_IMODE(path.lstat().st_mode) == 0o660
+            assert os.umask(0) == 0
+        finally:
+            os.umask(previous)
+            await server.stop(None)
+
+    asyncio.run(scenario())
+    assert at_creation == [0o600]
+
+
 def test_a_stale_socket_is_replaced(short_dir: Path) -> None:
     path = short_dir / "check.sock"
     stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
