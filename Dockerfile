@@ -70,8 +70,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /var/lib/keymint
 USER 10001:10001
 
-# gateway gRPC (ext_authz, grpc.health.v1), gateway HTTP (JWKS, /token, health, metrics),
-# signer gRPC over mTLS.
+# gateway gRPC over mTLS (ext_authz, grpc.health.v1; k8s/config.yaml sets KEYMINT_GRPC_LISTEN and
+# the KEYMINT_CHECK_* files, and without them the Check port is a Unix socket under ./state),
+# gateway HTTP (JWKS, /token, health, metrics), signer gRPC over mTLS.
 EXPOSE 9001 8080 9443
 
 # Kubernetes probes the processes (k8s/gateway.yaml, k8s/signer.yaml); no image healthcheck.

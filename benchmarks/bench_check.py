@@ -1,10 +1,15 @@
 """make bench-check: Envoy's Check against the gateway's gRPC server, from a client process.
 
-In one run, with every server in its own process:
-- a do-nothing grpc.aio Authorization server answering a fixed OK: the baseline throughput;
+In one run, with every server in its own process, and every client presenting Envoy's client
+certificate over mTLS as the shipped Envoy config does:
+- a do-nothing grpc.aio Authorization server answering a fixed OK over mTLS: the baseline; the
+  same server over plaintext (what mTLS costs) and over mTLS with the gateway's allow-list of
+  Envoy identities around its handler (what the per-call identity check costs);
 - the gateway with (a) a credential it has seen before (the hot path): throughput, p50, p99;
 - the gateway with (b) a new GitHub OIDC credential each time at a steady 50 per second: full
   verification, policy and a 2-of-3 threshold mint through 3 signer processes: p50 and p99.
+For each throughput series, the server process's CPU time per Check (user + system, from
+/proc) is reported too: the client, not the server, is often what limits checks/s here.
 The gateway's per-identity rate limit is lifted for (a), which sends one identity's requests as
 fast as the client can.
 """
@@ -19,17 +24,24 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2_grpc
-from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
+from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from extauthz.check_port import AllowedClients
+from signer.devca import envoy_name, gateway_name, spiffe_id
+from signer.tls import server_credentials
 from tests.extauthz.stack import (
     OIDC_AUDIENCE,
+    check_port_pki,
     check_request,
+    envoy_channel,
     root_ca,
     stack_env,
     write_trust_root,
@@ -38,17 +50,24 @@ from tests.helpers.certs import pem
 from tests.helpers.oidc_issuer import LocalOidcIssuer
 from tests.signer.harness import REPO, SignerCluster
 
+NOOP_MODES = ("plaintext", "mtls", "mtls+allowlist")
 THROUGHPUT_SECONDS = 3.0
 ROUNDS = 3
 CONCURRENCY = 16
 NEW_RATE = 50
 NEW_SECONDS = 10
 
+# NOOP_MODE: "plaintext", "mtls" (the gateway's server credentials) or "mtls+allowlist" (and the
+# gateway's check that admits only Envoy's SPIFFE ID, wrapped around the handler as in the gateway).
 NOOP_SERVER = """
-import asyncio, grpc
+import asyncio, os, grpc
+from pathlib import Path
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 from envoy.service.auth.v3.external_auth_pb2 import CheckResponse
 from google.rpc import status_pb2
+from extauthz.check_port import AllowedClients, GuardedRegistry
+from signer.devca import TlsFiles
+from signer.tls import server_credentials
 
 OK = CheckResponse(status=status_pb2.Status(code=0))
 
@@ -57,9 +76,23 @@ class Noop(external_auth_pb2_grpc.AuthorizationServicer):
         return OK
 
 async def main():
+    mode = os.environ["NOOP_MODE"]
+    allowed = os.environ["KEYMINT_CHECK_ALLOWED_CLIENTS"]
     server = grpc.aio.server()
-    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(Noop(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    services = server
+    if mode == "mtls+allowlist":
+        services = GuardedRegistry(server, AllowedClients({allowed}).authorize)
+    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(Noop(), services)
+    if mode == "plaintext":
+        port = server.add_insecure_port("127.0.0.1:0")
+    else:
+        env = os.environ
+        files = TlsFiles(
+            Path(env["KEYMINT_CHECK_CLIENT_CA"]),
+            Path(env["KEYMINT_CHECK_TLS_CERT"]),
+            Path(env["KEYMINT_CHECK_TLS_KEY"]),
+        )
+        port = server.add_secure_port("127.0.0.1:0", server_credentials(files))
     await server.start()
     print(f"ready {port} 0", flush=True)
     await server.wait_for_termination()
@@ -91,9 +124,24 @@ def start_server(code: str, env: dict[str, str]) -> tuple[subprocess.Popen[bytes
     return process, int(line.split()[1])
 
 
-async def throughput(port: int, request: CheckRequest) -> tuple[float, list[float]]:
+def cpu_seconds(process: subprocess.Popen[bytes]) -> float:
+    """User + system CPU time of a running process, from /proc/PID/stat."""
+    fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def channel_for(port: int, directory: Path | None) -> grpc.aio.Channel:
+    """Envoy's mTLS channel, or plaintext when there is no Check port PKI to use."""
+    address = f"127.0.0.1:{port}"
+    return envoy_channel(directory, address) if directory else grpc.aio.insecure_channel(address)
+
+
+async def throughput(
+    port: int, request: CheckRequest, directory: Path | None, server: subprocess.Popen[bytes]
+) -> tuple[float, list[float], float]:
+    """Checks per second, latencies (ms) and the server's CPU microseconds per Check."""
     latencies: list[float] = []
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    async with channel_for(port, directory) as channel:
         stub = external_auth_pb2_grpc.AuthorizationStub(channel)
         for _ in range(200):
             await stub.Check(request)
@@ -109,15 +157,17 @@ async def throughput(port: int, request: CheckRequest) -> tuple[float, list[floa
                 done += 1
             return done
 
+        cpu_before = cpu_seconds(server)
         started = time.perf_counter()
         counts = await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
         elapsed = time.perf_counter() - started
-    return sum(counts) / elapsed, latencies
+        cpu = cpu_seconds(server) - cpu_before
+    return sum(counts) / elapsed, latencies, cpu * 1e6 / sum(counts)
 
 
-async def new_credentials(port: int, tokens: list[str]) -> list[float]:
+async def new_credentials(port: int, tokens: list[str], directory: Path) -> list[float]:
     latencies: list[float] = []
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    async with channel_for(port, directory) as channel:
         stub = external_auth_pb2_grpc.AuthorizationStub(channel)
 
         async def one(token: str) -> None:
@@ -145,6 +195,42 @@ def pct(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+class _TimesTheCheck(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
+    """On its one Check, times the gateway's identity check on that very call's context."""
+
+    def __init__(self, authorize: Callable[[grpc.aio.ServicerContext], Awaitable[None]]) -> None:
+        self.authorize = authorize
+        self.microseconds = 0.0
+
+    async def Check(self, request: CheckRequest, context: grpc.aio.ServicerContext) -> Any:
+        calls, best = 20_000, float("inf")
+        for _ in range(7):  # the best of 7: noise only ever adds time
+            started = time.perf_counter()
+            for _ in range(calls):
+                await self.authorize(context)
+            best = min(best, (time.perf_counter() - started) / calls)
+        self.microseconds = best * 1e6
+        return CheckResponse()
+
+
+async def identity_check_cost(directory: Path) -> float:
+    """Microseconds the allow-list check takes per call, measured inside a real mTLS call."""
+    gateway = check_port_pki(directory)[gateway_name()]
+    servicer = _TimesTheCheck(AllowedClients({spiffe_id(envoy_name())}).authorize)
+    server = grpc.aio.server()
+    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(servicer, server)
+    port = server.add_secure_port("127.0.0.1:0", server_credentials(gateway))
+    await server.start()
+    try:
+        async with channel_for(port, directory) as channel:
+            await external_auth_pb2_grpc.AuthorizationStub(channel).Check(
+                CheckRequest(), timeout=60
+            )
+    finally:
+        await server.stop(None)
+    return servicer.microseconds
+
+
 async def main_async(directory: Path) -> dict[str, float]:
     issuer = LocalOidcIssuer(clock=time.time, audience=OIDC_AUDIENCE)
     await issuer.start()
@@ -162,50 +248,71 @@ async def main_async(directory: Path) -> dict[str, float]:
         "KEYMINT_RATE_PER_SECOND": "1000000",
         "KEYMINT_RATE_BURST": "1000000",
     }
-    servers = []
+    servers: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
     try:
-        noop, noop_port = await asyncio.to_thread(start_server, NOOP_SERVER, {})
-        servers.append(noop)
-        gateway, gateway_port = await asyncio.to_thread(start_server, GATEWAY_SERVER, gateway_env)
-        servers.append(gateway)
+        for mode in NOOP_MODES:
+            servers[mode] = await asyncio.to_thread(
+                start_server, NOOP_SERVER, {**env, "NOOP_MODE": mode}
+            )
+        servers["gateway"] = await asyncio.to_thread(start_server, GATEWAY_SERVER, gateway_env)
         seen = check_request(bearer=issuer.mint(), route_key="deploy")
-        # Alternate the two servers and keep each one's best round: noise on a shared machine
-        # only ever slows a round down.
-        noop_rates, cached_rates, cached_latency = [], [], []
+        # Alternate the servers and keep each one's best round (throughput, CPU per Check): noise
+        # on a shared machine only ever makes a round worse.
+        rates: dict[str, list[float]] = {name: [] for name in servers}
+        cpu: dict[str, list[float]] = {name: [] for name in servers}
+        cached_latency: list[float] = []
         for _ in range(ROUNDS):
-            rate, _ = await throughput(noop_port, seen)
-            noop_rates.append(rate)
-            rate, latency = await throughput(gateway_port, seen)
-            cached_rates.append(rate)
-            cached_latency.extend(latency)
+            for name, (process, port) in servers.items():
+                pki = None if name == "plaintext" else directory
+                rate, latency, cpu_us = await throughput(port, seen, pki, process)
+                rates[name].append(rate)
+                cpu[name].append(cpu_us)
+                if name == "gateway":
+                    cached_latency.extend(latency)
         # A distinct jti makes each token a credential never seen before (same claims otherwise).
         tokens = [issuer.mint({"jti": f"bench-{i}"}) for i in range(NEW_RATE * NEW_SECONDS + 20)]
-        fresh = await new_credentials(gateway_port, tokens)
+        fresh = await new_credentials(servers["gateway"][1], tokens, directory)
     finally:
-        for process in servers:
+        for process, _ in servers.values():
             process.terminate()
             process.wait()
         await asyncio.to_thread(cluster.stop)
         await issuer.stop()
-    return {
-        "noop_per_s": max(noop_rates),
-        "cached_per_s": max(cached_rates),
+    figures: dict[str, float] = {
+        "identity_check_us": await identity_check_cost(directory),
         "cached_p50_ms": statistics.median(cached_latency),
         "cached_p99_ms": pct(cached_latency, 0.99),
         "new_p50_ms": statistics.median(fresh),
         "new_p99_ms": pct(fresh, 0.99),
         "new_samples": len(fresh),
     }
+    for name in servers:
+        key = {"gateway": "cached", "mtls": "noop"}.get(name, f"noop_{name.replace('+', '_')}")
+        figures[f"{key}_per_s"] = max(rates[name])
+        figures[f"{key}_cpu_us"] = min(cpu[name])
+    return figures
 
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as directory:
         figures = asyncio.run(main_async(Path(directory)))
     ratio = figures["cached_per_s"] / figures["noop_per_s"]
-    print(f"do-nothing grpc.aio Check server: {figures['noop_per_s']:.0f} checks/s (best round)")
+    for label, key in (
+        ("plaintext", "noop_plaintext"),
+        ("mTLS", "noop"),
+        ("mTLS + allow-list", "noop_mtls_allowlist"),
+    ):
+        print(
+            f"do-nothing grpc.aio Check server, {label}: {figures[f'{key}_per_s']:.0f} checks/s, "
+            f"server CPU {figures[f'{key}_cpu_us']:.0f} us/check (best round)"
+        )
+    print(
+        f"the allow-list check of Envoy's identity, per call: {figures['identity_check_us']:.1f} us"
+    )
     print(
         f"(a) seen credential: {figures['cached_per_s']:.0f} checks/s "
-        f"({ratio:.2f} of do-nothing), p50 {figures['cached_p50_ms']:.2f} ms, "
+        f"({ratio:.2f} of do-nothing over mTLS), server CPU {figures['cached_cpu_us']:.0f} "
+        f"us/check, p50 {figures['cached_p50_ms']:.2f} ms, "
         f"p99 {figures['cached_p99_ms']:.2f} ms ({CONCURRENCY} in flight)"
     )
     print(
@@ -219,6 +326,13 @@ def main() -> None:
                 "new_p50_ms": round(figures["new_p50_ms"], 3),
                 "new_p99_ms": round(figures["new_p99_ms"], 3),
                 "noop_per_s": round(figures["noop_per_s"], 1),
+                "noop_plaintext_per_s": round(figures["noop_plaintext_per_s"], 1),
+                "noop_mtls_allowlist_per_s": round(figures["noop_mtls_allowlist_per_s"], 1),
+                "noop_cpu_us": round(figures["noop_cpu_us"], 1),
+                "noop_plaintext_cpu_us": round(figures["noop_plaintext_cpu_us"], 1),
+                "noop_mtls_allowlist_cpu_us": round(figures["noop_mtls_allowlist_cpu_us"], 1),
+                "cached_cpu_us": round(figures["cached_cpu_us"], 1),
+                "identity_check_us": round(figures["identity_check_us"], 2),
                 "cached_per_s": round(figures["cached_per_s"], 1),
                 "cached_p50_ms": round(figures["cached_p50_ms"], 3),
                 "cached_p99_ms": round(figures["cached_p99_ms"], 3),

@@ -1,6 +1,7 @@
 """make bench-e2e: requests through the real front Envoy, over TLS, to the echo API behind keymint.
 
-In one run, on the whole stack of `make demo` (3 signer processes, the gateway process, Envoy):
+In one run, on the whole stack of `make demo` (3 signer processes, the gateway process, Envoy,
+which reaches the gateway's Check port over mTLS):
 - baseline: Envoy answering a route that never asks keymint (its JSON 404), same TLS connection;
 - seen: a CI job's token already exchanged (the hot path) on a protected route;
 - new: a never-seen CI token each time at a steady 20 per second (verify, policy, 2-of-3 mint);

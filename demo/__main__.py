@@ -1,9 +1,10 @@
 """`make demo` / `make demo-check`: the whole keymint stack on this machine, and three flows.
 
 Everything is real and on loopback: a development CA, three signer processes that run a DKG (their
-shares sealed to files), the gateway process pinned to the DKG's key as its trust root, the front
-Envoy and an upstream-side jwt_authn Envoy whose keys `extauthz pin-keys` wrote (both the real
-Envoy binary), an echo upstream, and a local OIDC issuer standing in for GitHub's.
+shares sealed to files), the gateway process (its Check port mTLS: only Envoy's client certificate
+is accepted) pinned to the DKG's key as its trust root, the front Envoy and an upstream-side
+jwt_authn Envoy whose keys `extauthz pin-keys` wrote (both the real Envoy binary), an echo upstream,
+and a local OIDC issuer standing in for GitHub's.
 The demo reuses the end-to-end test stack (tests/e2e/stack.py), so what it shows is what the tests
 check.
 
@@ -19,20 +20,31 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import grpc
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from envoy.service.auth.v3 import external_auth_pb2_grpc
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from signer.devca import dns_name, gateway_name  # noqa: E402
 from signer.token import compact, header_for, signing_input  # noqa: E402
 from tests.e2e.replies import exchange_form  # noqa: E402
 from tests.e2e.stack import FRONT_LISTENER, JWT_LISTENER, E2EStack, e2e_stack  # noqa: E402
-from tests.extauthz.stack import DEPLOY, ISSUER, ORDERS  # noqa: E402
+from tests.extauthz.stack import (  # noqa: E402
+    DEPLOY,
+    ISSUER,
+    ORDERS,
+    check_port_pki,
+    check_request,
+    envoy_channel,
+)
 
 
 class FlowFailed(Exception):
@@ -168,6 +180,46 @@ def _extauthz(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def flow_check_port(stack: E2EStack) -> None:
+    say("\n6. Someone who can reach the gateway's Check port sends it a Check directly, with a")
+    say("   victim's certificate (a public document) as the caller's:")
+    request = check_request(certificate=stack.svid("/ns/shop/sa/web"), route_key="orders")
+    address = f"127.0.0.1:{stack.gateway.grpc_port}"
+    gateway = check_port_pki(stack.directory)[gateway_name()]
+    ca = gateway.ca.read_bytes()
+    override = [("grpc.ssl_target_name_override", dns_name(gateway_name()))]
+    attempts = {
+        "without a client certificate": lambda: grpc.aio.secure_channel(
+            address, grpc.ssl_channel_credentials(ca), options=override
+        ),
+        "with the gateway's own certificate": lambda: grpc.aio.secure_channel(
+            address,
+            grpc.ssl_channel_credentials(ca, gateway.key.read_bytes(), gateway.cert.read_bytes()),
+            options=override,
+        ),
+    }
+    for label, channel in attempts.items():
+        code, detail = stack.background.run(_attempt(channel, request))
+        say(f"   {label:34} -> {code.name}: {detail}")
+        expect(code != grpc.StatusCode.OK, f"a Check {label} is refused")
+    code, _ = stack.background.run(
+        _attempt(lambda: envoy_channel(stack.directory, address), request)
+    )
+    say(f"   {'with the certificate of Envoy':34} -> {code.name}: Envoy is who it answers")
+    expect(code == grpc.StatusCode.OK, "Envoy's certificate is accepted")
+
+
+async def _attempt(
+    channel: Callable[[], grpc.aio.Channel], request: Any
+) -> tuple[grpc.StatusCode, str]:
+    try:
+        async with channel() as opened:
+            await external_auth_pb2_grpc.AuthorizationStub(opened).Check(request, timeout=5)
+    except grpc.aio.AioRpcError as error:
+        return error.code(), error.details() or ""
+    return grpc.StatusCode.OK, ""
+
+
 def _bearer(token: str) -> dict[str, str]:
     return {"authorization": f"Bearer {token}"}
 
@@ -223,6 +275,7 @@ def main() -> int:
                 access = flow_exchange(stack, oidc)
                 flow_denials(stack)
                 flow_keys(stack, access)
+                flow_check_port(stack)
                 say("\nEvery flow behaved.")
                 if args.check:
                     return 0

@@ -260,12 +260,14 @@ async def serve(
     started: Callable[[int, int], None] | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
+    from extauthz.check_port import preflight
     from extauthz.grpc_edge import set_serving, start_grpc
     from extauthz.http_edge import start_http
 
+    preflight(settings.check_port)  # a bad certificate path stops the start before anything runs
     gateway = await build_gateway(settings)
     grpc_server, grpc_port, health_servicer = await start_grpc(
-        gateway.pipeline, settings.grpc_listen
+        gateway.pipeline, settings.check_port
     )
     http_runner, http_port = await start_http(gateway, settings.http_listen)
     await set_serving(health_servicer, True)
@@ -275,7 +277,12 @@ async def serve(
     ]
     if gateway.rego is not None:
         watchers.append(asyncio.create_task(gateway.rego.watch()))
-    log.info("gateway serving: gRPC port %d, HTTP port %d", grpc_port, http_port)
+    log.info(
+        "gateway serving: gRPC %s (port %d), HTTP port %d",
+        settings.grpc_listen,
+        grpc_port,
+        http_port,
+    )
     if started is not None:
         started(grpc_port, http_port)
     stop = stop or asyncio.Event()

@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="run the gateway (gRPC ext_authz and HTTP), configured by the environment",
         description="Run the gateway. Prints 'keymint-gateway ready grpc_port=N http_port=M' "
-        "once both listeners are up.",
+        "once both listeners are up (grpc_port=0 when the Check port is a Unix socket).",
     )
     serve.set_defaults(handler=_serve)
 

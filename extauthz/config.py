@@ -6,6 +6,7 @@ TOKEN_DEFAULT_TTL_SECONDS, ALLOWED_SCOPES, POLICY_FILE, FROST_N / FROST_T.
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,51 @@ class SignerAddress:
     address: str
 
 
+# Where Envoy asks for Checks. One of three forms, chosen by KEYMINT_GRPC_LISTEN and the settings
+# beside it; whoever can open this port can ask for a token as any certificate holder whose PEM
+# they have, so only the first two are for production.
+
+
+@dataclass(frozen=True, slots=True)
+class CheckPortTls:
+    """TCP with mTLS: a client certificate chaining to `client_ca` whose SPIFFE ID is allowed."""
+
+    address: str
+    cert: Path
+    key: Path
+    client_ca: Path
+    allowed_clients: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckPortUnix:
+    """A Unix domain socket beside Envoy (one pod); the file's mode decides who may connect."""
+
+    path: Path
+    mode: int
+
+
+@dataclass(frozen=True, slots=True)
+class CheckPortInsecure:
+    """Plaintext TCP, for development only (KEYMINT_DEV_INSECURE_CHECK_PORT=true)."""
+
+    address: str
+
+
+CheckPort = CheckPortTls | CheckPortUnix | CheckPortInsecure
+
+DEFAULT_GRPC_LISTEN = "unix:./state/check.sock"
+DEFAULT_SOCKET_MODE = 0o600
+CHECK_TLS_VARIABLES = (
+    "KEYMINT_CHECK_TLS_CERT",
+    "KEYMINT_CHECK_TLS_KEY",
+    "KEYMINT_CHECK_CLIENT_CA",
+    "KEYMINT_CHECK_ALLOWED_CLIENTS",
+)
+# sockaddr_un.sun_path holds 108 bytes on Linux, the terminating NUL included.
+MAX_SOCKET_PATH_BYTES = 107
+
+
 @dataclass(frozen=True, slots=True)
 class GatewaySettings:
     issuer: str
@@ -40,6 +86,7 @@ class GatewaySettings:
     signers: tuple[SignerAddress, ...]
     tls_dir: Path
     grpc_listen: str
+    check_port: CheckPort
     http_listen: str
     oidc_issuers: tuple[str, ...]
     oidc_audiences: tuple[str, ...]
@@ -88,6 +135,7 @@ class GatewaySettings:
             raise SettingsError("KEYMINT_ADMIN_TOKEN_SHA256", "must be 64 hex characters")
         rego = env.get("REGO_FILE", "").strip()
         audit_log = Path(env.get("KEYMINT_AUDIT_LOG", "./state/gateway-audit.jsonl"))
+        grpc_listen = env.get("KEYMINT_GRPC_LISTEN", "").strip() or DEFAULT_GRPC_LISTEN
         return cls(
             issuer=_required(env, "KEYMINT_ISSUER"),
             default_ttl_seconds=_int(env, "TOKEN_DEFAULT_TTL_SECONDS", 900),
@@ -98,7 +146,8 @@ class GatewaySettings:
             frost_t=t,
             signers=signers,
             tls_dir=Path(env.get("KEYMINT_TLS_DIR", "./state/pki")),
-            grpc_listen=env.get("KEYMINT_GRPC_LISTEN", "127.0.0.1:9001"),
+            grpc_listen=grpc_listen,
+            check_port=_check_port(env, grpc_listen),
             http_listen=env.get("KEYMINT_HTTP_LISTEN", "127.0.0.1:8080"),
             oidc_issuers=issuers,
             oidc_audiences=audiences,
@@ -218,3 +267,124 @@ def _policy_headers(raw: str) -> PolicyHeaders:
         return PolicyHeaders.ignoring(_list(raw))
     except ValueError as exc:
         raise SettingsError("KEYMINT_POLICY_IGNORED_HEADERS", str(exc)) from None
+
+
+def _check_port(env: Mapping[str, str], listen: str) -> CheckPort:
+    """The Check port's form, from KEYMINT_GRPC_LISTEN and the settings that go with it."""
+    tls_given = [name for name in CHECK_TLS_VARIABLES if env.get(name, "").strip()]
+    insecure = _bool(env, "KEYMINT_DEV_INSECURE_CHECK_PORT", False)
+    mode_given = bool(env.get("KEYMINT_GRPC_SOCKET_MODE", "").strip())
+    if listen.startswith("unix:"):
+        path = _socket_path(listen)
+        if tls_given:
+            raise SettingsError(
+                tls_given[0],
+                f"is for a TCP Check port; KEYMINT_GRPC_LISTEN is a Unix socket ({listen})",
+            )
+        if insecure:
+            raise SettingsError(
+                "KEYMINT_DEV_INSECURE_CHECK_PORT",
+                f"is for a plaintext TCP Check port; KEYMINT_GRPC_LISTEN is a Unix socket "
+                f"({listen})",
+            )
+        return CheckPortUnix(path, _socket_mode(env))
+    address = _tcp_address(listen)
+    if mode_given:
+        raise SettingsError(
+            "KEYMINT_GRPC_SOCKET_MODE",
+            f"is for a Unix socket; KEYMINT_GRPC_LISTEN is a TCP address ({listen})",
+        )
+    if insecure:
+        if tls_given:
+            raise SettingsError(
+                "KEYMINT_DEV_INSECURE_CHECK_PORT",
+                f"turns mTLS off, but {', '.join(tls_given)} configure it: choose one",
+            )
+        return CheckPortInsecure(address)
+    if not tls_given:
+        raise SettingsError(
+            "KEYMINT_GRPC_LISTEN",
+            f"{listen} is a TCP address, and a Check port without mTLS lets anyone who reaches "
+            f"it obtain tokens: set {', '.join(CHECK_TLS_VARIABLES)}; or listen on "
+            f"unix:/path beside Envoy; or, for development only, set "
+            f"KEYMINT_DEV_INSECURE_CHECK_PORT=true",
+        )
+    for name in CHECK_TLS_VARIABLES:
+        if name not in tls_given:
+            raise SettingsError(
+                name, f"is required for an mTLS Check port (given: {', '.join(tls_given)})"
+            )
+    return CheckPortTls(
+        address=address,
+        cert=Path(env["KEYMINT_CHECK_TLS_CERT"].strip()),
+        key=Path(env["KEYMINT_CHECK_TLS_KEY"].strip()),
+        client_ca=Path(env["KEYMINT_CHECK_CLIENT_CA"].strip()),
+        allowed_clients=_spiffe_ids(env["KEYMINT_CHECK_ALLOWED_CLIENTS"]),
+    )
+
+
+def _socket_path(listen: str) -> Path:
+    # gRPC's forms: unix:relative/or/absolute/path and unix:///absolute/path.
+    raw = listen.removeprefix("unix:")
+    if raw.startswith("//"):
+        raw = raw[2:]
+        if not raw.startswith("/"):
+            raise SettingsError(
+                "KEYMINT_GRPC_LISTEN", f"{listen!r}: write unix:///absolute/path or unix:path"
+            )
+    if not raw or raw.endswith("/"):
+        raise SettingsError("KEYMINT_GRPC_LISTEN", f"{listen!r} names no socket file")
+    if len(raw.encode()) > MAX_SOCKET_PATH_BYTES:
+        raise SettingsError(
+            "KEYMINT_GRPC_LISTEN",
+            f"the socket path is {len(raw.encode())} bytes; a Unix socket path holds at most "
+            f"{MAX_SOCKET_PATH_BYTES}",
+        )
+    return Path(raw)
+
+
+def _socket_mode(env: Mapping[str, str]) -> int:
+    raw = env.get("KEYMINT_GRPC_SOCKET_MODE", "").strip()
+    if not raw:
+        return DEFAULT_SOCKET_MODE
+    try:
+        mode = int(raw.removeprefix("0o"), 8)
+    except ValueError:
+        raise SettingsError("KEYMINT_GRPC_SOCKET_MODE", f"{raw!r} is not an octal mode") from None
+    if mode & ~0o660:
+        raise SettingsError(
+            "KEYMINT_GRPC_SOCKET_MODE",
+            f"{raw} grants more than read and write to the owner and the group (at most 0660): "
+            f"every local user who may open the socket may ask for tokens",
+        )
+    if mode & stat.S_IRWXU != stat.S_IRUSR | stat.S_IWUSR:
+        raise SettingsError(
+            "KEYMINT_GRPC_SOCKET_MODE", f"{raw} must give the owner read and write (0600)"
+        )
+    return mode
+
+
+def _tcp_address(listen: str) -> str:
+    host, sep, port = listen.rpartition(":")
+    bracketed = host.startswith("[") and host.endswith("]")
+    if not sep or not host or not port.isdigit() or (":" in host and not bracketed):
+        raise SettingsError(
+            "KEYMINT_GRPC_LISTEN", f"{listen!r} is neither HOST:PORT nor unix:/path/to/socket"
+        )
+    if int(port) > 65535:
+        raise SettingsError("KEYMINT_GRPC_LISTEN", f"port {port} is above 65535")
+    return listen
+
+
+def _spiffe_ids(raw: str) -> frozenset[str]:
+    ids = _list(raw)
+    if not ids:
+        raise SettingsError("KEYMINT_CHECK_ALLOWED_CLIENTS", "names no SPIFFE ID")
+    for item in ids:
+        domain, _, path = item.removeprefix("spiffe://").partition("/")
+        if not item.startswith("spiffe://") or not domain or not path:
+            raise SettingsError(
+                "KEYMINT_CHECK_ALLOWED_CLIENTS",
+                f"{item!r} is not a SPIFFE ID (spiffe://trust-domain/path)",
+            )
+    return frozenset(ids)

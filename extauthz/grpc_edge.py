@@ -1,7 +1,9 @@
 """The gRPC edge: Envoy's Authorization/Check, health and reflection. Thin by design.
 
 Denials are CheckResponses, never gRPC errors; the pipeline already turns anything unexpected into
-a denial, and this edge adds one last net so not even a bug escapes as a gRPC error.
+a denial, and this edge adds one last net so not even a bug escapes as a gRPC error. The one gRPC
+error is for a caller that is not Envoy: on an mTLS port, a certificate whose SPIFFE ID is not an
+allowed client gets PERMISSION_DENIED before any service sees the call (extauthz.check_port).
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import grpc
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
+from extauthz.check_port import bind, registry
+from extauthz.config import CheckPort
 from extauthz.decision import Deny
 from extauthz.pipeline import Pipeline
 from extauthz.respond import to_check_response
@@ -38,23 +42,29 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
 
 
 async def start_grpc(
-    pipeline: Pipeline, listen: str
+    pipeline: Pipeline, check_port: CheckPort
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
+    """Serve Check, health and reflection on `check_port`, under its rules; its TCP port or 0."""
     server = grpc.aio.server(
         options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 1024 * 1024)]
     )
+    services = registry(server, check_port)
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
-        AuthorizationService(pipeline), server
+        AuthorizationService(pipeline), services
     )
     health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, services)
     names = (
         external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name,
         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
         reflection.SERVICE_NAME,
     )
-    reflection.enable_server_reflection(names, server)
-    port = server.add_insecure_port(listen)
+    # What reflection.enable_server_reflection does, through `services` (it would look at the
+    # server's type, which `services` is not).
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+        reflection.aio.ReflectionServicer(names), services
+    )
+    port = bind(server, check_port)
     await server.start()
     return server, port, health_servicer
 

@@ -155,3 +155,38 @@ def peer_spiffe_id(pem: bytes) -> str | None:
     uris = [u for u in san.get_values_for_type(x509.UniformResourceIdentifier)]
     spiffe = [u for u in uris if u.startswith("spiffe://")]
     return spiffe[0] if len(spiffe) == 1 else None
+
+
+def gateway_name() -> str:
+    """The gateway's server certificate on its Check port (what Envoy verifies)."""
+    return "gateway"
+
+
+def envoy_name() -> str:
+    """Envoy's client certificate for the gateway's Check port."""
+    return "envoy"
+
+
+def make_check_port_pki(
+    directory: Path, *, now: datetime.datetime | None = None
+) -> dict[str, TlsFiles]:
+    """A second development CA, for Envoy -> gateway mTLS: ca.pem, a "gateway" server certificate
+    and an "envoy" client certificate, in `directory` (not the signers' directory: a certificate
+    of the signer mesh, the coordinator's included, cannot even finish a handshake on the Check
+    port)."""
+    now = now or datetime.datetime.now(datetime.UTC)
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "keymint Check port dev CA")])
+    ca_cert = (
+        _builder(ca_name, ca_name, ca_key.public_key(), now)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    (directory / "ca.pem").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    names = [gateway_name(), envoy_name()]
+    return {name: _issue(directory, name, ca_cert, ca_key, now) for name in names}

@@ -1,6 +1,6 @@
 """Everything real, on loopback: keymint as production runs it, with two Envoys around it.
 
-    caller --TLS/mTLS--> front Envoy (envoy/envoy.yaml) --ext_authz gRPC--> gateway process
+    caller --TLS/mTLS--> front Envoy (envoy/envoy.yaml) --ext_authz gRPC, mTLS--> gateway process
                               |                                                | mTLS gRPC
                               +--> echo upstream                      3 signer processes (2-of-3)
     caller ----------------> jwt Envoy (envoy/upstream-jwt.yaml) --> echo upstream
@@ -30,7 +30,15 @@ from typing import Any
 import jwt
 
 from extauthz.cli import READY_LINE
-from tests.envoy.harness import EnvoyProcess, render, server_certificate, write_tls
+from extauthz.config import CHECK_TLS_VARIABLES
+from tests.envoy.harness import (
+    EnvoyProcess,
+    check_port_values,
+    render,
+    server_certificate,
+    with_unix_check_port,
+    write_tls,
+)
 from tests.envoy.servers import BackgroundLoop, EchoUpstream, Reply, request
 from tests.extauthz.stack import (
     DEPLOY,
@@ -249,11 +257,14 @@ def e2e_stack(
     *,
     dkg: bool = False,
     extra_env: Mapping[str, str] | None = None,
+    check_socket: Path | None = None,
 ) -> Iterator[E2EStack]:
     """Start everything (and stop everything, whatever happened) for one test module.
 
     With `dkg`, the signers start keyless and a DKG among them makes the group key (as
     `make demo` does); otherwise a trusted dealer's shares are sealed to their vaults first.
+    The gateway's Check port is mTLS (Envoy's certificate); with `check_socket`, it is a Unix
+    socket there instead, and the front Envoy reaches it with envoy/README.md's cluster.
     """
     with contextlib.ExitStack() as stack:
         background = BackgroundLoop()
@@ -283,10 +294,12 @@ def e2e_stack(
         env["KEYMINT_TRUST_ROOT"] = str(write_trust_root(directory, first_key))
 
         signers = ",".join(f"{i}={p.address}" for i, p in sorted(cluster.signers.items()))
-        gateway = GatewayProcess(
-            env={**os.environ, **env, "KEYMINT_SIGNERS": signers, "PYTHONPATH": str(REPO)},
-            log=directory / "gateway.log",
-        )
+        gateway_env = {**os.environ, **env, "KEYMINT_SIGNERS": signers, "PYTHONPATH": str(REPO)}
+        if check_socket is not None:
+            for name in CHECK_TLS_VARIABLES:
+                del gateway_env[name]
+            gateway_env["KEYMINT_GRPC_LISTEN"] = f"unix:{check_socket}"
+        gateway = GatewayProcess(env=gateway_env, log=directory / "gateway.log")
         stack.callback(gateway.stop)
         gateway.start()
 
@@ -307,12 +320,15 @@ def e2e_stack(
                 SERVER_KEY=server_key,
                 CLIENT_CA_BUNDLE=directory / "trust-bundle.pem",
                 GATEWAY_GRPC_PORT=gateway.grpc_port,
+                **check_port_values(directory),
                 GATEWAY_HTTP_PORT=gateway.http_port,
                 UPSTREAM_PORT=echo.port,
             ),
             directory,
             "front-envoy",
         )
+        if check_socket is not None:
+            front.config.write_text(with_unix_check_port(front.config.read_text(), check_socket))
         stack.callback(front.stop)
         front.start()
 

@@ -21,15 +21,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from cryptography.hazmat.primitives import serialization
 
-from tests.extauthz.stack import valid_now
+from signer.devca import envoy_name
+from tests.extauthz.stack import check_port_pki, valid_now
 from tests.helpers.certs import CertificateAuthority, IssuedCertificate
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO / "envoy"
 CONFIGS = ("envoy.yaml", "upstream-jwt.yaml")
 _DECLARATION = re.compile(r"^#   ([A-Z][A-Z0-9_]*) = (\S+)", re.MULTILINE)
+# envoy/README.md's keymint_grpc cluster for a gateway on a Unix socket, and the path it names.
+UNIX_CLUSTER_MARKER = "<!-- keymint_grpc over a Unix socket -->"
+DOCUMENTED_SOCKET = "/var/run/keymint/check.sock"
 
 
 def envoy_binary() -> str:
@@ -77,6 +82,26 @@ def render(name: str, directory: Path, **values: object) -> Path:
     return path
 
 
+def unix_socket_cluster() -> str:
+    """The `keymint_grpc` cluster envoy/README.md gives for the sidecar layout, verbatim."""
+    after_marker = (CONFIG_DIR / "README.md").read_text().split(UNIX_CLUSTER_MARKER, 1)[1]
+    return after_marker.split("```yaml\n", 1)[1].split("```", 1)[0]
+
+
+def with_unix_check_port(rendered: str, socket: Path) -> str:
+    """A rendered envoy.yaml whose keymint_grpc cluster is the documented Unix socket one, with
+    the socket at `socket`."""
+    snippet = unix_socket_cluster()
+    assert snippet.count(DOCUMENTED_SOCKET) == 1, snippet
+    (cluster,) = yaml.safe_load(snippet.replace(DOCUMENTED_SOCKET, str(socket)))
+    config = yaml.safe_load(rendered)
+    clusters = config["static_resources"]["clusters"]
+    (index,) = [i for i, c in enumerate(clusters) if c["name"] == "keymint_grpc"]
+    clusters[index] = cluster
+    text: str = yaml.safe_dump(config, sort_keys=False)
+    return text
+
+
 def validate(path: Path) -> subprocess.CompletedProcess[str]:
     """`envoy --mode validate -c path`: exit 0 and "OK" when Envoy accepts the config."""
     return subprocess.run(
@@ -97,6 +122,17 @@ def server_certificate(ca: CertificateAuthority, hostname: str) -> IssuedCertifi
         not_before=validity["not_before"],
         not_after=validity["not_after"],
     )
+
+
+def check_port_values(directory: Path) -> dict[str, Path]:
+    """envoy.yaml's placeholders for mTLS to the gateway's Check port: Envoy's client certificate
+    and the CA of the gateway's, from the test stack's Check port PKI in `directory`."""
+    envoy = check_port_pki(directory)[envoy_name()]
+    return {
+        "CHECK_CLIENT_CERT": envoy.cert,
+        "CHECK_CLIENT_KEY": envoy.key,
+        "GATEWAY_CA_BUNDLE": envoy.ca,
+    }
 
 
 def write_tls(directory: Path, name: str, issued: IssuedCertificate) -> tuple[Path, Path]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -21,17 +22,20 @@ from extauthz.config import GatewaySettings
 from extauthz.pinned_keys import pinned_jwks
 from extauthz.token_exchange import MAX_BODY_BYTES
 from signer.coordinator import CoordinatorSettings
+from signer.devca import gateway_name, spiffe_id
 from signer.token import kid_for
 from tests.envoy.harness import (
     CONFIG_DIR,
     CONFIGS,
     EnvoyProcess,
+    check_port_values,
     declared_defaults,
     render,
     render_text,
     server_certificate,
     used_placeholders,
     validate,
+    with_unix_check_port,
     write_tls,
 )
 from tests.extauthz.stack import policy_document, root_ca
@@ -53,7 +57,12 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     bundle.write_bytes(pem(root_ca("prod.test").certificate))
     server = server_certificate(root_ca("edge.test"), "front.keymint.test")
     cert, key = write_tls(directory, "server", server)
-    return {"SERVER_CERT": cert, "SERVER_KEY": key, "CLIENT_CA_BUNDLE": bundle}
+    return {
+        "SERVER_CERT": cert,
+        "SERVER_KEY": key,
+        "CLIENT_CA_BUNDLE": bundle,
+        **check_port_values(directory),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +105,25 @@ def test_validation_is_real(tmp_path: Path, tls: dict[str, Path]) -> None:
     result = validate(broken)
     assert result.returncode != 0
     assert "OK" not in result.stdout
+
+
+def test_the_documented_unix_socket_cluster_is_a_config_envoy_accepts(
+    tmp_path: Path, tls: dict[str, Path]
+) -> None:
+    socket = tmp_path / "check.sock"
+    config = tmp_path / "envoy-unix.yaml"
+    config.write_text(with_unix_check_port(render_text("envoy.yaml", **tls), socket))
+    result = validate(config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OK" in result.stdout
+    (cluster,) = [
+        c
+        for c in yaml.safe_load(config.read_text())["static_resources"]["clusters"]
+        if c["name"] == "keymint_grpc"
+    ]
+    (endpoint,) = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    assert endpoint["endpoint"]["address"] == {"pipe": {"path": str(socket)}}
+    assert "transport_socket" not in cluster
 
 
 def test_render_refuses_a_placeholder_the_config_does_not_declare() -> None:
@@ -283,3 +311,41 @@ def test_upstream_reaches_nothing_but_the_api(dumps: dict[str, dict[str, Any]]) 
     ]
     names = {c["cluster"]["name"] for c in clusters["static_clusters"]}
     assert names == {"app"}
+
+
+def cluster(dump: dict[str, Any], name: str) -> dict[str, Any]:
+    (clusters,) = [c for c in dump["configs"] if c["@type"].endswith("ClustersConfigDump")]
+    (found,) = [c["cluster"] for c in clusters["static_clusters"] if c["cluster"]["name"] == name]
+    result: dict[str, Any] = found
+    return result
+
+
+def test_envoy_reaches_the_check_port_over_mtls(
+    dumps: dict[str, dict[str, Any]], tls: dict[str, Path]
+) -> None:
+    """Envoy presents its own certificate to the gateway and accepts only the gateway's: a CA
+    it trusts and the gateway's SPIFFE ID, the one the dev CA issues (signer.devca)."""
+    grpc_cluster = cluster(dumps["front"], "keymint_grpc")
+    socket = grpc_cluster["transport_socket"]
+    assert socket["name"] == "envoy.transport_sockets.tls"
+    context = socket["typed_config"]
+    assert context["@type"].endswith("tls.v3.UpstreamTlsContext")
+    common = context["common_tls_context"]
+    (certificate,) = common["tls_certificates"]
+    assert certificate["certificate_chain"] == {"filename": str(tls["CHECK_CLIENT_CERT"])}
+    assert certificate["private_key"] == {"filename": "[redacted]"}  # Envoy hides key sources
+    assert f'private_key: {{filename: "{tls["CHECK_CLIENT_KEY"]}"}}' in render_text(
+        "envoy.yaml", **tls
+    )
+    validation = common["validation_context"]
+    assert validation["trusted_ca"] == {"filename": str(tls["GATEWAY_CA_BUNDLE"])}
+    gateway_id = declared_defaults("envoy.yaml")["GATEWAY_SPIFFE_ID"]
+    assert validation["match_typed_subject_alt_names"] == [
+        {"san_type": "URI", "matcher": {"exact": gateway_id}}
+    ]
+    assert gateway_id == spiffe_id(gateway_name())
+    assert common["alpn_protocols"] == ["h2"]
+    # Envoy's health checks use the cluster's transport socket: the same mTLS connection rules.
+    (health_check,) = grpc_cluster["health_checks"]
+    assert "transport_socket_match_criteria" not in health_check
+    assert "transport_socket_matches" not in grpc_cluster

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from cryptography.hazmat.primitives import serialization
 from envoy.config.core.v3.base_pb2 import HeaderValue, HeaderValueOption
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 from envoy.service.auth.v3.external_auth_pb2 import (
@@ -34,9 +35,17 @@ from google.rpc import code_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from extauthz.grpc_edge import SERVICE
-from tests.envoy.harness import EnvoyProcess, render, server_certificate, write_tls
+from signer.devca import dns_name, envoy_name, gateway_name, spiffe_id
+from signer.tls import server_credentials
+from tests.envoy.harness import (
+    EnvoyProcess,
+    check_port_values,
+    render,
+    server_certificate,
+    write_tls,
+)
 from tests.envoy.servers import BackgroundLoop, EchoUpstream, Reply, request
-from tests.extauthz.stack import root_ca, valid_now
+from tests.extauthz.stack import check_port_pki, root_ca, valid_now
 from tests.helpers.certs import CertificateAuthority, IssuedCertificate, pem
 
 HOSTNAME = "front.keymint.test"
@@ -121,13 +130,18 @@ class Front:
         return self.ca.issue_svid(f"spiffe://prod.test{path}", **valid_now())
 
 
-async def _start_authorizer(authorizer: FakeAuthorizer) -> tuple[grpc.aio.Server, int]:
+async def _start_authorizer(
+    authorizer: FakeAuthorizer, directory: Path
+) -> tuple[grpc.aio.Server, int]:
+    """The fake in the gateway's place, on an mTLS port like the gateway's (its certificate)."""
     server = grpc.aio.server()
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(authorizer, server)
     checks = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(checks, server)
     await checks.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
-    port = server.add_insecure_port("127.0.0.1:0")
+    port = server.add_secure_port(
+        "127.0.0.1:0", server_credentials(check_port_pki(directory)[gateway_name()])
+    )
     await server.start()
     return server, port
 
@@ -142,7 +156,7 @@ def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
         background.run(echo.start())
         stack.callback(lambda: background.run(echo.stop()))
         authorizer = FakeAuthorizer()
-        server, grpc_port = background.run(_start_authorizer(authorizer))
+        server, grpc_port = background.run(_start_authorizer(authorizer, directory))
         stack.callback(lambda: background.run(server.stop(None)))
 
         ca = root_ca("prod.test")
@@ -160,6 +174,7 @@ def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
             SERVER_KEY=key,
             CLIENT_CA_BUNDLE=directory / "bundle.pem",
             GATEWAY_GRPC_PORT=grpc_port,
+            **check_port_values(directory),
             GATEWAY_HTTP_PORT=CLOSED_PORT,
             UPSTREAM_PORT=echo.port,
         )
@@ -258,3 +273,86 @@ def test_keymints_own_routes_and_unknown_paths_skip_the_authorizer(
     reply, check = front.call(path)
     assert check is None
     assert (reply.status, reply.json()["error"]) == (status, error)
+
+
+# --- whom Envoy asks: only the gateway's certificate ------------------------------------------
+
+
+async def _start_impostor(
+    authorizer: FakeAuthorizer, key: bytes, chain: bytes
+) -> tuple[grpc.aio.Server, int]:
+    """An authorizer that answers every Check with OK, on TLS with the given certificate; it
+    asks Envoy for no client certificate, so only Envoy's own check of it stands in the way."""
+    server = grpc.aio.server()
+    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(authorizer, server)
+    checks = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(checks, server)
+    await checks.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
+    port = server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials([(key, chain)]))
+    await server.start()
+    return server, port
+
+
+def _key_pem(issued: IssuedCertificate) -> bytes:
+    return issued.private_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+@pytest.mark.parametrize("impostor", ["right-ca-wrong-identity", "right-identity-other-ca"])
+def test_envoy_sends_no_check_to_a_server_without_the_gateways_certificate(
+    tmp_path: Path, impostor: str
+) -> None:
+    """Whoever takes the gateway's address would receive every caller's credentials in its
+    Checks, and could answer OK: Envoy's upstream TLS context refuses a server certificate that
+    does not chain to GATEWAY_CA_BUNDLE or lacks GATEWAY_SPIFFE_ID, and fails closed."""
+    if impostor == "right-ca-wrong-identity":  # Envoy's own certificate: the Check port's CA
+        envoy = check_port_pki(tmp_path)[envoy_name()]
+        key, chain = envoy.key.read_bytes(), envoy.cert.read_bytes()
+    else:  # the gateway's SPIFFE ID, from a CA of the impostor's own
+        forged = root_ca("keymint.internal").issue(
+            uris=[spiffe_id(gateway_name())], dns_names=[dns_name(gateway_name())], **valid_now()
+        )
+        key, chain = _key_pem(forged), forged.chain_pem
+    with contextlib.ExitStack() as stack:
+        background = BackgroundLoop()
+        stack.callback(background.close)
+        authorizer = FakeAuthorizer()
+        server, port = background.run(_start_impostor(authorizer, key, chain))
+        stack.callback(lambda: background.run(server.stop(None)))
+        edge = root_ca("edge.test")
+        (tmp_path / "edge-ca.pem").write_bytes(pem(edge.certificate))
+        (tmp_path / "bundle.pem").write_bytes(pem(root_ca("prod.test").certificate))
+        cert, server_key = write_tls(tmp_path, "server", server_certificate(edge, HOSTNAME))
+        envoy = EnvoyProcess(
+            render(
+                "envoy.yaml",
+                tmp_path,
+                ADMIN_PORT=0,
+                LISTEN_ADDRESS="127.0.0.1",
+                LISTEN_PORT=0,
+                SERVER_CERT=cert,
+                SERVER_KEY=server_key,
+                CLIENT_CA_BUNDLE=tmp_path / "bundle.pem",
+                GATEWAY_GRPC_PORT=port,
+                **check_port_values(tmp_path),
+                GATEWAY_HTTP_PORT=CLOSED_PORT,
+                UPSTREAM_PORT=CLOSED_PORT,
+            ),
+            tmp_path,
+            "front",
+        )
+        stack.callback(envoy.stop)
+        envoy.start()
+        context = ssl.create_default_context(cafile=str(tmp_path / "edge-ca.pem"))
+        url = f"https://127.0.0.1:{envoy.port('front_tls')}/orders/v1/orders"
+        headers = {"authorization": "Bearer a-callers-credential"}
+        reply = background.run(request("GET", url, headers, None, context, HOSTNAME))
+        assert reply.status == 503
+        assert reply.json()["error"] == "authorization_unavailable"
+        assert authorizer.seen == {}  # no Check, so no caller credential, ever reached it
+        # Envoy's own count of why: the SAN matcher, or the chain.
+        reason = "fail_verify_san" if impostor == "right-ca-wrong-identity" else "fail_verify_error"
+        assert envoy.counter(f"cluster.keymint_grpc.ssl.{reason}") > 0

@@ -1,8 +1,9 @@
 """The gateway with everything real around it: signer processes composed with the gateway's own
 evidence checker, a local OIDC issuer in GitHub's shape, and test certificates for mTLS callers.
 
-The gateway runs in the test's event loop (so tests can reach into it); the signers are separate
-processes that re-verify every caller's evidence against the same policy.
+The gateway runs in the test's event loop (so tests can reach into it) and is reached as Envoy
+reaches it: over mTLS with Envoy's client certificate from the Check port's dev CA. The signers are
+separate processes that re-verify every caller's evidence against the same policy.
 """
 
 from __future__ import annotations
@@ -27,6 +28,15 @@ from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 from extauthz.app import Gateway, build_gateway
 from extauthz.config import GatewaySettings
 from extauthz.grpc_edge import start_grpc
+from signer.devca import (
+    TlsFiles,
+    dns_name,
+    envoy_name,
+    gateway_name,
+    make_check_port_pki,
+    spiffe_id,
+    tls_files,
+)
 from signer.endorsement import TrustRoot
 from tests.helpers.certs import CertificateAuthority, IssuedCertificate, pem
 from tests.helpers.oidc_issuer import LocalOidcIssuer
@@ -153,10 +163,42 @@ def write_trust_root(directory: Path, *group_public_keys: bytes, issuer: str = I
     return path
 
 
+def check_port_pki(directory: Path) -> dict[str, TlsFiles]:
+    """The Check port's dev CA, the gateway's server certificate and Envoy's client certificate
+    (made once per directory)."""
+    check = directory / "check-pki"
+    if not (check / "ca.pem").exists():
+        make_check_port_pki(check)
+    return {name: tls_files(check, name) for name in (gateway_name(), envoy_name())}
+
+
+def check_port_env(directory: Path, listen: str = "127.0.0.1:0") -> dict[str, str]:
+    """The gateway's mTLS Check port: only Envoy's certificate from the Check port's CA."""
+    pki = check_port_pki(directory)
+    server = pki[gateway_name()]
+    return {
+        "KEYMINT_GRPC_LISTEN": listen,
+        "KEYMINT_CHECK_TLS_CERT": str(server.cert),
+        "KEYMINT_CHECK_TLS_KEY": str(server.key),
+        "KEYMINT_CHECK_CLIENT_CA": str(server.ca),
+        "KEYMINT_CHECK_ALLOWED_CLIENTS": spiffe_id(envoy_name()),
+    }
+
+
+def envoy_channel(directory: Path, address: str) -> grpc.aio.Channel:
+    """A channel to the gateway's Check port as Envoy: its client certificate, the gateway's
+    server certificate checked against the Check port's CA."""
+    ca, cert, key = check_port_pki(directory)[envoy_name()].read()
+    credentials = grpc.ssl_channel_credentials(ca, key, cert)
+    override = [("grpc.ssl_target_name_override", dns_name(gateway_name()))]
+    return grpc.aio.secure_channel(address, credentials, options=override)
+
+
 def stack_env(directory: Path, oidc_issuer: str, cluster: SignerCluster) -> dict[str, str]:
     policy = directory / "policy.json"
     policy.write_text(json.dumps(policy_document(oidc_issuer)))
     return {
+        **check_port_env(directory),
         "KEYMINT_ISSUER": ISSUER,
         "POLICY_FILE": str(policy),
         "ALLOWED_SCOPES": SCOPES,
@@ -167,7 +209,6 @@ def stack_env(directory: Path, oidc_issuer: str, cluster: SignerCluster) -> dict
         "KEYMINT_TLS_DIR": str(directory / "pki"),
         "KEYMINT_AUDIT_LOG": str(directory / "gateway-audit.jsonl"),
         "KEYMINT_STATE_DIR": str(directory / "gateway-state"),
-        "KEYMINT_GRPC_LISTEN": "127.0.0.1:0",
         "KEYMINT_HTTP_LISTEN": "127.0.0.1:0",
         "KEYMINT_EVIDENCE_CHECKER": "extauthz.guard_checker:from_env",
         "TOKEN_MAX_TTL_SECONDS": "3600",
@@ -201,8 +242,8 @@ async def running_stack(directory: Path, **overrides: str) -> AsyncIterator[Stac
         }
     )
     gateway = await build_gateway(settings)
-    server, port, _health = await start_grpc(gateway.pipeline, "127.0.0.1:0")
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    server, port, _health = await start_grpc(gateway.pipeline, settings.check_port)
+    channel = envoy_channel(directory, f"127.0.0.1:{port}")
     try:
         yield Stack(
             issuer,

@@ -26,8 +26,8 @@ import yaml
 from yamllint import linter
 from yamllint.config import YamlLintConfig
 
-from extauthz.config import GatewaySettings
-from signer.devca import spiffe_id
+from extauthz.config import CheckPortTls, GatewaySettings
+from signer.devca import envoy_name, gateway_name, spiffe_id
 from signer.server import SignerSettings
 from signer.vault.config import Pkcs11Config, parse_vault_config
 from tests.conftest import REPO
@@ -480,16 +480,15 @@ def test_gateway_probes() -> None:
     c = container(gateway(), "gateway")
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
-    grpc = [
-        c[p]["grpc"] for p in ("startupProbe", "livenessProbe", "readinessProbe") if "grpc" in c[p]
-    ]
-    assert grpc, "no gRPC health probe"
-    (probe,) = grpc
-    assert probe["port"] == port_number(c, "grpc")
-    # The service name the gateway's health servicer reports (extauthz.grpc_edge.SERVICE).
-    from extauthz.grpc_edge import SERVICE
-
-    assert probe.get("service", "") in ("", SERVICE)
+    # The HTTP listener starts after the key is learned and the Check port is up.
+    assert c["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    # The Check port accepts only Envoy's client certificate: a kubelet probe (which has none)
+    # on it would fail forever, so none is aimed at it.
+    for name in ("startupProbe", "livenessProbe", "readinessProbe"):
+        probe = c[name]
+        assert "grpc" not in probe, name
+        target = next(iter(v for k, v in probe.items() if k in ("httpGet", "tcpSocket")))
+        assert target["port"] in ("http", port_number(c, "http")), name
 
 
 def test_gateway_settings_parse_and_match_the_pod() -> None:
@@ -499,6 +498,14 @@ def test_gateway_settings_parse_and_match_the_pod() -> None:
     settings = GatewaySettings.from_env(env)
     assert c["command"] + c["args"] == ["extauthz", "serve"]
     assert int(settings.grpc_listen.rpartition(":")[2]) == port_number(c, "grpc")
+    # The Check port is mTLS, its files from the Secret the README has the operator create, and
+    # it accepts Envoy's identity only.
+    check = settings.check_port
+    assert isinstance(check, CheckPortTls)
+    for path in (check.cert, check.key, check.client_ca):
+        volume = mounted_volume(deployment, c, str(path))
+        assert volume["secret"]["secretName"] == "keymint-gateway-check-tls"
+    assert check.allowed_clients == {spiffe_id(envoy_name())}
     assert int(settings.http_listen.rpartition(":")[2]) == port_number(c, "http")
     assert settings.admin_token_sha256 == SECRETS["keymint-admin/token-sha256"]
     assert (settings.frost_n, settings.frost_t) == (3, 2)
@@ -707,6 +714,13 @@ def test_envoy_template_renders_with_the_configmap_values() -> None:
     assert PurePosixPath(values["SERVER_KEY"]).parent == PurePosixPath(values["SERVER_CERT"]).parent
     bundle = mounted_volume(deployment, proxy, values["CLIENT_CA_BUNDLE"])
     assert bundle["configMap"]["name"] == "keymint-spiffe-bundle"
+    # mTLS to the gateway's Check port: Envoy's certificate and the gateway CA from their Secret,
+    # and the gateway identity Envoy demands is the one the README has the operator issue.
+    for name in ("CHECK_CLIENT_CERT", "CHECK_CLIENT_KEY", "GATEWAY_CA_BUNDLE"):
+        volume = mounted_volume(deployment, proxy, values[name])
+        assert volume["secret"]["secretName"] == "keymint-envoy-check-tls", name
+    assert values["GATEWAY_SPIFFE_ID"] == spiffe_id(gateway_name())
+    assert values["GATEWAY_SPIFFE_ID"] in (K8S / "README.md").read_text()
 
 
 def test_envoy_runs_the_rendered_config() -> None:
