@@ -25,6 +25,7 @@ from pathlib import Path
 
 from signer.ceremony.driver import CeremonyDriver, CeremonyResult, connect
 from signer.devca import operator_name, tls_files
+from signer.endorsement import TrustRoot
 from signer.errors import SignerError
 from signer.token import public_jwk
 
@@ -35,6 +36,17 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     dkg = _command(subparsers, "dkg", _dkg, "distributed key generation: a new group key")
     _threshold(dkg, required=False)
     _replace(dkg)
+    dkg.add_argument(
+        "--trust-root-out",
+        type=Path,
+        help="also write the new key as the trust root verifiers and gateways pin "
+        "(KEYMINT_TRUST_ROOT): for the first key only; later keys are endorsed by the one before",
+    )
+    dkg.add_argument(
+        "--issuer",
+        default=os.environ.get("KEYMINT_ISSUER"),
+        help="the gateway's issuer, written into the trust root (default: $KEYMINT_ISSUER)",
+    )
 
     _command(subparsers, "refresh", _refresh, "new shares for every holder, the same group key")
 
@@ -169,15 +181,32 @@ async def run_ceremony(args: argparse.Namespace) -> CeremonyResult:
 
 def _handler(name: str) -> Callable[[argparse.Namespace], int]:
     def handle(args: argparse.Namespace) -> int:
+        trust_root_out: Path | None = getattr(args, "trust_root_out", None)
+        if trust_root_out is not None and not args.issuer:
+            print(
+                f"signer {name}: --trust-root-out needs --issuer (or KEYMINT_ISSUER)",
+                file=sys.stderr,
+            )
+            return 2
         try:
             result = asyncio.run(run_ceremony(args))
         except (SignerError, OSError) as exc:  # OSError: unreadable TLS files
             print(f"signer {name}: {exc}", file=sys.stderr)
             return 1
         print(render(result, as_json=args.json))
+        if trust_root_out is not None:
+            write_trust_root(trust_root_out, TrustRoot(args.issuer, (result.group_public_key,)))
+            print(f"trust root written to {trust_root_out}", file=sys.stderr)
         return 0
 
     return handle
+
+
+def write_trust_root(path: Path, root: TrustRoot) -> None:
+    """The trust root document, written whole or not at all (a temporary file, then a rename)."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(root.to_document(), indent=2) + "\n")
+    partial.replace(path)
 
 
 def render(result: CeremonyResult, *, as_json: bool) -> str:

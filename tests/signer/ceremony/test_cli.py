@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from signer.ceremony.cli import add_commands, render, run_ceremony
+from signer.endorsement import TrustRoot
 from tests.signer.ceremony.support import dev_pki, every_quorum_signs, running_signers
 
 
@@ -91,3 +92,45 @@ def test_a_failed_ceremony_is_a_message_and_exit_code(
     missing.tls_dir = None
     assert missing.handler(missing) == 1
     assert "--tls-dir" in capsys.readouterr().err
+
+
+def test_the_first_dkg_writes_the_trust_root_operators_pin(tmp_path: Path) -> None:
+    pki = dev_pki(tmp_path / "pki")
+    parser = _parser()
+    out = tmp_path / "trust-root.json"
+
+    async def scenario() -> bytes:
+        async with running_signers(pki, [1, 2, 3]) as cluster:
+            args = parser.parse_args(
+                [
+                    "dkg",
+                    *_signer_args(cluster.addresses()),
+                    "--tls-dir",
+                    str(tmp_path / "pki"),
+                    "--trust-root-out",
+                    str(out),
+                    "--issuer",
+                    "https://keymint.test",
+                ]
+            )
+            assert await asyncio.to_thread(args.handler, args) == 0
+            (key,) = {cluster.key(i)[1].group_public_key for i in (1, 2, 3)}
+            return key
+
+    group_key = asyncio.run(scenario())
+
+    root = TrustRoot.from_document(json.loads(out.read_text()))
+    assert root == TrustRoot("https://keymint.test", (group_key,))
+
+
+def test_a_trust_root_without_an_issuer_is_refused_before_any_ceremony(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = _parser().parse_args(
+        ["dkg", "--signer", "1=127.0.0.1:1", "--trust-root-out", str(tmp_path / "root.json")]
+    )
+    args.issuer = None
+
+    assert args.handler(args) == 2
+    assert "--trust-root-out needs --issuer" in capsys.readouterr().err
+    assert not (tmp_path / "root.json").exists()
