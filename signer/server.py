@@ -45,7 +45,7 @@ from signer.keystate import KeyState, message_header
 from signer.proto import signer_pb2_grpc
 from signer.revocations import RevocationFile, RevocationFileError
 from signer.service import SignerService
-from signer.tls import server_credentials
+from signer.tls import SERVER_OPTIONS, server_credentials
 from signer.vault.base import ShareVault
 from signer.vault.config import open_vault, parse_vault_config
 
@@ -246,7 +246,7 @@ async def serve(
         audit=audit,
         allowed_callers=[settings.coordinator_id],
     )
-    server = grpc.aio.server()
+    server = grpc.aio.server(options=SERVER_OPTIONS)
     signer_pb2_grpc.add_SignerServicer_to_server(service, server)  # type: ignore[no-untyped-call]
     _add_ceremony(server, settings, key_state)
     health_servicer = health.aio.HealthServicer()

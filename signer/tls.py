@@ -23,6 +23,16 @@ CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
 ]
 
 
+# The server side of those keepalives: a gRPC server by default answers a client that pings more
+# often than every 5 minutes without calls with GOAWAY "too_many_pings", dropping the connection
+# the next mint then waits to re-establish.
+SERVER_OPTIONS: list[tuple[str, int | str]] = [
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+]
+
+
 def server_credentials(files: TlsFiles) -> grpc.ServerCredentials:
     ca, cert, key = files.read()
     return grpc.ssl_server_credentials(

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
 
+import grpc
 import pytest
 
+from signer.devca import dns_name, signer_name
+from signer.proto import signer_pb2, signer_pb2_grpc
 from signer.server import SignerSettings, SignerSettingsError, load_revocations
+from signer.tls import CHANNEL_OPTIONS
 from tests.signer.harness import REPO, SignerCluster
 
 BASE = {
@@ -101,3 +106,29 @@ def test_a_signer_whose_gateway_settings_are_wrong_says_which_without_a_tracebac
     assert result.returncode == 2
     assert b"TOKEN_DEFAULT_TTL_SECONDS: 'soon' is not an integer" in result.stderr
     assert b"Traceback" not in result.stderr
+
+
+def test_a_coordinators_keepalive_pings_do_not_get_it_disconnected(tmp_path: Path) -> None:
+    """An idle coordinator pings (`signer.tls.CHANNEL_OPTIONS`); a server that finds the pings too
+    frequent sends GOAWAY `too_many_pings` and the next mint waits for a new connection."""
+    cluster = SignerCluster(tmp_path, 2, 3)
+    signer = cluster.signers[1]
+    signer.start()
+    try:
+
+        async def idle_state() -> grpc.ChannelConnectivity:
+            ca, cert, key = cluster.coordinator_tls.read()
+            options = [
+                (name, 5_000 if name == "grpc.keepalive_time_ms" else value)
+                for name, value in CHANNEL_OPTIONS
+            ]
+            options.append(("grpc.ssl_target_name_override", dns_name(signer_name(1))))
+            credentials = grpc.ssl_channel_credentials(ca, key, cert)
+            async with grpc.aio.secure_channel(signer.address, credentials, options) as channel:
+                await signer_pb2_grpc.SignerStub(channel).GetInfo(signer_pb2.InfoRequest())
+                await asyncio.sleep(17)  # three pings: enough strikes for a default server
+                return channel.get_state()
+
+        assert asyncio.run(idle_state()) == grpc.ChannelConnectivity.READY
+    finally:
+        signer.stop()
