@@ -23,8 +23,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -41,6 +39,7 @@ from signer.endorsement import (
     public_key_from_jwk,
     verify_chain,
 )
+from signer.files import write_atomically
 from signer.frost import PublicKeyPackage
 from signer.proto import signer_pb2
 from signer.token import compact, kid_for
@@ -375,16 +374,7 @@ class KeyRing:
             return
         data = json.dumps(state.to_document(self._root), indent=2, sort_keys=True).encode()
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(prefix=".keyring.", dir=self._path.parent)
-        try:
-            with os.fdopen(descriptor, "wb") as file:
-                file.write(data)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, self._path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        write_atomically(self._path, data)
 
 
 def _text(value: object) -> str:

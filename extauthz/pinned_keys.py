@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import tempfile
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
@@ -38,6 +36,7 @@ from extauthz.offline_verify import (
     positive_seconds,
 )
 from signer.endorsement import EndorsementError, TrustRoot, verify_chain
+from signer.files import write_atomically
 from signer.token import kid_for, public_jwk
 
 MAX_ENDORSEMENTS_BYTES: Final = 1024 * 1024
@@ -134,21 +133,6 @@ def narrowed(trusted: Ed25519KeySet, served: Ed25519KeySet) -> Ed25519KeySet:
 
 def pinned_jwks(keys: Mapping[str, bytes]) -> dict[str, object]:
     return {"keys": [public_jwk(key) for key in keys.values()]}
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same directory and a rename."""
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, 0o644)  # a public document, for the Envoy that reads it
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _raw(key: Ed25519PublicKey) -> bytes:

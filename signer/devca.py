@@ -67,10 +67,18 @@ def make_dev_pki(
     directory: Path, signer_ids: list[int], *, now: datetime.datetime | None = None
 ) -> dict[str, TlsFiles]:
     """Write ca.pem and a certificate + key for the coordinator, the operator and each signer."""
+    names = [coordinator_name(), operator_name()] + [signer_name(i) for i in signer_ids]
+    return _make_pki(directory, "keymint development CA", names, now)
+
+
+def _make_pki(
+    directory: Path, ca_common_name: str, names: list[str], now: datetime.datetime | None
+) -> dict[str, TlsFiles]:
+    """A fresh CA in `directory`/ca.pem and a certificate + key issued by it for each name."""
     now = now or datetime.datetime.now(datetime.UTC)
     directory.mkdir(parents=True, exist_ok=True)
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "keymint development CA")])
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ca_common_name)])
     ca_cert = (
         _builder(ca_name, ca_name, ca_key.public_key(), now)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
@@ -81,7 +89,6 @@ def make_dev_pki(
         .sign(ca_key, hashes.SHA256())
     )
     (directory / "ca.pem").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    names = [coordinator_name(), operator_name()] + [signer_name(i) for i in signer_ids]
     return {name: _issue(directory, name, ca_cert, ca_key, now) for name in names}
 
 
@@ -174,19 +181,4 @@ def make_check_port_pki(
     and an "envoy" client certificate, in `directory` (not the signers' directory: a certificate
     of the signer mesh, the coordinator's included, cannot even finish a handshake on the Check
     port)."""
-    now = now or datetime.datetime.now(datetime.UTC)
-    directory.mkdir(parents=True, exist_ok=True)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "keymint Check port dev CA")])
-    ca_cert = (
-        _builder(ca_name, ca_name, ca_key.public_key(), now)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    (directory / "ca.pem").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    names = [gateway_name(), envoy_name()]
-    return {name: _issue(directory, name, ca_cert, ca_key, now) for name in names}
+    return _make_pki(directory, "keymint Check port dev CA", [gateway_name(), envoy_name()], now)

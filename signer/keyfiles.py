@@ -12,12 +12,11 @@ layout above the first time that key changes or is dropped.
 from __future__ import annotations
 
 import logging
-import os
 import re
-import tempfile
 from pathlib import Path
 
 from signer.errors import SignerError
+from signer.files import write_atomically
 from signer.frost import EncodingError, KeyShare, PublicKeyPackage
 from signer.frost.encoding import (
     decode_key_share,
@@ -92,7 +91,7 @@ class KeyFiles:
             seq = max(self._seq.values(), default=-1) + 1
         self._directory.mkdir(parents=True, exist_ok=True)
         sealed = self._path(seq, kid)
-        _write_atomically(_package_path(sealed), encode_public_key_package(package))
+        write_atomically(_package_path(sealed), encode_public_key_package(package))
         store_share(self._vault, encode_key_share(share), sealed)
         self._seq[kid] = seq
         if kid == self._legacy_kid:
@@ -139,16 +138,3 @@ class KeyFiles:
 
 def _package_path(sealed: Path) -> Path:
     return sealed.with_name(sealed.name + ".pub")
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

@@ -27,6 +27,7 @@ from signer.ceremony.driver import CeremonyDriver, CeremonyResult, connect
 from signer.devca import operator_name, tls_files
 from signer.endorsement import TrustRoot
 from signer.errors import SignerError
+from signer.files import write_atomically
 from signer.token import public_jwk
 
 Ceremony = Callable[[CeremonyDriver, argparse.Namespace], Awaitable[CeremonyResult]]
@@ -203,10 +204,8 @@ def _handler(name: str) -> Callable[[argparse.Namespace], int]:
 
 
 def write_trust_root(path: Path, root: TrustRoot) -> None:
-    """The trust root document, written whole or not at all (a temporary file, then a rename)."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(root.to_document(), indent=2) + "\n")
-    partial.replace(path)
+    """The trust root document, written whole or not at all."""
+    write_atomically(path, (json.dumps(root.to_document(), indent=2) + "\n").encode())
 
 
 def render(result: CeremonyResult, *, as_json: bool) -> str:

@@ -23,11 +23,11 @@ from __future__ import annotations
 import logging
 import os
 import stat
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from signer.files import write_atomically
 from signer.vault.base import ShareVault, VaultConfigError, VaultUnavailable, validate_label
 from signer.vault.sealed_file import SealedFileVault
 
@@ -144,19 +144,7 @@ def store_share(vault: ShareVault, share: bytes, path: str | os.PathLike[str]) -
     """Seal `share` and write the blob to `path` atomically, readable by its owner only."""
     blob = vault.seal(share)
     target = Path(path)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        # mkstemp creates the file 0600; say so anyway in case the platform's default differs.
-        os.fchmod(descriptor, 0o600)
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(blob)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    _fsync_directory(target.parent)
+    write_atomically(target, blob, mode=0o600)
     logger.info("sealed key share written to %s with the %s", target, vault.description)
 
 
@@ -175,15 +163,6 @@ def load_share(vault: ShareVault, path: str | os.PathLike[str]) -> bytes:
     share = vault.unseal(blob)
     logger.info("key share unsealed from %s with the %s", target, vault.description)
     return share
-
-
-def _fsync_directory(directory: Path) -> None:
-    # The rename is durable only once the directory entry is.
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def _get(env: Mapping[str, str], name: str, default: str | None = None) -> str:
