@@ -146,11 +146,13 @@ class KeyedGuard:
     async def check(
         self, message: bytes, evidence: GuardEvidence | None
     ) -> AcceptedToken | Endorsement:
-        if message_header(message).get("typ") == ENDORSEMENT_TYP:
+        header = message_header(message)  # read once, to route; the checks read it strictly
+        if header.get("typ") == ENDORSEMENT_TYP:
             return check_endorsement(
                 message, keys=self._keys, issuer=self._issuer, now=self._clock()
             )
-        key = self._keys.for_message(message) or self._keys.current
+        kid = header.get("kid")
+        key = (self._keys.get(kid) if isinstance(kid, str) else None) or self._keys.current
         guard = self._guards.get(key.kid)
         if guard is None:
             limits = GuardLimits.for_group_key(
