@@ -323,7 +323,7 @@ async def serve(
     preflight(settings.check_port)  # a bad certificate path stops the start before anything runs
     gateway = await build_gateway(settings)
     grpc_server, grpc_port, health_servicer = await start_grpc(
-        gateway.pipeline, settings.check_port
+        gateway.pipeline, settings.check_port, reuse_port=settings.workers > 1
     )
     http_runner, http_port = await start_http(gateway, settings.http_listen)
     await set_serving(health_servicer, True)

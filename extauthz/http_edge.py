@@ -411,13 +411,16 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host, int(port)
 
 
-async def start_app(app: web.Application, listen: str) -> tuple[web.AppRunner, int]:
-    """Serve `app` on `listen`; the runner (for cleanup) and the port actually bound."""
+async def start_app(
+    app: web.Application, listen: str, *, reuse_port: bool = False
+) -> tuple[web.AppRunner, int]:
+    """Serve `app` on `listen`; the runner (for cleanup) and the port actually bound.
+    `reuse_port`: share the port with the other workers (SO_REUSEPORT)."""
     host, port = parse_listen(listen)
     runner = web.AppRunner(app, access_log_class=RedactingAccessLogger, handle_signals=False)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
         bound = runner.addresses[0][1]
     except BaseException:
         await runner.cleanup()
@@ -449,4 +452,4 @@ async def start_http(
 
     app = build_app(PipelineBackend.from_gateway(gateway), settings=settings)
     add_key_routes(app, gateway)
-    return await start_app(app, listen)
+    return await start_app(app, listen, reuse_port=gateway.settings.workers > 1)
