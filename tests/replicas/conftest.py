@@ -1,4 +1,4 @@
-"""One stack for the module: three replicas, Redis, three signers and Envoy take seconds to start."""
+"""One stack per module: three replicas, Redis, three signers and Envoy take seconds to start."""
 
 from __future__ import annotations
 

@@ -214,7 +214,7 @@ class ReplicasStack:
         answer: dict[str, Any] = json.loads(body)
         return status, answer
 
-    # --- through the front Envoy -------------------------------------------------------------------
+    # --- through the front Envoy ---------------------------------------------------------------
 
     def front_call(
         self,
