@@ -143,7 +143,10 @@ def test_own_tokens_pass_through_xfcc_trust_and_rate_limits(tmp_path: Path) -> N
             statuses = []
             for step in range(8):
                 token = stack.issuer.mint(
-                    {"jti": f"rate-limited-step-{step}", "workflow_ref": f"{workflow}@refs/heads/main"}
+                    {
+                        "jti": f"rate-limited-step-{step}",
+                        "workflow_ref": f"{workflow}@refs/heads/main",
+                    }
                 )
                 response = await stack.check(check_request(bearer=token, route_key="deploy"))
                 statuses.append(
