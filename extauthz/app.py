@@ -175,8 +175,12 @@ def build_store(settings: GatewaySettings) -> StateStore:
     """Redis when KEYMINT_REDIS_URL is set (replicas share it), else the state directory."""
     if settings.redis is not None:
         from extauthz.state.redis_store import RedisStore
+        from signer.redisconn import RedisSettingsError
 
-        return RedisStore(settings.redis)
+        try:
+            return RedisStore(settings.redis)
+        except RedisSettingsError as exc:
+            raise SettingsError(exc.variable, exc.problem) from None
     return LocalStore(settings.state_dir)
 
 

@@ -21,7 +21,7 @@ import os
 import stat
 import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,8 +49,7 @@ class RedisSettings:
     db: int
     tls: bool
     sentinel_master: str | None = None
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
+    credentials_file: Path | None = None  # read when connecting, never kept in the settings
     ca_file: Path | None = None
     client_cert: Path | None = None
     client_key: Path | None = None
@@ -74,7 +73,6 @@ class RedisSettings:
                     raise RedisSettingsError(name, "is set but KEYMINT_REDIS_URL is not")
             return None
         parsed = parse_url(url)
-        username, password = _credentials(env)
         ca_file = _path(env, "KEYMINT_REDIS_CA_FILE")
         client_cert = _path(env, "KEYMINT_REDIS_CLIENT_CERT")
         client_key = _path(env, "KEYMINT_REDIS_CLIENT_KEY")
@@ -91,21 +89,13 @@ class RedisSettings:
                     raise RedisSettingsError(
                         name, f"is for TLS, but KEYMINT_REDIS_URL is {parsed.where}: use rediss://"
                     )
-        for name, path in (
-            ("KEYMINT_REDIS_CA_FILE", ca_file),
-            ("KEYMINT_REDIS_CLIENT_CERT", client_cert),
-            ("KEYMINT_REDIS_CLIENT_KEY", client_key),
-        ):
-            if path is not None and not path.is_file():
-                raise RedisSettingsError(name, f"{path} is not a readable file")
         timeout = _seconds(env, "KEYMINT_REDIS_TIMEOUT_SECONDS", DEFAULT_TIMEOUT_SECONDS)
         return cls(
             hosts=parsed.hosts,
             db=parsed.db,
             tls=parsed.tls,
             sentinel_master=parsed.sentinel_master,
-            username=username,
-            password=password,
+            credentials_file=_path(env, "KEYMINT_REDIS_CREDENTIALS_FILE"),
             ca_file=ca_file,
             client_cert=client_cert,
             client_key=client_key,
@@ -113,14 +103,23 @@ class RedisSettings:
         )
 
     def client_options(self) -> dict[str, Any]:
-        """Keyword arguments for redis.asyncio.Redis (and Sentinel's connections)."""
+        """Keyword arguments for redis.asyncio.Redis (and Sentinel's connections). Reads the
+        credentials file and checks the TLS files now: RedisSettingsError names what is wrong."""
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
 
+        for name, path in (
+            ("KEYMINT_REDIS_CA_FILE", self.ca_file),
+            ("KEYMINT_REDIS_CLIENT_CERT", self.client_cert),
+            ("KEYMINT_REDIS_CLIENT_KEY", self.client_key),
+        ):
+            if path is not None and not path.is_file():
+                raise RedisSettingsError(name, f"{path} is not a readable file")
+        username, password = read_credentials(self.credentials_file)
         options: dict[str, Any] = {
             "db": self.db,
-            "username": self.username,
-            "password": self.password,
+            "username": username,
+            "password": password,
             "socket_timeout": self.timeout_seconds,
             "socket_connect_timeout": self.timeout_seconds,
             "retry": Retry(NoBackoff(), 1),
@@ -132,7 +131,8 @@ class RedisSettings:
 
 
 def connect(settings: RedisSettings) -> Redis:
-    """A client (a pool, connecting lazily) for `settings`: directly, or through Sentinel."""
+    """A client (a pool, connecting lazily) for `settings`: directly, or through Sentinel.
+    RedisSettingsError when the credentials or TLS files cannot be used."""
     from redis.asyncio import Redis
     from redis.asyncio.sentinel import Sentinel
 
@@ -212,9 +212,9 @@ def _host_port(item: str, default_port: int) -> tuple[str, int]:
     return host, int(port)
 
 
-def _credentials(env: Mapping[str, str]) -> tuple[str | None, str | None]:
+def read_credentials(path: Path | None) -> tuple[str | None, str | None]:
+    """(username, password) from the credentials file; (None, None) without one."""
     name = "KEYMINT_REDIS_CREDENTIALS_FILE"
-    path = _path(env, name)
     if path is None:
         return None, None
     try:

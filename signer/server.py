@@ -262,9 +262,11 @@ async def serve(
             learned = LearnedRevocations(settings.state_dir / LEARNED_REVOCATIONS_FILE)
         except RevocationFileError as exc:
             raise SignerSettingsError("KEYMINT_SIGNER_STATE_DIR", str(exc)) from None
-        follower = RedisRevocationFollower(
-            connect(settings.redis), learned, where=settings.redis.where
-        )
+        try:
+            client = connect(settings.redis)
+        except RedisSettingsError as exc:
+            raise SignerSettingsError(exc.variable, exc.problem) from None
+        follower = RedisRevocationFollower(client, learned, where=settings.redis.where)
         await follower.poll_once()
     guard = KeyedGuard(
         key_state=key_state,

@@ -2,7 +2,9 @@
 
     keymint:revoked:subject, keymint:revoked:jti   sorted sets: value scored by the unix time it is
                                                    revoked until; ZADD GT, so a write never shortens
-                                                   one; the set expires with its last entry
+                                                   one; expired entries are dropped on each write.
+                                                   No TTL on the sets: a Redis that evicts volatile
+                                                   keys under memory pressure never evicts these
     keymint:revoked:version                        a random marker, new on every change
     keymint:keyring, keymint:keyring:version       the key ring document (JSON text) and its marker,
                                                    replaced only by compare-and-set (a Lua script)
@@ -112,13 +114,10 @@ class RedisStore:
     async def add_revocation(self, kind: str, value: str, until: float) -> None:
         key = REVOKED_KEYS[kind]
         announcement = json.dumps({"kind": kind, "value": value, "until": until})
-        expire_at = math.ceil(until)
         try:
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.zremrangebyscore(key, "-inf", time.time())  # what nothing can use now
                 pipe.zadd(key, {value: until}, gt=True)
-                pipe.expireat(key, expire_at, nx=True)
-                pipe.expireat(key, expire_at, gt=True)
                 pipe.set(REVOKED_VERSION_KEY, uuid.uuid4().hex)
                 pipe.publish(EVENTS_CHANNEL, announcement)
                 await pipe.execute()

@@ -144,14 +144,13 @@ def test_acl_credentials_come_from_a_file_never_the_url(tmp_path: Path) -> None:
         RedisSettings.from_env({"KEYMINT_REDIS_URL": "redis://keymint:s3cret@localhost:6379/0"})
     good.chmod(0o644)
     with pytest.raises(RedisSettingsError, match="readable by every local user"):
-        RedisSettings.from_env(
-            {"KEYMINT_REDIS_URL": server.url, "KEYMINT_REDIS_CREDENTIALS_FILE": str(good)}
-        )
+        store_for(server.url, KEYMINT_REDIS_CREDENTIALS_FILE=str(good))
     parsed = RedisSettings.from_env(
         {"KEYMINT_REDIS_URL": server.url, "KEYMINT_REDIS_CREDENTIALS_FILE": str(bad)}
     )
     assert parsed is not None
-    assert (parsed.username, parsed.password) == ("keymint", "wrong")
+    options = parsed.client_options()
+    assert (options["username"], options["password"]) == ("keymint", "wrong")
     assert "wrong" not in repr(parsed)
     assert "wrong" not in parsed.where
 
