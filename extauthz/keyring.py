@@ -2,9 +2,11 @@
 
 The ring holds the endorsement chain (`signer.endorsement`), the active kid (tokens are signed with
 it), the next kid (published, not yet signing) and the retiring kids (no longer signing, published
-until their last token expires). It is persisted as public JSON in the gateway's state directory
-and re-verified from the trust root whenever it is loaded, so a file that was tampered with cannot
-add a key: the gateway refuses to start on it.
+until their last token expires). It is kept as public JSON in a store (`KeyRingStore`): Redis,
+shared by every replica, or `keyring.json` in the state directory, shared by a replica's workers.
+It is re-verified from the trust root whenever it is read, so a store that was tampered with cannot
+add a key: the gateway refuses to start on it, and a running gateway keeps the ring in force
+(`adopt`). Changes are compare-and-set: two replicas rotating at once change it once.
 
 Rotation, driven by an operator (or the admin API):
 1. Operators run a DKG among the same signers that adds a key beside the active one (`signer dkg`,
