@@ -12,6 +12,13 @@ For each throughput series, the server process's CPU time per Check (user + syst
 /proc) is reported too: the client, not the server, is often what limits checks/s here.
 The gateway's per-identity rate limit is lifted for (a), which sends one identity's requests as
 fast as the client can.
+
+`workers_2_vs_1`: (a) against `extauthz serve --workers 2` over `--workers 1`, in the same run,
+from this one client process over several connections (SO_REUSEPORT hands each connection to one
+worker, so one connection would reach one worker). The machine has 2 cores and the client needs
+one of them: the client's own CPU use is printed beside the figure (`client_cpu_share`, in cores);
+a client near 1.0 core leaves the two workers about one core between them, which caps the ratio
+whatever the workers could do.
 """
 
 from __future__ import annotations
@@ -107,6 +114,85 @@ from extauthz.config import GatewaySettings
 asyncio.run(serve(GatewaySettings.from_env(os.environ),
                   started=lambda g, h: print(f"ready {g} {h}", flush=True)))
 """
+
+
+WORKER_CHANNELS = 8  # connections the client opens to the workers' shared port
+
+
+def start_cli_gateway(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
+    """`extauthz serve` (with KEYMINT_WORKERS in `env`); its Check port, from its ready line."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "extauthz.cli", "serve"],
+        env={**os.environ, "PYTHONPATH": str(REPO), **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        cwd=REPO,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline().decode()
+    if not line.startswith("keymint-gateway ready"):
+        process.kill()
+        raise RuntimeError(f"gateway did not start: {line!r}")
+    fields = dict(part.split("=") for part in line.split()[2:])
+    return process, int(fields["grpc_port"])
+
+
+def tree_cpu_seconds(process: subprocess.Popen[bytes]) -> float:
+    """CPU time of a process and its children (the supervisor and its workers)."""
+    pid = process.pid
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    total = cpu_seconds(process)
+    for child in children:
+        fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def separate_channel(port: int, directory: Path) -> grpc.aio.Channel:
+    """Envoy's mTLS channel on a connection of its own (not shared with other channels)."""
+    from signer.devca import dns_name
+
+    ca, cert, key = check_port_pki(directory)[envoy_name()].read()
+    credentials = grpc.ssl_channel_credentials(ca, key, cert)
+    options = [
+        ("grpc.ssl_target_name_override", dns_name(gateway_name())),
+        ("grpc.use_local_subchannel_pool", 1),
+    ]
+    return grpc.aio.secure_channel(f"127.0.0.1:{port}", credentials, options=options)
+
+
+async def spread_throughput(
+    port: int, request: CheckRequest, directory: Path, server: subprocess.Popen[bytes]
+) -> tuple[float, float, float]:
+    """Checks per second over WORKER_CHANNELS connections, server CPU us per Check (all its
+    processes) and the client's own CPU use in cores over the run."""
+    channels = [separate_channel(port, directory) for _ in range(WORKER_CHANNELS)]
+    try:
+        stubs = [external_auth_pb2_grpc.AuthorizationStub(c) for c in channels]
+        for stub in stubs:
+            for _ in range(50):
+                await stub.Check(request)
+        stop_at = time.perf_counter() + THROUGHPUT_SECONDS
+
+        async def worker(stub: Any) -> int:
+            done = 0
+            while time.perf_counter() < stop_at:
+                response = await stub.Check(request)
+                assert response.status.code == 0, response
+                done += 1
+            return done
+
+        cpu_before, client_before = tree_cpu_seconds(server), time.process_time()
+        started = time.perf_counter()
+        per_channel = max(1, CONCURRENCY // WORKER_CHANNELS)
+        counts = await asyncio.gather(*(worker(s) for s in stubs for _ in range(per_channel)))
+        elapsed = time.perf_counter() - started
+        cpu = tree_cpu_seconds(server) - cpu_before
+        client = (time.process_time() - client_before) / elapsed
+    finally:
+        for channel in channels:
+            await channel.close()
+    return sum(counts) / elapsed, cpu * 1e6 / sum(counts), client
 
 
 def start_server(code: str, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
@@ -272,6 +358,27 @@ async def main_async(directory: Path) -> dict[str, float]:
         # A distinct jti makes each token a credential never seen before (same claims otherwise).
         tokens = [issuer.mint({"jti": f"bench-{i}"}) for i in range(NEW_RATE * NEW_SECONDS + 20)]
         fresh = await new_credentials(servers["gateway"][1], tokens, directory)
+        # One gateway process and two, started the same way, measured in alternation.
+        for process, _ in servers.values():
+            process.terminate()
+            process.wait()
+        servers.clear()
+        spread: dict[int, list[tuple[float, float, float]]] = {1: [], 2: []}
+        for count in spread:
+            state = directory / f"workers-{count}"
+            servers[f"workers-{count}"] = await asyncio.to_thread(
+                start_cli_gateway,
+                {
+                    **gateway_env,
+                    "KEYMINT_WORKERS": str(count),
+                    "KEYMINT_STATE_DIR": str(state),
+                    "KEYMINT_AUDIT_LOG": str(state / "audit.jsonl"),
+                },
+            )
+        for _ in range(ROUNDS):
+            for count in spread:
+                process, port = servers[f"workers-{count}"]
+                spread[count].append(await spread_throughput(port, seen, directory, process))
     finally:
         for process, _ in servers.values():
             process.terminate()
@@ -286,10 +393,16 @@ async def main_async(directory: Path) -> dict[str, float]:
         "new_p99_ms": pct(fresh, 0.99),
         "new_samples": len(fresh),
     }
-    for name in servers:
+    for name in rates:
         key = {"gateway": "cached", "mtls": "noop"}.get(name, f"noop_{name.replace('+', '_')}")
         figures[f"{key}_per_s"] = max(rates[name])
         figures[f"{key}_cpu_us"] = min(cpu[name])
+    for count, runs in spread.items():
+        best = max(runs)  # the round with the most checks/s
+        figures[f"workers_{count}_per_s"] = best[0]
+        figures[f"workers_{count}_cpu_us"] = best[1]
+        figures[f"workers_{count}_client_cores"] = best[2]
+    figures["workers_2_vs_1"] = figures["workers_2_per_s"] / figures["workers_1_per_s"]
     return figures
 
 
@@ -319,6 +432,18 @@ def main() -> None:
         f"(b) new credential at {NEW_RATE}/s: p50 {figures['new_p50_ms']:.2f} ms, "
         f"p99 {figures['new_p99_ms']:.2f} ms over {figures['new_samples']} checks"
     )
+    for count in (1, 2):
+        print(
+            f"(a) with --workers {count}, {WORKER_CHANNELS} connections: "
+            f"{figures[f'workers_{count}_per_s']:.0f} checks/s, server CPU "
+            f"{figures[f'workers_{count}_cpu_us']:.0f} us/check, the client itself using "
+            f"{figures[f'workers_{count}_client_cores']:.2f} of the {os.cpu_count()} cores"
+        )
+    print(
+        f"workers_2_vs_1 = {figures['workers_2_vs_1']:.2f}: on {os.cpu_count()} cores, with the "
+        f"client using {figures['workers_2_client_cores']:.2f} of them, the two workers share "
+        f"about {max(0.0, (os.cpu_count() or 1) - figures['workers_2_client_cores']):.2f}"
+    )
     print(
         json.dumps(
             {
@@ -337,6 +462,11 @@ def main() -> None:
                 "cached_p50_ms": round(figures["cached_p50_ms"], 3),
                 "cached_p99_ms": round(figures["cached_p99_ms"], 3),
                 "new_rate_per_s": NEW_RATE,
+                "workers_1_per_s": round(figures["workers_1_per_s"], 1),
+                "workers_2_per_s": round(figures["workers_2_per_s"], 1),
+                "workers_2_vs_1": round(figures["workers_2_vs_1"], 3),
+                "workers_2_client_cores": round(figures["workers_2_client_cores"], 2),
+                "cpu_count": os.cpu_count(),
             }
         )
     )

@@ -25,6 +25,7 @@ from aiohttp import web
 
 from extauthz.errors import ExtAuthzError
 from extauthz.http_edge import admin_refusal
+from extauthz.limits import StateUnavailable
 from signer.coordinator import SigningRefused
 from signer.errors import SignerError
 from signer.token import kid_for
@@ -70,6 +71,8 @@ class _KeyRoutes:
             return _error(
                 409, "rotation_refused", f"the signers will not endorse {kid}: {exc}", rule=exc.rule
             )
+        except StateUnavailable as exc:
+            return _error(503, "temporarily_unavailable", exc.detail)
         except (ExtAuthzError, SignerError) as exc:
             return _error(409, "rotation_refused", str(exc))
         return web.json_response({"published": kid_for(key), **self._state()}, headers=NO_STORE)
@@ -79,7 +82,9 @@ class _KeyRoutes:
         if refused is not None:
             return refused
         try:
-            self._gateway.activate_next_key()
+            await self._gateway.activate_next_key()
+        except StateUnavailable as exc:
+            return _error(503, "temporarily_unavailable", exc.detail)
         except ExtAuthzError as exc:
             return _error(409, "rotation_refused", str(exc))
         return web.json_response(self._state(), headers=NO_STORE)

@@ -25,8 +25,8 @@ from extauthz.identity import (
     X509Verifier,
     XfccIdentifier,
 )
-from extauthz.keyring import KeyRing, KeyRingError, load_trust_root
-from extauthz.limits import RateLimiter, Revocations
+from extauthz.keyring import KeyRing, KeyRingError, RotationError, load_trust_root
+from extauthz.limits import RateLimiter, Revocations, SharedRateLimiter, StateUnavailable
 from extauthz.mint import Minter, MintSettings
 from extauthz.own_tokens import OwnTokenVerifier
 from extauthz.pipeline import Identifier, Pipeline
@@ -40,6 +40,7 @@ from extauthz.policy import (
     parse_policy,
 )
 from extauthz.policy.model import Policy
+from extauthz.state import LocalStore, SharedState, StateSettings, StateStore
 from extauthz.tokencache import TokenCache
 from signer.audit import AsyncAuditLog, AuditLog
 from signer.coordinator import Coordinator, CoordinatorSettings, SignerEndpoint
@@ -63,6 +64,7 @@ class Gateway:
     audit: AsyncAuditLog
     token_cache: TokenCache
     keyring: KeyRing
+    state: SharedState
     started_at: float = field(default_factory=time.time)
 
     @property
@@ -77,9 +79,9 @@ class Gateway:
         active key; it joins the JWKS, and nothing signs with it yet."""
         return await self.keyring.publish(kid, jwk)
 
-    def activate_next_key(self) -> bytes:
+    async def activate_next_key(self) -> bytes:
         """Rotation step 2: mint with the published key; the old one stays until its tokens die."""
-        key = self.keyring.activate()
+        key = await self.keyring.activate()
         log.info("minting with group key %s from now on", kid_for(key))
         return key
 
@@ -87,6 +89,7 @@ class Gateway:
         await self.keyring.close()
         await self.session.close()
         await self.token_cache.close()
+        await self.state.store.close()
         self.audit.log.close()
 
 
@@ -168,8 +171,21 @@ def trust_root_of(settings: GatewaySettings) -> TrustRoot:
         raise SettingsError("KEYMINT_TRUST_ROOT", str(exc)) from None
 
 
+def build_store(settings: GatewaySettings) -> StateStore:
+    """Redis when KEYMINT_REDIS_URL is set (replicas share it), else the state directory."""
+    if settings.redis is not None:
+        from extauthz.state.redis_store import RedisStore
+        from signer.redisconn import RedisSettingsError
+
+        try:
+            return RedisStore(settings.redis)
+        except RedisSettingsError as exc:
+            raise SettingsError(exc.variable, exc.problem) from None
+    return LocalStore(settings.state_dir)
+
+
 async def build_keyring(
-    settings: GatewaySettings, root: TrustRoot, clock: Callable[[], float]
+    settings: GatewaySettings, root: TrustRoot, clock: Callable[[], float], store: StateStore
 ) -> KeyRing:
     """The coordinator (keys adopted only when t signers agree) and the endorsed key ring."""
     coordinator = Coordinator(
@@ -179,10 +195,13 @@ async def build_keyring(
     )
     try:
         await coordinator.start()
-        keyring = KeyRing.load(
+        keyring = await KeyRing.load(
             coordinator,
             root,
-            path=settings.state_dir / KEYRING_FILE,
+            store=store,
+            # With Redis, a local copy to start from while Redis is down; without, the store
+            # is that very file.
+            cache=settings.state_dir / KEYRING_FILE if store.shared else None,
             max_token_ttl_seconds=settings.default_ttl_seconds,
             publish_lead_seconds=settings.key_publish_lead_seconds,
             clock=clock,
@@ -200,10 +219,41 @@ async def build_keyring(
     return keyring
 
 
+def build_rate_limiter(
+    settings: GatewaySettings, store: StateStore
+) -> RateLimiter | SharedRateLimiter:
+    """Buckets in this process for one replica of one worker; else in the shared store."""
+    local = RateLimiter(rate_per_second=settings.rate_per_second, burst=settings.rate_burst)
+    if not store.shared and settings.workers == 1:
+        return local
+    return SharedRateLimiter(
+        store, rate_per_second=settings.rate_per_second, burst=settings.rate_burst, fallback=local
+    )
+
+
 async def build_gateway(
     settings: GatewaySettings, *, clock: Callable[[], float] = time.time
 ) -> Gateway:
-    keyring = await build_keyring(settings, trust_root_of(settings), clock)
+    root = trust_root_of(settings)
+    store = build_store(settings)
+    try:
+        keyring = await build_keyring(settings, root, clock, store)
+    except BaseException:
+        await store.close()
+        raise
+    revocations = Revocations(clock=clock)
+
+    async def adopt_keyring() -> None:
+        await keyring.adopt()
+
+    state = SharedState(
+        store,
+        revocations,
+        StateSettings(settings.state_sync_seconds, settings.state_max_staleness_seconds),
+        on_keyring=adopt_keyring,
+    )
+    if not await state.sync_once():
+        log.warning("starting without shared state: refusing every request until it answers")
     session = aiohttp.ClientSession()
     resets: list[Callable[[], None]] = []
 
@@ -212,7 +262,12 @@ async def build_gateway(
             reset()
 
     engine, policy, rego = build_policy_engine(settings, reset_all)
-    token_cache = TokenCache.redis(settings.redis_url) if settings.redis_url else TokenCache()
+    token_cache = TokenCache()
+    if settings.redis is not None:
+        from extauthz.state.redis_store import RedisStore
+
+        assert isinstance(store, RedisStore)
+        token_cache = TokenCache.on_redis(store.client)
     minter = Minter(
         settings=MintSettings(
             issuer=settings.issuer,
@@ -223,6 +278,7 @@ async def build_gateway(
         group_public_key=lambda: keyring.active_key,
         cache=token_cache,
         clock=clock,
+        published_keys=keyring.published_keys,
     )
     settings.audit_log.parent.mkdir(parents=True, exist_ok=True)
     audit = AsyncAuditLog(AuditLog(settings.audit_log, clock=clock))
@@ -230,10 +286,8 @@ async def build_gateway(
         identifier=build_identifier(settings, session, clock),
         engine=engine,
         minter=minter,
-        revocations=Revocations(clock=clock),
-        rate_limiter=RateLimiter(
-            rate_per_second=settings.rate_per_second, burst=settings.rate_burst
-        ),
+        revocations=revocations,
+        rate_limiter=build_rate_limiter(settings, store),
         audit=audit,
         own_tokens=OwnTokenVerifier(
             issuer=settings.issuer,
@@ -241,16 +295,22 @@ async def build_gateway(
             clock=clock,
         ),
         clock=clock,
+        fresh=state.fresh,
     )
     resets.append(pipeline.hot.clear)  # a new policy must not be bypassed by cached decisions
-    return Gateway(settings, pipeline, policy, rego, session, audit, token_cache, keyring)
+    return Gateway(settings, pipeline, policy, rego, session, audit, token_cache, keyring, state)
 
 
 async def _prune_keys(gateway: Gateway, interval: float = 60.0) -> None:
     """Drop rotated-out keys from the JWKS once their last token has expired."""
     while True:
         await asyncio.sleep(interval)
-        for key in gateway.keyring.prune():
+        try:
+            retired = await gateway.keyring.prune()
+        except (RotationError, StateUnavailable) as exc:  # another replica pruned first
+            log.info("key ring not pruned here: %s", exc)
+            continue
+        for key in retired:
             log.info("group key %s retired: its last token has expired", kid_for(key))
 
 
@@ -267,13 +327,14 @@ async def serve(
     preflight(settings.check_port)  # a bad certificate path stops the start before anything runs
     gateway = await build_gateway(settings)
     grpc_server, grpc_port, health_servicer = await start_grpc(
-        gateway.pipeline, settings.check_port
+        gateway.pipeline, settings.check_port, reuse_port=settings.workers > 1
     )
     http_runner, http_port = await start_http(gateway, settings.http_listen)
     await set_serving(health_servicer, True)
     watchers = [
         asyncio.create_task(gateway.policy.watch()),
         asyncio.create_task(_prune_keys(gateway)),
+        asyncio.create_task(gateway.state.run()),
     ]
     if gateway.rego is not None:
         watchers.append(asyncio.create_task(gateway.rego.watch()))

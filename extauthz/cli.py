@@ -1,6 +1,6 @@
 """`extauthz`: run the gateway, exchange a CI job's OIDC token, verify tokens and audit logs.
 
-    extauthz serve                    # settings from the environment (extauthz.config)
+    extauthz serve [--workers N]      # settings from the environment (extauthz.config)
     extauthz exchange --audience AUD --token-url https://keymint.example/token [--export-env]
     extauthz verify --trust-root FILE --endorsements URL --issuer ISS --audience AUD TOKEN|-
     extauthz pin-keys --trust-root FILE --endorsements URL --out JWKS_FILE
@@ -32,17 +32,40 @@ class CommandError(ExtAuthzError):
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from extauthz import app  # the gateway's dependencies load only for this command
-    from extauthz.config import GatewaySettings
+    from extauthz.config import GatewaySettings, workers_problem
 
     settings = GatewaySettings.from_env(os.environ)
+    if args.workers is not None:
+        settings = dataclasses.replace(settings, workers=args.workers)
+        problem = workers_problem(settings)
+        if problem is not None:
+            raise problem
 
     def announce(grpc_port: int, http_port: int) -> None:
         # One machine-readable line for supervisors and tests that start the gateway on port 0.
         print(READY_LINE.format(grpc_port=grpc_port, http_port=http_port), flush=True)
 
+    if args.worker_index is not None:  # one of `--workers N`'s processes
+        from extauthz.workers import worker_audit_log
+
+        settings = dataclasses.replace(
+            settings, audit_log=worker_audit_log(settings.audit_log, args.worker_index)
+        )
+    elif settings.workers > 1:
+        from extauthz.workers import Supervisor
+
+        return Supervisor(settings, verbose=args.verbose, announce=announce).run()
     asyncio.run(app.serve(settings, started=announce))
     return 0
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return int(text)
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
@@ -74,6 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the gateway. Prints 'keymint-gateway ready grpc_port=N http_port=M' "
         "once both listeners are up (grpc_port=0 when the Check port is a Unix socket).",
     )
+    serve.add_argument(
+        "--workers",
+        type=_positive,
+        metavar="N",
+        help="run N gateway processes on the same ports (SO_REUSEPORT), sharing state through "
+        "Redis or the state directory (default: KEYMINT_WORKERS, else 1)",
+    )
+    serve.add_argument("--worker-index", type=_positive, help=argparse.SUPPRESS)
     serve.set_defaults(handler=_serve)
 
     exchange_client.add_command(commands)

@@ -10,10 +10,12 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from extauthz.errors import ExtAuthzError
 from extauthz.identity import GITHUB_ISSUER
 from extauthz.policy.rego import PolicyHeaders
+from signer.redisconn import RedisSettings, RedisSettingsError
 
 
 class SettingsError(ExtAuthzError):
@@ -109,6 +111,12 @@ class GatewaySettings:
     state_dir: Path  # the key ring (public JSON, re-verified from the trust root at start)
     oidc_max_lifetime: int
     policy_headers: PolicyHeaders
+    # Shared state (extauthz.state): Redis when configured (signer.redisconn), else files under
+    # state_dir. A replica serves nothing once its last sync is older than the staleness bound.
+    redis: RedisSettings | None = None
+    state_sync_seconds: float = 0.5
+    state_max_staleness_seconds: float = 5.0
+    workers: int = 1  # `extauthz serve --workers N` (KEYMINT_WORKERS): processes on one port
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> GatewaySettings:
@@ -136,7 +144,7 @@ class GatewaySettings:
         rego = env.get("REGO_FILE", "").strip()
         audit_log = Path(env.get("KEYMINT_AUDIT_LOG", "./state/gateway-audit.jsonl"))
         grpc_listen = env.get("KEYMINT_GRPC_LISTEN", "").strip() or DEFAULT_GRPC_LISTEN
-        return cls(
+        settings = cls(
             issuer=_required(env, "KEYMINT_ISSUER"),
             default_ttl_seconds=_int(env, "TOKEN_DEFAULT_TTL_SECONDS", 900),
             allowed_scopes=frozenset(_list(env.get("ALLOWED_SCOPES", ""))),
@@ -170,7 +178,53 @@ class GatewaySettings:
             # GitHub's tokens live 300 s; one published sample 21600 s.
             oidc_max_lifetime=_int(env, "KEYMINT_OIDC_MAX_LIFETIME_SECONDS", 3600),
             policy_headers=_policy_headers(env.get("KEYMINT_POLICY_IGNORED_HEADERS", "")),
+            **_state_settings(env),
         )
+        problem = workers_problem(settings)
+        if problem is not None:
+            raise problem
+        return settings
+
+
+def _state_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    try:
+        redis = RedisSettings.from_env(env)
+    except RedisSettingsError as exc:
+        raise SettingsError(exc.variable, exc.problem) from None
+    sync = _float(env, "KEYMINT_STATE_SYNC_SECONDS", 0.5)
+    stale = _float(env, "KEYMINT_STATE_MAX_STALENESS_SECONDS", 5.0)
+    if sync >= stale:
+        raise SettingsError(
+            "KEYMINT_STATE_SYNC_SECONDS",
+            f"{sync} must be below KEYMINT_STATE_MAX_STALENESS_SECONDS ({stale}): a replica "
+            "that polls less often than the bound would refuse between polls",
+        )
+    if sync > 1.0:
+        raise SettingsError(
+            "KEYMINT_STATE_SYNC_SECONDS",
+            f"{sync} is over 1 s: a revocation must reach every replica within a second",
+        )
+    workers = _int(env, "KEYMINT_WORKERS", 1)
+    return {
+        "redis": redis,
+        "state_sync_seconds": sync,
+        "state_max_staleness_seconds": stale,
+        "workers": workers,
+    }
+
+
+def workers_problem(settings: GatewaySettings) -> SettingsError | None:
+    """Why `settings.workers` processes cannot share this gateway's ports, if they cannot."""
+    if settings.workers > 1 and isinstance(settings.check_port, CheckPortUnix):
+        return SettingsError(
+            "KEYMINT_WORKERS",
+            f"{settings.workers} workers need a TCP Check port (SO_REUSEPORT); "
+            f"KEYMINT_GRPC_LISTEN is a Unix socket ({settings.grpc_listen}): run one worker per "
+            "socket, or listen on TCP with mTLS",
+        )
+    if settings.workers > 64:
+        return SettingsError("KEYMINT_WORKERS", f"{settings.workers} is more than 64")
+    return None
 
 
 def _required(env: Mapping[str, str], name: str) -> str:

@@ -42,11 +42,16 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
 
 
 async def start_grpc(
-    pipeline: Pipeline, check_port: CheckPort
+    pipeline: Pipeline, check_port: CheckPort, *, reuse_port: bool = False
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
-    """Serve Check, health and reflection on `check_port`, under its rules; its TCP port or 0."""
+    """Serve Check, health and reflection on `check_port`, under its rules; its TCP port or 0.
+
+    `reuse_port`: share the port with the other workers of `extauthz serve --workers N`."""
     server = grpc.aio.server(
-        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 1024 * 1024)]
+        options=[
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
+            ("grpc.max_receive_message_length", 1024 * 1024),
+        ]
     )
     services = registry(server, check_port)
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(

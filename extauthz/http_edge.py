@@ -12,8 +12,10 @@ least that long before it signs, and an old one stays until its last token expir
 
 Secrets: the access log writes peer, method, raw path (never the query), status, size and time. No
 header, form or JSON body is logged here. The admin token is held only as its SHA-256 hex digest and
-compared in constant time. Revocations apply to this replica's `Revocations` at once; the pipeline
-re-checks them on every hot-cache hit and before serving a cached token.
+compared in constant time. A revocation applies to this replica's `Revocations` at once and is
+stored in the shared state (Redis, or the state directory), from which every replica and worker
+applies it; the pipeline re-checks revocations on every hot-cache hit and before serving a cached
+token.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 
 from extauthz.decision import Decision
 from extauthz.errors import ExtAuthzError
-from extauthz.limits import Revocations
+from extauthz.limits import Revocations, StateUnavailable
 from extauthz.pipeline import AuditWriter, Pipeline
 from extauthz.token_exchange import (
     GRANT_TYPE_TOKEN_EXCHANGE,
@@ -331,12 +333,24 @@ class _Handlers:
                 "error_description": exc.problem,
             }
             return _json(exc.status, document, {"Cache-Control": "no-store"})
-        if revocation.kind == "jti":
-            self._backend.revocations.revoke_jti(revocation.value, revocation.until)
-        else:
-            self._backend.revocations.revoke_subject(revocation.value, revocation.until)
-        log.info("revoked %s %r until %d", revocation.kind, revocation.value, revocation.until)
         record = {revocation.kind: revocation.value, "until": revocation.until}
+        try:
+            await self._backend.revocations.revoke(
+                revocation.kind, revocation.value, revocation.until
+            )
+        except StateUnavailable as exc:
+            # Held by this replica (and pushed to the store once it answers), but not yet by the
+            # others: the operator must know it is not in force everywhere.
+            log.warning("revoked %s %r here only: %s", revocation.kind, revocation.value, exc)
+            await self._backend.audit("revoke", {**record, "shared": False})
+            document = {
+                "error": "temporarily_unavailable",
+                "error_description": "revoked on this replica only: the shared revocation list "
+                "cannot be reached; this replica stores it there once it answers. Retry to "
+                "confirm.",
+            }
+            return _json(503, document, {"Cache-Control": "no-store", "Retry-After": "1"})
+        log.info("revoked %s %r until %d", revocation.kind, revocation.value, revocation.until)
         # Revoked first, then audited: an audit failure must not leave the token usable.
         await self._backend.audit("revoke", record)
         return _json(200, {"revoked": record}, {"Cache-Control": "no-store"})
@@ -397,13 +411,16 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host, int(port)
 
 
-async def start_app(app: web.Application, listen: str) -> tuple[web.AppRunner, int]:
-    """Serve `app` on `listen`; the runner (for cleanup) and the port actually bound."""
+async def start_app(
+    app: web.Application, listen: str, *, reuse_port: bool = False
+) -> tuple[web.AppRunner, int]:
+    """Serve `app` on `listen`; the runner (for cleanup) and the port actually bound.
+    `reuse_port`: share the port with the other workers (SO_REUSEPORT)."""
     host, port = parse_listen(listen)
     runner = web.AppRunner(app, access_log_class=RedactingAccessLogger, handle_signals=False)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
         bound = runner.addresses[0][1]
     except BaseException:
         await runner.cleanup()
@@ -435,4 +452,4 @@ async def start_http(
 
     app = build_app(PipelineBackend.from_gateway(gateway), settings=settings)
     add_key_routes(app, gateway)
-    return await start_app(app, listen)
+    return await start_app(app, listen, reuse_port=gateway.settings.workers > 1)

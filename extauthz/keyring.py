@@ -2,9 +2,11 @@
 
 The ring holds the endorsement chain (`signer.endorsement`), the active kid (tokens are signed with
 it), the next kid (published, not yet signing) and the retiring kids (no longer signing, published
-until their last token expires). It is persisted as public JSON in the gateway's state directory
-and re-verified from the trust root whenever it is loaded, so a file that was tampered with cannot
-add a key: the gateway refuses to start on it.
+until their last token expires). It is kept as public JSON in a store (`KeyRingStore`): Redis,
+shared by every replica, or `keyring.json` in the state directory, shared by a replica's workers.
+It is re-verified from the trust root whenever it is read, so a store that was tampered with cannot
+add a key: the gateway refuses to start on it, and a running gateway keeps the ring in force
+(`adopt`). Changes are compare-and-set: two replicas rotating at once change it once.
 
 Rotation, driven by an operator (or the admin API):
 1. Operators run a DKG among the same signers that adds a key beside the active one (`signer dkg`,
@@ -80,6 +82,10 @@ class KeyRingError(ExtAuthzError):
     key is not one the signers hold; the gateway must not start on it."""
 
 
+class KeyRingConflictError(RotationError):
+    """Another replica or worker changed the key ring first; this change was not made: retry."""
+
+
 @dataclass
 class _State:
     active: str
@@ -119,6 +125,17 @@ class _State:
         return state
 
 
+class KeyRingStore(Protocol):
+    """Where the ring is kept (`extauthz.state`): a file under the state directory, or Redis."""
+
+    @property
+    def where(self) -> str: ...
+
+    async def load_keyring(self) -> tuple[str | None, str]: ...
+
+    async def save_keyring(self, document: str, expected_version: str) -> str: ...
+
+
 class KeyRing:
     def __init__(
         self,
@@ -126,7 +143,9 @@ class KeyRing:
         root: TrustRoot,
         state: _State,
         *,
-        path: Path | None,
+        store: KeyRingStore | None,
+        version: str = "",
+        cache: Path | None = None,
         max_token_ttl_seconds: int,
         publish_lead_seconds: float = 300.0,
         clock: Callable[[], float] = time.time,
@@ -134,7 +153,9 @@ class KeyRing:
         self._coordinator = coordinator
         self._root = root
         self._state = state
-        self._path = path
+        self._store = store
+        self._version = version
+        self._cache = cache
         self._max_ttl = max_token_ttl_seconds
         self._lead = publish_lead_seconds
         self._clock = clock
@@ -142,27 +163,43 @@ class KeyRing:
         self._publishing = asyncio.Lock()
 
     @classmethod
-    def load(
+    async def load(
         cls,
         coordinator: KeySigner,
         root: TrustRoot,
         *,
-        path: Path | None,
+        path: Path | None = None,
+        store: KeyRingStore | None = None,
+        cache: Path | None = None,
         max_token_ttl_seconds: int,
         publish_lead_seconds: float = 300.0,
         clock: Callable[[], float] = time.time,
     ) -> KeyRing:
-        """The ring persisted at `path`, re-verified from `root`; on first start, the first root
-        key the signers hold. Raises KeyRingError when the active key is not trusted from the
-        root or not held by t signers that agree."""
-        if path is not None and path.exists():
+        """The ring in `store` (or the file `path`), re-verified from `root`; on first start, the
+        first root key the signers hold, stored. Raises KeyRingError when the active key is not
+        trusted from the root or not held by t signers that agree.
+
+        `cache` is a local copy of a shared store's ring (Redis): read at start only when the
+        store cannot be reached, so the replica starts and catches up once it answers."""
+        from extauthz.limits import StateUnavailable
+        from extauthz.state.local import LocalStore
+
+        if path is not None:
+            store = LocalStore(path.parent, keyring_name=path.name)
+        text: str | None = None
+        version = ""
+        where = "nowhere"
+        if store is not None:
+            where = store.where
             try:
-                document = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                raise KeyRingError(f"{path}: cannot read the key ring: {exc}") from None
-            state = _State.from_document(document)
-            if document.get("issuer") != root.issuer:
-                raise KeyRingError(f"{path}: the key ring is for another issuer")
+                text, version = await store.load_keyring()
+            except StateUnavailable as exc:
+                if cache is None or not cache.exists():
+                    raise KeyRingError(f"cannot read the key ring: {exc.detail}") from None
+                log.warning("key ring store unreachable (%s): starting from %s", exc, cache)
+                text, version, where = cache.read_text(encoding="utf-8"), "\0unknown", str(cache)
+        if text is not None:
+            state = _parse(text, root, where)
         else:
             held = [kid for kid in root.kids if kid in coordinator.packages]
             if not held:
@@ -175,7 +212,9 @@ class KeyRing:
             coordinator,
             root,
             state,
-            path=path,
+            store=store,
+            version=version,
+            cache=cache,
             max_token_ttl_seconds=max_token_ttl_seconds,
             publish_lead_seconds=publish_lead_seconds,
             clock=clock,
@@ -185,8 +224,53 @@ class KeyRing:
                 f"the active key {state.active} is not held by t signers that agree "
                 f"(they hold: {', '.join(coordinator.packages) or 'nothing'})"
             )
-        ring._save(state)
+        if text is None:
+            try:
+                await ring._commit(state)
+            except KeyRingConflictError:  # another replica stored the first ring meanwhile
+                await ring.adopt()
+        else:
+            ring._write_cache(text)
         return ring
+
+    async def adopt(self) -> bool:
+        """Take the ring the store holds now, if it changed: verified from the trust root, its
+        chain extending the one in force (a store cannot take an endorsement back), its keys held
+        by t signers. True if adopted; KeyRingError (and the ring in force stays) if it fails;
+        the store's StateUnavailable passes through. A store that lost the ring gets it back."""
+        if self._store is None:
+            return False
+        text, version = await self._store.load_keyring()
+        if version == self._version:
+            return False
+        if text is None:  # the store lost it (a Redis restarted empty): give it back
+            await self._commit(self._state, expected="")
+            return False
+        state = _parse(text, self._root, self._store.where)
+        trusted = self._verified(state)
+        held = state.endorsements[: len(self._state.endorsements)]
+        if held != self._state.endorsements:
+            raise KeyRingError(
+                f"the key ring in {self._store.where} drops or changes endorsements this "
+                "gateway holds: refused"
+            )
+        wanted = [kid for kid in (state.active, state.next) if kid is not None]
+        if any(kid not in self._coordinator.packages for kid in wanted):
+            await self._coordinator.refresh_keys()
+        if state.active not in self._coordinator.packages:
+            raise KeyRingError(
+                f"the key ring in {self._store.where} makes {state.active} active, which t "
+                "signers do not hold"
+            )
+        changed = state.active != self._state.active
+        self._state, self._trusted, self._version = state, trusted, version
+        self._write_cache(text)
+        if changed:
+            log.info(
+                "minting with group key %s from now on (key ring changed in the store)",
+                state.active,
+            )
+        return True
 
     def _verified(self, state: _State) -> dict[str, bytes]:
         try:
@@ -275,9 +359,7 @@ class KeyRing:
                 retiring=dict(state.retiring),
                 endorsements=endorsements,
             )
-            trusted = self._verified(following)
-            self._save(following)  # persisted first: a published key is always in the saved chain
-            self._state, self._trusted = following, trusted
+            await self._commit(following)  # stored first: a published key is in the stored chain
         log.info("key %s endorsed by key %s and published as the next key", kid, state.active)
         return key
 
@@ -307,7 +389,7 @@ class KeyRing:
             raise RotationError(f"jwk is key {kid_for(key)}, not {kid}")
         return key
 
-    def activate(self) -> bytes:
+    async def activate(self) -> bytes:
         state = self._state
         if state.next is None:
             raise RotationError("no next key: publish one first")
@@ -324,11 +406,10 @@ class KeyRing:
         following = _State(
             active=state.next, retiring=retiring, endorsements=list(state.endorsements)
         )
-        self._save(following)
-        self._state = following
+        await self._commit(following)
         return self.active_key
 
-    def prune(self) -> list[bytes]:
+    async def prune(self) -> list[bytes]:
         """Stop publishing keys whose last token has expired; returns their keys."""
         now = self._clock()
         state = self._state
@@ -342,9 +423,9 @@ class KeyRing:
             retiring={k: t for k, t in state.retiring.items() if k not in done},
             endorsements=list(state.endorsements),
         )
-        self._save(following)
-        self._state = following
-        return [self._trusted[kid] for kid in done]
+        keys = [self._trusted[kid] for kid in done]
+        await self._commit(following)
+        return keys
 
     # --- signing ----------------------------------------------------------------------------------
 
@@ -369,12 +450,40 @@ class KeyRing:
     async def close(self) -> None:
         await self._coordinator.close()
 
-    def _save(self, state: _State) -> None:
-        if self._path is None:
+    async def _commit(self, state: _State, *, expected: str | None = None) -> None:
+        """Store `state` (compare-and-set against the version this ring was read at), then make
+        it the one in force. KeyRingConflictError if another process changed the store first."""
+        from extauthz.state.base import KeyRingConflict
+
+        trusted = self._verified(state)
+        text = json.dumps(state.to_document(self._root), indent=2, sort_keys=True)
+        version = self._version
+        if self._store is not None:
+            try:
+                version = await self._store.save_keyring(
+                    text, self._version if expected is None else expected
+                )
+            except KeyRingConflict as exc:
+                raise KeyRingConflictError(str(exc)) from None
+        self._write_cache(text)
+        self._state, self._trusted, self._version = state, trusted, version
+
+    def _write_cache(self, text: str) -> None:
+        if self._cache is None:
             return
-        data = json.dumps(state.to_document(self._root), indent=2, sort_keys=True).encode()
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(self._path, data)
+        self._cache.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(self._cache, text.encode())
+
+
+def _parse(text: str, root: TrustRoot, where: str) -> _State:
+    try:
+        document = json.loads(text)
+    except ValueError as exc:
+        raise KeyRingError(f"{where}: cannot read the key ring: {exc}") from None
+    state = _State.from_document(document)
+    if not isinstance(document, dict) or document.get("issuer") != root.issuer:
+        raise KeyRingError(f"{where}: the key ring is for another issuer")
+    return state
 
 
 def _text(value: object) -> str:

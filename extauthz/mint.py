@@ -9,11 +9,16 @@ same key share one mint.
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from extauthz.claims import confirmation_claim, provenance_claims
 from extauthz.errors import ExtAuthzError
@@ -21,8 +26,11 @@ from extauthz.model import Grant, Identity
 from extauthz.policy.model import AuthzRequest
 from extauthz.policy.rego import CREDENTIAL_HEADERS
 from extauthz.tokencache import MintedToken, TokenCache, cache_key
+from signer.errors import SignerError
 from signer.proto import signer_pb2
-from signer.token import compact, header_for, signing_input
+from signer.token import ALG, b64url_decode, compact, header_for, kid_for, signing_input
+
+log = logging.getLogger(__name__)
 
 
 class MintError(ExtAuthzError):
@@ -73,10 +81,12 @@ class Minter:
         cache: TokenCache | None = None,
         clock: Callable[[], float] = time.time,
         new_jti: Callable[[], str] = lambda: str(uuid.uuid4()),
+        published_keys: Callable[[], Sequence[bytes]] | None = None,
     ) -> None:
         self._settings = settings
         self._signer = signer
         self._group_public_key = group_public_key
+        self._published_keys = published_keys or (lambda: [group_public_key()])
         self._cache = cache or TokenCache()
         self._clock = clock
         self._new_jti = new_jti
@@ -99,6 +109,8 @@ class Minter:
         identity = request.identity
         key = cache_key(identity.credential_hash, grant.audience, grant.scopes)
         token = await self._cache.get(key)
+        if token is not None and self._cache.shared:
+            token = self._vouched(token, identity, grant)
         # A token minted under a policy that granted longer than today's grant is not served:
         # a policy that shortens a lifetime takes effect at once, not when old tokens expire.
         if (
@@ -136,20 +148,13 @@ class Minter:
                 "mint a token",
             )
         jti = self._new_jti()
-        claims: dict[str, object] = {
-            **provenance_claims(identity),
-            "iss": self._settings.issuer,
-            "sub": identity.subject,
-            "aud": grant.audience,
-            "scope": " ".join(grant.scopes),
+        claims = {
+            **self._caller_claims(identity, grant),
             "iat": now,
             "nbf": now,
             "exp": now + ttl,
             "jti": jti,
         }
-        cnf = confirmation_claim(identity)
-        if cnf is not None:
-            claims["cnf"] = cnf
         message = signing_input(header_for(self._group_public_key()), claims)
         outcome = await self._signer.sign(
             message,
@@ -167,6 +172,67 @@ class Minter:
             expires_at=now + ttl,
             signers=outcome.signers,
         )
+
+    def _caller_claims(self, identity: Identity, grant: Grant) -> dict[str, object]:
+        """Every claim that says whose token it is and what for: all but the times and jti."""
+        claims: dict[str, object] = {
+            **provenance_claims(identity),
+            "iss": self._settings.issuer,
+            "sub": identity.subject,
+            "aud": grant.audience,
+            "scope": " ".join(grant.scopes),
+        }
+        cnf = confirmation_claim(identity)
+        if cnf is not None:
+            claims["cnf"] = cnf
+        return claims
+
+    def _vouched(self, cached: MintedToken, identity: Identity, grant: Grant) -> MintedToken | None:
+        """A token from a shared cache, if it is ours and this caller's: signed by a published
+        key, with exactly the caller's claims (subject, cnf, audience, scopes, provenance). Its
+        times and jti are read from the token, never from the cache's record of it."""
+        claims = verified_claims(cached.token, self._published_keys())
+        expected = self._caller_claims(identity, grant)
+        if claims is None or {k: v for k, v in claims.items() if k not in TIMES} != expected:
+            log.warning(
+                "a token in the shared cache is not this caller's (or not ours): minting instead"
+            )
+            return None
+        return MintedToken(
+            token=cached.token,
+            jti=str(claims["jti"]),
+            subject=identity.subject,
+            audience=grant.audience,
+            scopes=grant.scopes,
+            issued_at=int(claims["iat"]),
+            expires_at=int(claims["exp"]),
+            signers=cached.signers,
+        )
+
+
+TIMES = frozenset({"iat", "nbf", "exp", "jti"})
+
+
+def verified_claims(token: str, keys: Sequence[bytes]) -> dict[str, Any] | None:
+    """The claims of `token` if one of `keys` (by kid) signed it and its times are integers."""
+    try:
+        signing, _, signature = token.rpartition(".")
+        header_segment, _, claims_segment = signing.partition(".")
+        header = json.loads(b64url_decode(header_segment))
+        claims = json.loads(b64url_decode(claims_segment))
+        key = next((k for k in keys if kid_for(k) == header.get("kid")), None)
+        if key is None or header.get("alg") != ALG or not isinstance(claims, dict):
+            return None
+        Ed25519PublicKey.from_public_bytes(key).verify(
+            b64url_decode(signature), signing.encode("ascii")
+        )
+    except (ValueError, TypeError, AttributeError, InvalidSignature, SignerError):
+        return None
+    if not all(type(claims.get(name)) is int for name in ("iat", "nbf", "exp")):
+        return None
+    if not isinstance(claims.get("jti"), str):
+        return None
+    return claims
 
 
 def evidence_message(request: AuthzRequest, policy_sha256: str) -> signer_pb2.Evidence:

@@ -30,7 +30,7 @@ from extauthz.identity import (
     X509Verifier,
     XfccIdentifier,
 )
-from extauthz.limits import RateLimiter, Revocations
+from extauthz.limits import Limiter, LocalLimiter, RateLimiter, Revocations, rate_key
 from extauthz.metrics import CHECK_SECONDS, DECISIONS, MINTS
 from extauthz.mint import Minter, MintError
 from extauthz.model import Identity, Route
@@ -47,6 +47,15 @@ _HIT_SECONDS = CHECK_SECONDS.labels("hit")
 
 BEARER = "bearer "
 NO_QUORUM = "no signing quorum"  # all a caller learns of a quorum failure
+STALE = "shared state unavailable"  # revocations cannot be confirmed: nothing is served
+
+
+def _stale() -> Deny:
+    return Deny.unavailable(
+        "shared_state_unavailable",
+        STALE,
+        internal="the shared state store has not answered within the staleness bound",
+    )
 
 
 class Identifier:
@@ -135,17 +144,23 @@ class Pipeline:
         engine: PolicyEngine,
         minter: Minter,
         revocations: Revocations | None = None,
-        rate_limiter: RateLimiter | None = None,
+        rate_limiter: Limiter | RateLimiter | None = None,
         audit: AuditWriter | None = None,
         own_tokens: OwnTokenVerifier | None = None,
         clock: Callable[[], float] = time.time,
+        fresh: Callable[[], bool] = lambda: True,
     ) -> None:
+        """`fresh` says whether this process's revocations are recent enough to decide on
+        (extauthz.state.SharedState.fresh); while it is False every request is a 503."""
         self._own = own_tokens
         self._identifier = identifier
         self._engine = engine
         self._minter = minter
         self._revocations = revocations or Revocations()
-        self._rate = rate_limiter
+        self._rate: Limiter | None = (
+            LocalLimiter(rate_limiter) if isinstance(rate_limiter, RateLimiter) else rate_limiter
+        )
+        self._fresh = fresh
         self._audit = audit
         self._clock = clock
         self.hot = HotCache()
@@ -156,6 +171,8 @@ class Pipeline:
 
     async def check(self, request: CheckRequest) -> CheckResponse:
         started = time.perf_counter()
+        if not self._fresh():
+            return to_check_response(await self._record(_stale()))
         # The same selection feeds the key and the Rego input: a cached allow was decided on
         # exactly the headers policy would read now.
         headers = self._engine.readable_headers(request.attributes.request.http.headers)
@@ -164,7 +181,7 @@ class Pipeline:
         if key is not None:
             entry = self.hot.get(key, self._clock())
             if entry is not None and self._still_good(entry.allow):
-                limited = self._rate_limit(entry.allow.identity)
+                limited = await self._rate_limit(entry.allow.identity)
                 if limited is None:
                     _HIT.inc()
                     _HIT_SECONDS.observe(time.perf_counter() - started)
@@ -182,6 +199,8 @@ class Pipeline:
         self, subject_token: str, audience: str | None, scopes: tuple[str, ...]
     ) -> Decision:
         """RFC 8693 /token: the same pipeline with an explicit subject token and target."""
+        if not self._fresh():
+            return await self._record(_stale())
         try:
             oidc = self._identifier.oidc  # the exchange accepts only OIDC subject tokens
             if oidc is None:
@@ -232,7 +251,7 @@ class Pipeline:
             return await self._record(
                 Deny.forbidden("subject_revoked", "this subject has been revoked", identity)
             )
-        limited = self._rate_limit(identity)
+        limited = await self._rate_limit(identity)
         if limited is not None:
             return await self._record(limited)
         policy = self._engine.snapshot()
@@ -290,7 +309,7 @@ class Pipeline:
             return await self._record(
                 Deny.forbidden("token_revoked", "this token or its subject has been revoked")
             )
-        limited = self._rate_limit(allow.identity)
+        limited = await self._rate_limit(allow.identity)
         return await self._record(limited) if limited is not None else await self._record(allow)
 
     def _still_good(self, allow: Allow) -> bool:
@@ -299,10 +318,10 @@ class Pipeline:
             or self._revocations.subject_revoked(allow.identity.subject)
         )
 
-    def _rate_limit(self, identity: Identity) -> Deny | None:
+    async def _rate_limit(self, identity: Identity) -> Deny | None:
         if self._rate is None:
             return None
-        allowed, retry_after = self._rate.allow(identity.credential_hash)
+        allowed, retry_after = await self._rate.allow(rate_key(identity))
         if allowed:
             return None
         return Deny.rate_limited("too many requests for this identity", identity, retry_after)

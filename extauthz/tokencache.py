@@ -1,7 +1,9 @@
-"""The minted-token cache: in memory by default, on Redis (aiocache) when replicas share it.
+"""The minted-token cache: in memory by default (aiocache), on Redis when replicas share it.
 
 Values cross Redis as JSON, never pickle: a compromised cache must not become code execution.
-A cache that errors is bypassed, not trusted: the caller simply mints.
+A cache that errors is bypassed, not trusted: the caller simply mints. A token read from Redis is
+checked against the caller before it is served (`extauthz.mint.Minter`), so a Redis that lies
+cannot hand one caller another caller's token.
 """
 
 from __future__ import annotations
@@ -11,10 +13,13 @@ import json
 import logging
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aiocache import BaseCache, SimpleMemoryCache
-from aiocache.serializers import NullSerializer, StringSerializer
+from aiocache import SimpleMemoryCache
+from aiocache.serializers import NullSerializer
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 log = logging.getLogger(__name__)
 
@@ -61,28 +66,57 @@ def cache_key(credential_hash: str, audience: str, scopes: Iterable[str]) -> str
     return "keymint:token:" + hashlib.sha256(material.encode()).hexdigest()
 
 
+class _RedisBackend:
+    """The three calls the cache makes, on a redis.asyncio client (TLS and ACL as configured)."""
+
+    def __init__(self, client: Redis) -> None:
+        self._client = client
+
+    async def get(self, key: str) -> str | None:
+        value = await self._client.get(key)
+        return None if value is None else _text(value)
+
+    async def set(self, key: str, value: object, ttl: int) -> None:
+        assert isinstance(value, str)  # JSON text only
+        await self._client.set(key, value.encode(), ex=ttl)
+
+    async def delete(self, key: str) -> None:
+        await self._client.delete(key)
+
+    async def close(self) -> None:
+        """The client belongs to the shared state store, which closes it."""
+
+
 class TokenCache:
-    def __init__(self, backend: BaseCache | None = None, *, shared: bool = False) -> None:
-        """`shared` backends (Redis) store JSON text; the in-memory one stores the objects."""
+    def __init__(self, backend: Any = None, *, shared: bool = False) -> None:
+        """`shared` backends (Redis) store JSON text; the in-memory one stores the objects.
+
+        What a shared backend returns is another process's word: the minter checks each token
+        against the caller before serving it (extauthz.mint)."""
         self._shared = shared
         self._backend = backend or SimpleMemoryCache(serializer=NullSerializer())
 
+    @property
+    def shared(self) -> bool:
+        return self._shared
+
+    @classmethod
+    def on_redis(cls, client: Redis) -> TokenCache:
+        return cls(_RedisBackend(client), shared=True)
+
     @classmethod
     def redis(cls, url: str) -> TokenCache:
-        from urllib.parse import urlparse
+        """A cache on its own client for `url` (no credentials, no TLS options): for tests."""
+        from signer.redisconn import RedisSettings, connect
 
-        from aiocache import RedisCache
+        settings = RedisSettings.from_env({"KEYMINT_REDIS_URL": url})
+        assert settings is not None
+        client = connect(settings)
+        cache = cls.on_redis(client)
+        cache._owned = client
+        return cache
 
-        parsed = urlparse(url)
-        backend = RedisCache(
-            serializer=StringSerializer(),
-            endpoint=parsed.hostname or "127.0.0.1",
-            port=parsed.port or 6379,
-            db=int((parsed.path or "/0").lstrip("/") or 0),
-            password=parsed.password,
-            namespace="",
-        )
-        return cls(backend, shared=True)
+    _owned: Redis | None = None
 
     async def get(self, key: str) -> MintedToken | None:
         try:
@@ -115,3 +149,9 @@ class TokenCache:
 
     async def close(self) -> None:
         await self._backend.close()
+        if self._owned is not None:
+            await self._owned.aclose()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -12,6 +12,7 @@ KEYMINT_DEV_ALLOW_TRUSTED_DEALER=true; replacing a held key only with a local ap
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import logging
 import os
@@ -43,7 +44,14 @@ from signer.guard import (
 from signer.keyfiles import KeyFileError, KeyFiles
 from signer.keystate import KeyState, message_header
 from signer.proto import signer_pb2_grpc
-from signer.revocations import RevocationFile, RevocationFileError
+from signer.redisconn import RedisSettings, RedisSettingsError, connect
+from signer.revocations import (
+    AnyRevocations,
+    LearnedRevocations,
+    RedisRevocationFollower,
+    RevocationFile,
+    RevocationFileError,
+)
 from signer.service import SignerService
 from signer.tls import SERVER_OPTIONS, server_credentials
 from signer.vault.base import ShareVault
@@ -51,6 +59,7 @@ from signer.vault.config import open_vault, parse_vault_config
 
 log = logging.getLogger(__name__)
 
+LEARNED_REVOCATIONS_FILE = "learned-revocations.json"
 EvidenceCheckerFactory = Callable[[Mapping[str, str]], EvidenceChecker]
 
 
@@ -76,6 +85,7 @@ class SignerSettings:
     allow_trusted_dealer: bool
     revocations_file: Path | None = None
     budget: BudgetSettings = field(default_factory=BudgetSettings)
+    redis: RedisSettings | None = None  # follow the gateways' revocations (read only)
 
     @property
     def package_file(self) -> Path:
@@ -111,6 +121,7 @@ class SignerSettings:
                 limit=_int(env, "KEYMINT_EVIDENCE_BUDGET", 32),
                 window_seconds=_int(env, "KEYMINT_EVIDENCE_BUDGET_WINDOW_SECONDS", 900),
             ),
+            redis=_redis(env),
         )
 
 
@@ -190,7 +201,21 @@ def load_evidence_checker(spec: str, env: Mapping[str, str]) -> EvidenceChecker:
         raise SignerSettingsError("KEYMINT_EVIDENCE_CHECKER", f"{spec}: {exc}") from None
 
 
-def load_revocations(path: Path | None) -> RevocationList | None:
+def _redis(env: Mapping[str, str]) -> RedisSettings | None:
+    try:
+        return RedisSettings.from_env(env)
+    except RedisSettingsError as exc:
+        raise SignerSettingsError(exc.variable, exc.problem) from None
+
+
+def load_revocations(
+    path: Path | None, learned: LearnedRevocations | None = None
+) -> RevocationList | None:
+    """The operators' file and what Redis taught this signer: revoked if either says so."""
+    if learned is not None:
+        if path is None:
+            return learned
+        return AnyRevocations(load_revocations(path) or learned, learned)
     if path is None:
         log.warning(
             "KEYMINT_SIGNER_REVOCATIONS_FILE is not set: this signer keeps no revocation list of "
@@ -232,12 +257,25 @@ async def serve(
     vault = open_vault(parse_vault_config(env), env=env)
     key_state = load_key(settings, vault)
     checker = load_evidence_checker(settings.evidence_checker, env)
+    follower: RedisRevocationFollower | None = None
+    learned: LearnedRevocations | None = None
+    if settings.redis is not None:
+        try:
+            learned = LearnedRevocations(settings.state_dir / LEARNED_REVOCATIONS_FILE)
+        except RevocationFileError as exc:
+            raise SignerSettingsError("KEYMINT_SIGNER_STATE_DIR", str(exc)) from None
+        try:
+            client = connect(settings.redis)
+        except RedisSettingsError as exc:
+            raise SignerSettingsError(exc.variable, exc.problem) from None
+        follower = RedisRevocationFollower(client, learned, where=settings.redis.where)
+        await follower.poll_once()
     guard = KeyedGuard(
         key_state=key_state,
         checker=checker,
         issuer=settings.issuer,
         max_ttl=settings.max_ttl_seconds,
-        revocations=load_revocations(settings.revocations_file),
+        revocations=load_revocations(settings.revocations_file, learned),
         budget=EvidenceBudget(settings.budget),
     )
     settings.audit_log.parent.mkdir(parents=True, exist_ok=True)
@@ -265,8 +303,15 @@ async def serve(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
-    await server.stop(grace=1.0)
+    following = None if follower is None else asyncio.create_task(follower.run())
+    try:
+        await stop.wait()
+    finally:
+        if following is not None:
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await following
+        await server.stop(grace=1.0)
 
 
 def _add_ceremony(server: grpc.aio.Server, settings: SignerSettings, key_state: KeyState) -> None:

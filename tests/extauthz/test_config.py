@@ -55,3 +55,25 @@ def test_policy_ignored_headers_default_replace_and_refuse() -> None:
     error = refusal(KEYMINT_POLICY_IGNORED_HEADERS="x-request-id bad*name")
     assert error.variable == "KEYMINT_POLICY_IGNORED_HEADERS"
     assert "'bad*name' is not a header name" in error.problem
+
+
+def test_shared_state_settings_are_checked_at_start() -> None:
+    settings = GatewaySettings.from_env(BASE)
+    assert (settings.redis, settings.state_sync_seconds, settings.workers) == (None, 0.5, 1)
+    assert settings.state_max_staleness_seconds == 5.0
+    for extra, variable in (
+        ({"KEYMINT_REDIS_URL": "redis://:pw@redis:6379/0"}, "KEYMINT_REDIS_URL"),
+        ({"KEYMINT_REDIS_CREDENTIALS_FILE": "/run/redis"}, "KEYMINT_REDIS_CREDENTIALS_FILE"),
+        ({"KEYMINT_STATE_SYNC_SECONDS": "6"}, "KEYMINT_STATE_SYNC_SECONDS"),
+        (
+            {"KEYMINT_STATE_SYNC_SECONDS": "2", "KEYMINT_STATE_MAX_STALENESS_SECONDS": "9"},
+            "KEYMINT_STATE_SYNC_SECONDS",
+        ),
+        (
+            {"KEYMINT_WORKERS": "2", "KEYMINT_GRPC_LISTEN": "unix:/tmp/check.sock"},
+            "KEYMINT_WORKERS",
+        ),
+    ):
+        with pytest.raises(SettingsError) as caught:
+            GatewaySettings.from_env({**BASE, **extra})
+        assert caught.value.variable == variable

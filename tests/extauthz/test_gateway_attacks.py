@@ -136,10 +136,18 @@ def test_own_tokens_pass_through_xfcc_trust_and_rate_limits(tmp_path: Path) -> N
             status, body, _ = denial(await stack.check(untrusted))
             assert status == 401
 
-            # One identity, a burst of 5 at 1/s: the sixth request within the second is a 429.
-            token = stack.issuer.mint({"jti": "rate-limited-job"})  # a credential of its own
+            # One identity (a repository's workflow), a burst of 5 at 1/s: the sixth request
+            # within the second is a 429, even with a fresh OIDC token for every step, as a CI
+            # job fetches them: limits count per identity, not per credential.
+            workflow = "octo-org/octo-repo/.github/workflows/rate.yml"
             statuses = []
-            for _ in range(8):
+            for step in range(8):
+                token = stack.issuer.mint(
+                    {
+                        "jti": f"rate-limited-step-{step}",
+                        "workflow_ref": f"{workflow}@refs/heads/main",
+                    }
+                )
                 response = await stack.check(check_request(bearer=token, route_key="deploy"))
                 statuses.append(
                     200 if response.status.code == 0 else response.denied_response.status.code

@@ -106,13 +106,15 @@ def root_of(signers: InMemorySigners) -> TrustRoot:
 def load(
     signers: InMemorySigners, path: Path, clock: ManualClock, root: TrustRoot | None = None
 ) -> KeyRing:
-    return KeyRing.load(
-        signers,
-        root or root_of(signers),
-        path=path,
-        max_token_ttl_seconds=MAX_TTL,
-        publish_lead_seconds=LEAD,
-        clock=clock,
+    return asyncio.run(
+        KeyRing.load(
+            signers,
+            root or root_of(signers),
+            path=path,
+            max_token_ttl_seconds=MAX_TTL,
+            publish_lead_seconds=LEAD,
+            clock=clock,
+        )
     )
 
 
@@ -189,20 +191,20 @@ def test_activation_waits_for_the_lead_then_the_old_key_retires_and_is_pruned(
     new = kid_for(signers.add_key())
     asyncio.run(ring.publish(new))
     with pytest.raises(RotationError, match="wait 300s more"):
-        ring.activate()
+        asyncio.run(ring.activate())
     clock.advance(LEAD)
-    ring.activate()
+    asyncio.run(ring.activate())
     assert (ring.active_kid, ring.next_kid) == (new, None)
     assert ring.published_kids() == [new, old]
     assert load(signers, path, clock).published_kids() == [new, old]
     clock.advance(MAX_TTL - 1)
-    assert ring.prune() == []
+    assert asyncio.run(ring.prune()) == []
     clock.advance(1)
-    assert [kid_for(k) for k in ring.prune()] == [old]
+    assert [kid_for(k) for k in asyncio.run(ring.prune())] == [old]
     assert ring.published_kids() == [new]
     assert load(signers, path, clock).published_kids() == [new]
     with pytest.raises(RotationError, match="no next key"):
-        ring.activate()
+        asyncio.run(ring.activate())
 
 
 def test_a_tampered_file_cannot_add_a_key(

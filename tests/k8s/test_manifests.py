@@ -56,12 +56,12 @@ RESTRICTED_VOLUMES = {
 }
 # Environment variables in the manifests that no keymint settings parser reads, and why.
 HELPER_ENV = {
-    "REDIS_PASSWORD": "only expanded into KEYMINT_REDIS_URL by the kubelet",
     "YUBIHSM_PKCS11_CONF": "read by Yubico's PKCS#11 module",
 }
 SETTINGS_SOURCES = [
     REPO / "extauthz" / "config.py",
     REPO / "signer" / "server.py",
+    REPO / "signer" / "redisconn.py",  # Redis, for the gateway and the signers alike
     REPO / "signer" / "vault" / "config.py",
     REPO / "extauthz" / "guard_checker.py",  # the signers' evidence checker reads its own few
 ]
@@ -69,7 +69,8 @@ POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
 # Stand-ins for the Secrets the operator creates (k8s/README.md), "name/key": value.
 SECRETS = {
     "keymint-admin/token-sha256": "ab" * 32,
-    "keymint-redis/password": "0123456789abcdef" * 4,
+    "keymint-redis/gateway-credentials": "gateway:" + "0123456789abcdef" * 4,
+    "keymint-redis/signer-credentials": "signer:" + "fedcba9876543210" * 4,
     "keymint-signer-pkcs11/pin": "1234",
 }
 
@@ -524,15 +525,19 @@ def test_gateway_settings_parse_and_match_the_pod() -> None:
 
 def test_gateway_uses_the_redis_service() -> None:
     deployment = gateway()
-    env = container_env(
-        container(deployment, "gateway"), pod_labels=pod_labels(deployment), secrets=SECRETS
-    )
+    c = container(deployment, "gateway")
+    env = container_env(c, pod_labels=pod_labels(deployment), secrets=SECRETS)
     url = GatewaySettings.from_env(env).redis_url
     assert url is not None
     service = find("Service", "keymint-redis")
     (port,) = service["spec"]["ports"]
-    expected = f"@keymint-redis.{NAMESPACE}.svc.cluster.local:{port['port']}/0"
-    assert url == f"redis://:{SECRETS['keymint-redis/password']}{expected}"
+    assert url == f"redis://keymint-redis.{NAMESPACE}.svc.cluster.local:{port['port']}/0"
+    # The password is in a file from the Secret, never in the environment.
+    credentials = env["KEYMINT_REDIS_CREDENTIALS_FILE"]
+    volume = mounted_volume(deployment, c, credentials)
+    assert volume["secret"]["secretName"] == "keymint-redis"
+    assert [i["key"] for i in volume["secret"]["items"]] == ["gateway-credentials"]
+    assert not any("password" in value.lower() for value in env.values() if "://" in value)
     assert selects({"matchLabels": service["spec"]["selector"]}, pod_labels(redis()))
     assert port_number(container(redis(), "redis"), port["targetPort"]) == 6379
 
@@ -819,11 +824,11 @@ def test_signers_admit_only_the_gateway_on_the_signer_port() -> None:
         assert ports == {port}
 
 
-def test_redis_admits_only_the_gateway() -> None:
+def test_redis_admits_only_the_gateways_and_the_signers() -> None:
     peers = admitted(redis())
     assert peers
     for peer, ports in peers:
-        assert only_pods(peer, gateway()), peer
+        assert only_pods(peer, gateway()) or only_pods(peer, signers()), peer
         assert ports == {6379}
     assert not list(rules(pod_labels(redis()), "egress"))
 
@@ -875,11 +880,12 @@ def test_gateway_egress_reaches_signers_redis_dns_and_the_oidc_issuer() -> None:
     assert reaches_internet_https(allowed)
 
 
-def test_signer_egress_is_dns_and_the_oidc_issuer_only() -> None:
+def test_signer_egress_is_dns_redis_and_the_oidc_issuer_only() -> None:
     allowed = egress(signers())
     assert reaches_dns(allowed)
     assert reaches_internet_https(allowed)
-    assert len(allowed) == 2
+    assert any(only_pods(peer, redis()) and ports == {("TCP", 6379)} for peer, ports in allowed)
+    assert len(allowed) == 3
 
 
 # ----------------------------------------------------------------------------------------------

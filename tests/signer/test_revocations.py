@@ -92,3 +92,78 @@ def test_a_missing_file_at_start_is_an_error(tmp_path: Path) -> None:
 def test_a_malformed_list_names_what_is_wrong(content: bytes, problem: str) -> None:
     with pytest.raises(RevocationFileError, match=problem):
         parse_revocations(content, Path("revocations.json"))
+
+
+# --- what a signer learns from the gateways' Redis ---------------------------------------------
+
+
+def test_learned_revocations_only_grow_and_survive_a_restart(tmp_path: Path) -> None:
+    import time
+
+    from signer.revocations import LearnedRevocations
+
+    path = tmp_path / "learned-revocations.json"
+    learned = LearnedRevocations(path)
+    now = time.time()
+    assert learned.merge({"spiffe://prod.test/a": now + 60, "gone": now - 1}) == 1
+    # A later answer without the entry, or with an earlier time, lifts nothing.
+    assert learned.merge({}) == 0
+    assert learned.merge({"spiffe://prod.test/a": now + 1}) == 0
+    assert learned.subject_revoked("spiffe://prod.test/a")
+    assert not learned.subject_revoked("gone")
+    assert LearnedRevocations(path).subject_revoked("spiffe://prod.test/a")  # a restart
+    # Its file is in the operators' shape, so it can be read as a revocation file too.
+    assert "spiffe://prod.test/a" in parse_revocations(path.read_bytes(), path)
+    full = LearnedRevocations(tmp_path / "full.json", max_entries=1)
+    assert full.merge({"one": now + 60}) == 1
+    assert full.merge({"two": now + 60}) == 0  # a flood is refused, logged, not held
+
+
+def test_a_signer_follows_redis_and_a_redis_that_forgets_lifts_nothing(tmp_path: Path) -> None:
+    import asyncio
+    import time
+
+    import redis as redis_sync
+
+    from signer.redisconn import RedisSettings, connect
+    from signer.revocations import LearnedRevocations, RedisRevocationFollower
+    from tests.helpers.redis_server import RedisServer
+
+    server = RedisServer(tmp_path).start()
+    admin = redis_sync.Redis(host="127.0.0.1", port=server.port)
+
+    async def run() -> float:
+        settings = RedisSettings.from_env({"KEYMINT_REDIS_URL": server.url})
+        assert settings is not None
+        learned = LearnedRevocations(tmp_path / "learned.json")
+        client = connect(settings)
+        follower = RedisRevocationFollower(client, learned, where=settings.where, poll_seconds=0.2)
+        task = asyncio.create_task(follower.run())
+        await asyncio.sleep(0.3)
+        try:
+            started = time.monotonic()
+            # What a gateway does when it revokes (extauthz.state.redis_store).
+            until = time.time() + 60
+            admin.zadd("keymint:revoked:subject", {"spiffe://prod.test/x": until})
+            admin.set("keymint:revoked:version", "v1")
+            admin.publish(
+                "keymint:events",
+                json.dumps({"kind": "subject", "value": "spiffe://prod.test/x", "until": until}),
+            )
+            while not learned.subject_revoked("spiffe://prod.test/x"):
+                assert time.monotonic() - started < 1.0
+                await asyncio.sleep(0.005)
+            elapsed = time.monotonic() - started
+            admin.flushall()  # Redis forgets, or lies
+            admin.set("keymint:revoked:version", "v2")
+            await asyncio.sleep(0.5)
+            assert learned.subject_revoked("spiffe://prod.test/x")
+            return elapsed
+        finally:
+            task.cancel()
+            await client.aclose()
+
+    try:
+        assert asyncio.run(run()) < 1.0
+    finally:
+        server.stop()

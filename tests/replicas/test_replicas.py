@@ -1,0 +1,260 @@
+"""Many replicas, one truth: revocations, rate limits and keys shared through Redis, across three
+real gateway processes behind one real Envoy, with three real signers following Redis too.
+
+The tests run in file order on one stack: the last one kills Redis.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections import Counter
+
+from envoy.service.auth.v3.external_auth_pb2 import CheckResponse
+
+from signer.coordinator import SigningRefused
+from signer.token import kid_for
+from tests.e2e.replies import minted
+from tests.extauthz.stack import check_request
+from tests.replicas.stack import (
+    MAX_STALENESS_SECONDS,
+    PUBLISH_LEAD_SECONDS,
+    RATE_BURST,
+    RATE_PER_SECOND,
+    REPLICAS,
+    SYNC_SECONDS,
+    ReplicasStack,
+    wait_until,
+)
+
+REVOCATION_BOUND_SECONDS = 1.0
+
+
+def outcome(response: CheckResponse) -> tuple[int, str]:
+    """(200, "ok") for an allow, else the HTTP status and keymint's reason."""
+    if response.status.code == 0:
+        return 200, "ok"
+    body = json.loads(response.denied_response.body or "{}")
+    return response.denied_response.status.code, str(body.get("error", ""))
+
+
+def test_a_revocation_through_one_replica_is_refused_by_every_replica_and_signer_within_1s(
+    stack: ReplicasStack,
+) -> None:
+    svid = stack.svid("/ns/shop/sa/revoked-web")
+    subject = "spiffe://prod.test/ns/shop/sa/revoked-web"
+    request = check_request(certificate=svid, route_key="orders")
+    # Every replica serves the caller, from its hot cache after the first Check.
+    for replica in range(REPLICAS):
+        for _ in range(2):
+            assert outcome(stack.check(replica, request)) == (200, "ok")
+    rogue = stack.rogue(svid)
+    try:
+        kid = active_kid(stack)
+        for pair in rogue.PAIRS:  # the control: before the revocation, every pair signs
+            signed = rogue.sign(pair, kid)
+            assert not isinstance(signed, BaseException), signed
+
+        started = time.monotonic()
+        status, answer = stack.revoke(0, subject=subject, until=time.time() + 3600)
+        assert status == 200, answer
+        refused_after: dict[str, float] = {}
+        pending = {f"replica {r + 1}": r for r in range(REPLICAS)}
+        while pending and time.monotonic() - started < 5:
+            for name, replica in list(pending.items()):
+                if outcome(stack.check(replica, request)) == (403, "subject_revoked"):
+                    refused_after[name] = time.monotonic() - started
+                    del pending[name]
+        # The signers: asked directly with the coordinator's credentials (as a gateway that
+        # ignored the revocation would), every pair refuses, each signer citing the rule.
+        refusals: dict[int, str] = {}
+        for pair in rogue.PAIRS:
+            result = rogue.sign(pair, kid)
+            assert isinstance(result, SigningRefused), result
+            refusals.update(result.refusals)
+        refused_after["signers 1, 2 and 3"] = time.monotonic() - started
+    finally:
+        rogue.close()
+    assert not pending, f"still serving a revoked subject: {sorted(pending)}"
+    assert set(refusals) == {1, 2, 3}
+    assert all("subject_revoked" in rule for rule in refusals.values()), refusals
+    print(f"seconds from the revocation to refusal: {refused_after}")
+    assert max(refused_after.values()) <= REVOCATION_BOUND_SECONDS, refused_after
+    # Through Envoy, whichever replica answers.
+    for _ in range(2 * REPLICAS):
+        reply = stack.front_call("GET", "/orders/v1/orders", certificate=svid)
+        assert reply.status == 403, reply.body
+
+
+def active_kid(stack: ReplicasStack, replica: int = 0) -> str:
+    status, _, body = stack.http(replica, "GET", "/admin/keys")
+    assert status == 200, body
+    kid: str = json.loads(body)["active"]
+    return kid
+
+
+def test_a_key_published_and_activated_through_other_replicas_is_served_identically_by_all(
+    stack: ReplicasStack,
+) -> None:
+    new_kid = kid_for(stack.second_key)
+    old_kid = active_kid(stack)
+    status, _, body = stack.http(1, "POST", "/admin/keys/publish", {"kid": new_kid})
+    assert status == 200, body
+    time.sleep(PUBLISH_LEAD_SECONDS)
+    # Activated through another replica than the one that published: it learned the key there.
+    status, _, body = stack.http(2, "POST", "/admin/keys/activate")
+    assert status == 200, body
+
+    def documents() -> list[tuple[str, str, bytes, bytes]]:
+        served = []
+        for replica in range(REPLICAS):
+            jwks_status, jwks_headers, jwks = stack.http(replica, "GET", "/.well-known/jwks.json")
+            chain_status, chain_headers, chain = stack.http(
+                replica, "GET", "/.well-known/keymint-endorsements.json"
+            )
+            assert (jwks_status, chain_status) == (200, 200)
+            served.append((jwks_headers["ETag"], chain_headers["ETag"], jwks, chain))
+        return served
+
+    wait_until(lambda: len(set(documents())) == 1, timeout=1.0)
+    ((jwks_etag, _, jwks, chain),) = set(documents())
+    assert [key["kid"] for key in json.loads(jwks)["keys"]] == [new_kid, old_kid]
+    assert len(json.loads(chain)["endorsements"]) == 1
+    assert {active_kid(stack, r) for r in range(REPLICAS)} == {new_kid}
+    # Every replica mints with it, and Envoy serves the same JWKS whichever replica answers.
+    svid = stack.svid("/ns/shop/sa/after-rotation")
+    for replica in range(REPLICAS):
+        response = stack.check(replica, check_request(certificate=svid, route_key="orders"))
+        assert outcome(response) == (200, "ok")
+    etags = {
+        stack.front_call("GET", "/.well-known/jwks.json").headers["etag"] for _ in range(REPLICAS)
+    }
+    assert etags == {jwks_etag}
+
+
+def test_the_revocation_and_the_key_ring_survive_kill_9_of_every_replica(
+    stack: ReplicasStack,
+) -> None:
+    subject = "spiffe://prod.test/ns/shop/sa/revoked-web"
+    kid = active_kid(stack)
+    stack.kill_replicas()
+    stack.start_replicas()
+    svid = stack.svid("/ns/shop/sa/revoked-web")
+    for replica in range(REPLICAS):
+        _, _, body = stack.http(replica, "GET", "/admin/revocations")
+        assert subject in json.loads(body)["subjects"], body
+        request = check_request(certificate=svid, route_key="orders")
+        assert outcome(stack.check(replica, request)) == (403, "subject_revoked")
+        assert active_kid(stack, replica) == kid
+
+
+def test_a_rate_limit_holds_across_replicas(stack: ReplicasStack) -> None:
+    # One CI workflow, a fresh OIDC token for every request (as a job fetches one per step),
+    # spread over the three replicas: they share one bucket.
+    workflow = "octo-org/octo-repo/.github/workflows/deploy.yml@refs/heads/main"
+    accepted: Counter[int] = Counter()
+    statuses: Counter[int] = Counter()
+    started = time.monotonic()
+    sent = 0
+    while time.monotonic() - started < 3.0:
+        token = stack.issuer.mint({"jti": str(uuid.uuid4()), "workflow_ref": workflow})
+        replica = sent % REPLICAS
+        status, _ = outcome(stack.check(replica, check_request(bearer=token, route_key="deploy")))
+        statuses[status] += 1
+        if status == 200:
+            accepted[replica] += 1
+        sent += 1
+    elapsed = time.monotonic() - started
+    allowed = RATE_BURST + RATE_PER_SECOND * elapsed
+    print(f"{sent} sent in {elapsed:.2f} s: {dict(statuses)}; accepted {dict(accepted)}")
+    assert set(statuses) == {200, 429}, statuses
+    assert sum(accepted.values()) <= allowed
+    # Every replica took part, and together they accepted at least the burst.
+    assert len(accepted) == REPLICAS
+    assert sum(accepted.values()) >= RATE_BURST
+
+
+def test_redis_killed_under_load_refuses_past_the_bound_and_heals_when_it_returns(
+    stack: ReplicasStack,
+) -> None:
+    goods = [stack.svid(f"/ns/shop/sa/good-{i}") for i in range(5)]  # each well under the limit
+    good = goods[0]
+    revoked = stack.svid("/ns/shop/sa/revoked-before-the-outage")
+    status, _ = stack.revoke(
+        0,
+        subject="spiffe://prod.test/ns/shop/sa/revoked-before-the-outage",
+        until=time.time() + 600,
+    )
+    assert status == 200
+    for replica in range(REPLICAS):
+        assert (
+            outcome(stack.check(replica, check_request(certificate=good, route_key="orders")))[0]
+            == 200
+        )
+
+    # Load: both callers, every replica in turn, from a thread, every answer timed.
+    answers: list[tuple[float, str, int, str]] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        turn = 0
+        while not stop.is_set():
+            for name, certificate in (("good", goods[turn % len(goods)]), ("revoked", revoked)):
+                request = check_request(certificate=certificate, route_key="orders")
+                status, reason = outcome(stack.check(turn % REPLICAS, request))
+                answers.append((time.monotonic(), name, status, reason))
+            turn += 1
+            time.sleep(0.05)
+
+    worker = threading.Thread(target=load, daemon=True)
+    worker.start()
+    try:
+        time.sleep(0.5)
+        killed = time.monotonic()
+        stack.redis.kill()
+        # During the outage a revocation reaches only the replica it was made on, which says so.
+        time.sleep(0.5)
+        late_subject = "spiffe://prod.test/ns/shop/sa/revoked-during-the-outage"
+        status, answer = stack.revoke(1, subject=late_subject, until=time.time() + 600)
+        assert status == 503, answer
+        time.sleep(MAX_STALENESS_SECONDS + 1.5)
+        restarted = time.monotonic()
+        stack.redis.start()
+        probe = check_request(certificate=stack.svid("/ns/shop/sa/probe"), route_key="orders")
+        healed_after = wait_until(
+            lambda: all(outcome(stack.check(r, probe))[0] != 503 for r in range(REPLICAS)),
+            timeout=10,
+            interval=0.1,
+        )
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        worker.join(timeout=30)
+    print(f"served again {healed_after:.2f} s after Redis came back")
+
+    # The revoked caller was never served, before, during or after the outage.
+    assert [a for a in answers if a[1] == "revoked" and a[2] == 200] == []
+    # Past the bound (staleness plus one poll, from the kill) nothing at all was served, and
+    # what was refused was refused as the outage it was.
+    bound = killed + MAX_STALENESS_SECONDS + SYNC_SECONDS + 0.1
+    during = [a for a in answers if bound < a[0] < restarted]
+    assert during, "no load during the outage"
+    assert {(a[2], a[3]) for a in during} == {(503, "shared_state_unavailable")}
+    # After Redis returned, service resumed without a restart; the revocation made during the
+    # outage was pushed to Redis by its replica and holds everywhere.
+    assert any(a[1] == "good" and a[2] == 200 and a[0] > restarted for a in answers)
+    late = stack.svid("/ns/shop/sa/revoked-during-the-outage")
+    for replica in range(REPLICAS):
+        wait_until(
+            lambda r=replica: (
+                outcome(stack.check(r, check_request(certificate=late, route_key="orders")))
+                == (403, "subject_revoked")
+            ),
+            timeout=2,
+        )
+    reply = stack.front_call(
+        "GET", "/orders/v1/orders", certificate=stack.svid("/ns/shop/sa/after")
+    )
+    assert minted(reply)
