@@ -27,12 +27,12 @@ from extauthz.own_tokens import OwnTokenVerifier
 from extauthz.pipeline import Identifier, Pipeline
 from extauthz.policy import (
     AuthzRequest,
-    Decision,
     Limits,
     PolicyEngine,
     PolicyStore,
     RegoPolicy,
     ReloadResult,
+    Verdict,
 )
 from extauthz.policy.engine import PolicySnapshot
 from extauthz.policy.loader import compile_policy
@@ -126,9 +126,9 @@ class CountingEngine(PolicyEngine):
 
     evaluations = 0
 
-    def evaluate(self, request: AuthzRequest, snapshot: PolicySnapshot | None = None) -> Decision:
+    def judge(self, request: AuthzRequest, snapshot: PolicySnapshot | None = None) -> Verdict:
         self.evaluations += 1
-        return super().evaluate(request, snapshot)
+        return super().judge(request, snapshot)
 
 
 @pytest.fixture(scope="module")
