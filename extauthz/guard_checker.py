@@ -60,7 +60,9 @@ class GatewayEvidenceChecker:
             )
         identity = await self._verify(evidence)
         try:
-            attributes = RequestAttributes.from_json(evidence.request_attributes)
+            # What this signer's settings let policy read, whatever the gateway sent.
+            sent = RequestAttributes.from_json(evidence.request_attributes)
+            attributes = self._engine.readable_attributes(sent)
         except AttributesError as exc:
             raise GuardRefusal("evidence_invalid", str(exc)) from None
         route = Route(

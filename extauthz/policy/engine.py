@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from extauthz.model import Grant, Identity, Route
+from extauthz.policy.attributes import NO_ATTRIBUTES, RequestAttributes
 from extauthz.policy.model import (
     CONTEXT_AUDIENCE,
     CONTEXT_ROUTE_KEY,
@@ -122,6 +123,26 @@ class PolicyEngine:
         """The request headers policy can read, sorted: exactly the Rego input's headers, and
         what the hot cache must key on. The JSON policy reads none, so without Rego: ()."""
         return () if self._rego is None else self._headers.select(headers)
+
+    def readable_attributes(self, attributes: RequestAttributes) -> RequestAttributes:
+        """The request attributes policy can read: none without Rego, and the per-request ones
+        (source port, request id, time) only with KEYMINT_POLICY_PER_REQUEST_INPUT."""
+        if self._rego is None:
+            return NO_ATTRIBUTES
+        if self.per_request_input or not (
+            attributes.source_port
+            or attributes.request_id
+            or attributes.request_time_seconds
+            or attributes.request_time_nanos
+        ):
+            return attributes
+        return dataclasses.replace(
+            attributes,
+            source_port=0,
+            request_id="",
+            request_time_seconds=0,
+            request_time_nanos=0,
+        )
 
     def snapshot(self) -> PolicySnapshot:
         """The policies in force now; a request is decided entirely under one snapshot."""
