@@ -68,6 +68,7 @@ _PATH_FORM = re.compile(rf"/?{_SEGMENT}(/{_SEGMENT})*")
 _ERROR = re.compile(
     r"\(error \d+:(?P<file>[^|]*)\|(?P<offset>\d+)\|\d+\s*\(errormsg (?P<size>\d+):"
 )
+_WITH = re.compile(r"\bwith\s+input\b")
 _probed: dict[str, Inspection] = {}  # by the modules' and query's digest: each is probed once
 _probed_lock = threading.Lock()
 
@@ -197,7 +198,17 @@ def run_tests(modules: Sequence[tuple[str, str]]) -> list[TestResult]:
     if not modules:
         return []
     interpreter_type, log_level = _regopy(modules[0][0])
-    inspection = inspect_modules(modules, "true", modules[0][0])
+    try:
+        inspection = inspect_modules(modules, "true", modules[0][0])
+    except PolicyError as exc:
+        if "crashed" in exc.message and any(_WITH.search(text) for _, text in modules):
+            raise PolicyError(
+                f"{exc.message}; rego-cpp cannot compile `with` beside most policies: test "
+                "functions with arguments instead, or give the decision's inputs as JSON "
+                "examples",
+                source=exc.source,
+            ) from None
+        raise
     _check_calls(inspection, modules[0][0], allow_print=True)
     names = sorted(
         "data." + ".".join(path)
