@@ -3,8 +3,9 @@
 A key holds everything a decision depends on: the credential (bearer token, peer certificate and
 principal, XFCC), the route (host, method, path, context_extensions), the headers policy can read
 (`PolicyEngine.readable_headers`) and the request attributes it can read (addresses, scheme,
-protocol, body: `RequestAttributes`); both are empty without Rego. A policy reload clears the
-cache, and a decision made under the policy in force before a clear is never stored after it.
+protocol, body: the fields of `RequestAttributes`); both are empty without Rego. A policy reload
+clears the cache, and a decision made under the policy in force before a clear is never stored
+after it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from dataclasses import dataclass
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 
 from extauthz.decision import Allow
-from extauthz.policy.attributes import NO_ATTRIBUTES, RequestAttributes
 
 RequestKey = tuple[object, ...]
 
@@ -67,7 +67,7 @@ class HotCache:
 def request_fingerprint(
     request: CheckRequest,
     readable_headers: tuple[tuple[str, str], ...] = (),
-    readable_attributes: RequestAttributes = NO_ATTRIBUTES,
+    readable_attributes: tuple[object, ...] = (),
 ) -> RequestKey | None:
     """Credential, route and what policy reads, as an exact key; None when the request
     carries no credential.

@@ -129,30 +129,31 @@ class Identifier:
         raise MissingCredential("no credential: present a client certificate or a bearer token")
 
 
-def request_attributes(request: CheckRequest, *, per_request: bool) -> RequestAttributes:
-    """What Envoy says about the request beyond route and headers, as policy reads it; the
-    source port, request id and time only with `per_request` (they change with every request
-    or connection, and all of it is in the hot cache's key)."""
+def attribute_values(request: CheckRequest, *, per_request: bool) -> tuple[object, ...]:
+    """What Envoy says about the request beyond route and headers, as policy reads it: the
+    fields of `RequestAttributes`, in order (the hot cache keys on this tuple; a miss builds the
+    dataclass from it). The source port, request id and time only with `per_request`: they
+    change with every request or connection."""
     attributes = request.attributes
     source = attributes.source.address.socket_address
     destination = attributes.destination.address.socket_address
     http = attributes.request.http
     received = attributes.request.time
-    return RequestAttributes(
-        source_address=source.address,
-        source_port=source.port_value if per_request else 0,
-        destination_address=destination.address,
-        destination_port=destination.port_value,
-        destination_principal=attributes.destination.principal,
-        request_id=http.id if per_request else "",
-        request_time_seconds=received.seconds if per_request else 0,
-        request_time_nanos=received.nanos if per_request else 0,
-        scheme=http.scheme,
-        protocol=http.protocol,
-        size=http.size,
-        body=http.body,
-        raw_body=http.raw_body,
-        sni=attributes.tls_session.sni,
+    return (
+        source.address,
+        source.port_value if per_request else 0,
+        destination.address,
+        destination.port_value,
+        attributes.destination.principal,
+        http.id if per_request else "",
+        received.seconds if per_request else 0,
+        received.nanos if per_request else 0,
+        http.scheme,
+        http.protocol,
+        http.size,
+        http.body,
+        http.raw_body,
+        attributes.tls_session.sni,
     )
 
 
@@ -192,10 +193,10 @@ class Pipeline:
         # The same selection feeds the key and the Rego input: a cached allow was decided on
         # exactly the headers and attributes policy would read now.
         headers = self._engine.readable_headers(request.attributes.request.http.headers)
-        attributes = NO_ATTRIBUTES
-        if self._engine.reads_request:
-            attributes = request_attributes(request, per_request=self._engine.per_request_input)
-        key = request_fingerprint(request, headers, attributes)
+        values: tuple[object, ...] = ()
+        if self._engine.reads_request:  # a plain tuple on the hot path: a dataclass costs more
+            values = attribute_values(request, per_request=self._engine.per_request_input)
+        key = request_fingerprint(request, headers, values)
         generation = self.hot.generation
         if key is not None:
             entry = self.hot.get(key, self._clock())
@@ -206,6 +207,9 @@ class Pipeline:
                     _HIT_SECONDS.observe(time.perf_counter() - started)
                     return entry.response
                 return to_check_response(await self._record(limited))
+        attributes = NO_ATTRIBUTES
+        if values:  # the dataclass's fields, in order (tests/extauthz/test_pipeline.py pins it)
+            attributes = RequestAttributes(*values)  # type: ignore[arg-type]
         decision = await self._decide_safely(request, headers, attributes)
         response = to_check_response(decision)
         if isinstance(decision, Allow) and key is not None:

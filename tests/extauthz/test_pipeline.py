@@ -24,7 +24,7 @@ from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 from extauthz.identity import TrustBundle, TrustedProxies, X509Verifier, XfccIdentifier
 from extauthz.mint import Minter, MintSettings
 from extauthz.own_tokens import OwnTokenVerifier
-from extauthz.pipeline import Identifier, Pipeline
+from extauthz.pipeline import Identifier, Pipeline, attribute_values
 from extauthz.policy import (
     AuthzRequest,
     Limits,
@@ -32,6 +32,7 @@ from extauthz.policy import (
     PolicyStore,
     RegoPolicy,
     ReloadResult,
+    RequestAttributes,
     Verdict,
 )
 from extauthz.policy.engine import PolicySnapshot
@@ -568,3 +569,42 @@ def test_a_quorum_failure_tells_the_caller_only_no_signing_quorum(
     assert record["reason"] == "no_signing_quorum"
     assert record["detail"] == "no signing quorum"
     assert "signer 2: 10.20.0.7:7001 unreachable: connection refused" in str(record["internal"])
+
+
+def test_the_attributes_policy_reads_are_every_field_envoy_sends_in_order() -> None:
+    """The hot cache keys on a plain tuple; a miss builds `RequestAttributes` from it."""
+    request = CheckRequest()
+    attributes = request.attributes
+    attributes.source.address.socket_address.address = "10.0.0.1"
+    attributes.source.address.socket_address.port_value = 40001
+    attributes.destination.address.socket_address.address = "10.0.0.2"
+    attributes.destination.address.socket_address.port_value = 8443
+    attributes.destination.principal = "spiffe://prod.test/ns/edge/sa/envoy"
+    http = attributes.request.http
+    http.id, http.scheme, http.protocol, http.size = "r-1", "https", "HTTP/2", 7
+    http.body, http.raw_body = "{}", b"\x01"
+    attributes.request.time.seconds, attributes.request.time.nanos = 1_700_000_000, 9
+    attributes.tls_session.sni = "orders.example.com"
+    everything = RequestAttributes(*attribute_values(request, per_request=True))  # type: ignore[arg-type]
+    assert everything == RequestAttributes(
+        source_address="10.0.0.1",
+        source_port=40001,
+        destination_address="10.0.0.2",
+        destination_port=8443,
+        destination_principal="spiffe://prod.test/ns/edge/sa/envoy",
+        request_id="r-1",
+        request_time_seconds=1_700_000_000,
+        request_time_nanos=9,
+        scheme="https",
+        protocol="HTTP/2",
+        size=7,
+        body="{}",
+        raw_body=b"\x01",
+        sni="orders.example.com",
+    )
+    described = RequestAttributes(*attribute_values(request, per_request=False))  # type: ignore[arg-type]
+    assert (described.source_port, described.request_id, described.request_time_seconds) == (
+        0,
+        "",
+        0,
+    )
