@@ -58,7 +58,7 @@ KEYRING_FILE = "keyring.json"
 class Gateway:
     settings: GatewaySettings
     pipeline: Pipeline
-    policy: PolicyStore[Policy]
+    policy: PolicyStore[Policy] | None
     rego: PolicyStore[RegoPolicy] | None
     session: aiohttp.ClientSession
     audit: AsyncAuditLog
@@ -128,22 +128,26 @@ def build_identifier(
 
 def build_policy_engine(
     settings: GatewaySettings, on_reload: Callable[[], None] = lambda: None
-) -> tuple[PolicyEngine, PolicyStore[Policy], PolicyStore[RegoPolicy] | None]:
-    """The engine over reloadable JSON and Rego policies; `on_reload` runs whenever either one
-    swaps in a new policy (the gateway clears its hot cache there)."""
+) -> tuple[PolicyEngine, PolicyStore[Policy] | None, PolicyStore[RegoPolicy] | None]:
+    """The engine over reloadable JSON and Rego policies (either may be absent); `on_reload`
+    runs whenever either one swaps in a new policy (the gateway clears its hot cache there)."""
 
     def swapped(result: ReloadResult) -> None:
         if result.outcome is ReloadOutcome.SWAPPED:
             on_reload()
 
-    policy = PolicyStore(
-        settings.policy_file,
-        load=lambda content, source: parse_policy(content, source),
-        on_reload=swapped,
+    policy = (
+        PolicyStore(
+            settings.policy_file,
+            load=lambda content, source: parse_policy(content, source),
+            on_reload=swapped,
+        )
+        if settings.policy_file
+        else None
     )
     rego = (
         PolicyStore(
-            settings.rego_file, load=RegoPolicy.loader("data.keymint.authz"), on_reload=swapped
+            settings.rego_file, load=RegoPolicy.loader(settings.rego_query), on_reload=swapped
         )
         if settings.rego_file
         else None
@@ -153,6 +157,7 @@ def build_policy_engine(
         policy=policy,
         rego=rego,
         headers=settings.policy_headers,
+        per_request_input=settings.policy_per_request_input,
     )
     return engine, policy, rego
 
@@ -273,6 +278,7 @@ async def build_gateway(
             issuer=settings.issuer,
             default_ttl_seconds=settings.default_ttl_seconds,
             sign_timeout=settings.sign_timeout,
+            policy_credential_headers=settings.policy_headers.credentials,
         ),
         signer=keyring,
         group_public_key=lambda: keyring.active_key,
@@ -332,12 +338,12 @@ async def serve(
     http_runner, http_port = await start_http(gateway, settings.http_listen)
     await set_serving(health_servicer, True)
     watchers = [
-        asyncio.create_task(gateway.policy.watch()),
         asyncio.create_task(_prune_keys(gateway)),
         asyncio.create_task(gateway.state.run()),
     ]
-    if gateway.rego is not None:
-        watchers.append(asyncio.create_task(gateway.rego.watch()))
+    for store in (gateway.policy, gateway.rego):
+        if store is not None:
+            watchers.append(asyncio.create_task(store.watch()))
     log.info(
         "gateway serving: gRPC %s (port %d), HTTP port %d",
         settings.grpc_listen,

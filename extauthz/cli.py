@@ -5,6 +5,7 @@
     extauthz verify --trust-root FILE --endorsements URL --issuer ISS --audience AUD TOKEN|-
     extauthz pin-keys --trust-root FILE --endorsements URL --out JWKS_FILE
     extauthz audit verify PATH
+    extauthz policy test [FILE...]    # a Rego policy's test_ rules, a JSON policy's examples
 
 Exit codes: 0 done; 1 a check said no (token refused, audit chain broken); 2 the command could
 not run (bad settings or arguments, a server refused or was unreachable), with a message on stderr.
@@ -20,7 +21,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from extauthz import exchange_client, offline_verify, pinned_keys
+from extauthz import exchange_client, offline_verify, pinned_keys, policy_cli
 from extauthz.errors import ExtAuthzError
 from signer.errors import SignerError
 
@@ -110,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     exchange_client.add_command(commands)
     offline_verify.add_command(commands)
     pinned_keys.add_command(commands)
+    policy_cli.add_command(commands)
 
     audit = commands.add_parser("audit", help="audit-log tools")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True, metavar="COMMAND")

@@ -14,7 +14,7 @@ from typing import Any
 
 from extauthz.errors import ExtAuthzError
 from extauthz.identity import GITHUB_ISSUER
-from extauthz.policy.rego import PolicyHeaders
+from extauthz.policy.rego import DEFAULT_QUERY, PolicyHeaders, normalize_query
 from signer.redisconn import RedisSettings, RedisSettingsError
 
 
@@ -81,7 +81,7 @@ class GatewaySettings:
     issuer: str
     default_ttl_seconds: int
     allowed_scopes: frozenset[str]
-    policy_file: Path
+    policy_file: Path | None  # None only with KEYMINT_REGO_ALONE
     rego_file: Path | None
     frost_n: int
     frost_t: int
@@ -117,6 +117,12 @@ class GatewaySettings:
     state_sync_seconds: float = 0.5
     state_max_staleness_seconds: float = 5.0
     workers: int = 1  # `extauthz serve --workers N` (KEYMINT_WORKERS): processes on one port
+    # The Rego decision (KEYMINT_REGO_QUERY, `envoy/authz/allow` or `data.envoy.authz.allow`),
+    # whether Rego decides without a JSON policy (KEYMINT_REGO_ALONE), and whether it may read
+    # what identifies one request (KEYMINT_POLICY_PER_REQUEST_INPUT: turns the hot cache off).
+    rego_query: str = DEFAULT_QUERY
+    rego_alone: bool = False
+    policy_per_request_input: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> GatewaySettings:
@@ -148,7 +154,7 @@ class GatewaySettings:
             issuer=_required(env, "KEYMINT_ISSUER"),
             default_ttl_seconds=_int(env, "TOKEN_DEFAULT_TTL_SECONDS", 900),
             allowed_scopes=frozenset(_list(env.get("ALLOWED_SCOPES", ""))),
-            policy_file=Path(_required(env, "POLICY_FILE")),
+            policy_file=_policy_file(env),
             rego_file=Path(rego) if rego else None,
             frost_n=n,
             frost_t=t,
@@ -177,7 +183,10 @@ class GatewaySettings:
             state_dir=Path(env.get("KEYMINT_STATE_DIR", "").strip() or audit_log.parent),
             # GitHub's tokens live 300 s; one published sample 21600 s.
             oidc_max_lifetime=_int(env, "KEYMINT_OIDC_MAX_LIFETIME_SECONDS", 3600),
-            policy_headers=_policy_headers(env.get("KEYMINT_POLICY_IGNORED_HEADERS", "")),
+            policy_headers=_policy_headers(env),
+            rego_query=_rego_query(env),
+            rego_alone=_bool(env, "KEYMINT_REGO_ALONE", False),
+            policy_per_request_input=_rego_setting(env, "KEYMINT_POLICY_PER_REQUEST_INPUT"),
             **_state_settings(env),
         )
         problem = workers_problem(settings)
@@ -314,13 +323,67 @@ def _refuse_trust_envoy_principal(env: Mapping[str, str]) -> None:
         )
 
 
-def _policy_headers(raw: str) -> PolicyHeaders:
-    if not raw.strip():
-        return PolicyHeaders.default()
+def _policy_file(env: Mapping[str, str]) -> Path | None:
+    """POLICY_FILE; with KEYMINT_REGO_ALONE, none (and REGO_FILE decides alone)."""
+    if _bool(env, "KEYMINT_REGO_ALONE", False):
+        if env.get("POLICY_FILE", "").strip():
+            raise SettingsError(
+                "POLICY_FILE",
+                "is set, but KEYMINT_REGO_ALONE=true says the Rego policy decides alone: "
+                "remove one of them",
+            )
+        if not env.get("REGO_FILE", "").strip():
+            raise SettingsError("REGO_FILE", "is required with KEYMINT_REGO_ALONE=true")
+        return None
+    if not env.get("POLICY_FILE", "").strip():
+        raise SettingsError(
+            "POLICY_FILE",
+            "is required (or set KEYMINT_REGO_ALONE=true to decide with REGO_FILE alone)",
+        )
+    return Path(env["POLICY_FILE"].strip())
+
+
+def _rego_setting(env: Mapping[str, str], name: str) -> bool:
+    """A boolean that only means something to a Rego policy: refused without REGO_FILE."""
+    value = _bool(env, name, False)
+    if value and not env.get("REGO_FILE", "").strip():
+        raise SettingsError(name, "only applies to a Rego policy, and REGO_FILE is not set")
+    return value
+
+
+def _rego_query(env: Mapping[str, str]) -> str:
+    raw = env.get("KEYMINT_REGO_QUERY", "").strip()
+    if not raw:
+        return DEFAULT_QUERY
+    if not env.get("REGO_FILE", "").strip():
+        raise SettingsError(
+            "KEYMINT_REGO_QUERY", "only applies to a Rego policy, and REGO_FILE is not set"
+        )
     try:
-        return PolicyHeaders.ignoring(_list(raw))
+        return normalize_query(raw)
+    except ValueError as exc:
+        raise SettingsError("KEYMINT_REGO_QUERY", str(exc)) from None
+
+
+def _policy_headers(env: Mapping[str, str]) -> PolicyHeaders:
+    """KEYMINT_POLICY_IGNORED_HEADERS (replaces the default list) and
+    KEYMINT_POLICY_CREDENTIAL_HEADERS (credential headers a Rego policy may read)."""
+    raw = env.get("KEYMINT_POLICY_IGNORED_HEADERS", "")
+    credentials = _list(env.get("KEYMINT_POLICY_CREDENTIAL_HEADERS", ""))
+    if credentials and not env.get("REGO_FILE", "").strip():
+        raise SettingsError(
+            "KEYMINT_POLICY_CREDENTIAL_HEADERS",
+            "only applies to a Rego policy, and REGO_FILE is not set",
+        )
+    try:
+        headers = PolicyHeaders.default() if not raw.strip() else PolicyHeaders.ignoring(_list(raw))
     except ValueError as exc:
         raise SettingsError("KEYMINT_POLICY_IGNORED_HEADERS", str(exc)) from None
+    try:
+        readable = frozenset(name.lower() for name in credentials)
+        return PolicyHeaders(headers.ignored, headers.ignored_prefixes, readable)
+    except ValueError as exc:
+        raise SettingsError("KEYMINT_POLICY_CREDENTIAL_HEADERS", str(exc)) from None
 
 
 def _check_port(env: Mapping[str, str], listen: str) -> CheckPort:

@@ -5,15 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from extauthz.model import Grant, Identity
+from extauthz.policy.rego_decision import PolicyResponse
 from extauthz.tokencache import MintedToken
 
 
 @dataclass(frozen=True, slots=True)
 class Allow:
+    """An allow: the minted token and, from a Rego decision, what else goes with the request
+    to the upstream and with the response to the caller."""
+
     identity: Identity
     grant: Grant
     token: MintedToken
     cached: bool
+    response: PolicyResponse | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +27,7 @@ class Deny:
 
     `detail` is for the caller (response body, WWW-Authenticate); `internal`, when set, is the
     operator's detail (signers, addresses, their failures), for the log and the audit record
-    only, never for a response.
+    only, never for a response. `response` is a Rego denial's own body, headers and metadata.
     """
 
     status: int
@@ -32,6 +37,7 @@ class Deny:
     retry_after: int | None = None
     headers: tuple[tuple[str, str], ...] = field(default=())
     internal: str | None = None
+    response: PolicyResponse | None = None
 
     @classmethod
     def unauthenticated(cls, reason: str, detail: str) -> Deny:

@@ -5,8 +5,9 @@ A signer process is composed with it by name at start-up
 exist once, in this package, while `signer` never imports it. For each message the signer is asked
 to sign, the checker takes the policy version the gateway decided under (refusing one it does not
 hold), verifies the caller's own credential, and evaluates that policy on the same request the
-gateway evaluated: route, headers, and the audience, scopes and lifetime asked for. The guard then
-holds the token's claims against that answer.
+gateway evaluated: route, headers, the request's attributes (addresses, body, ...), and the
+audience, scopes and lifetime asked for. The guard then holds the token's claims against that
+answer.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from extauthz.config import GatewaySettings, SettingsError
 from extauthz.identity import IdentityError
 from extauthz.model import Identity, Route
 from extauthz.pipeline import Identifier
-from extauthz.policy import AuthzRequest, Denial, PolicyEngine
+from extauthz.policy import AuthzRequest, Denial, PolicyEngine, RequestAttributes
+from extauthz.policy.attributes import AttributesError
 from extauthz.policy.versions import DEFAULT_OVERLAP_SECONDS, PolicyVersions
 from signer.guard import (
     EVIDENCE_CERTIFICATE,
@@ -57,6 +59,12 @@ class GatewayEvidenceChecker:
                 f"{self._versions.current.digest[:12]!r}",
             )
         identity = await self._verify(evidence)
+        try:
+            # What this signer's settings let policy read, whatever the gateway sent.
+            sent = RequestAttributes.from_json(evidence.request_attributes)
+            attributes = self._engine.readable_attributes(sent)
+        except AttributesError as exc:
+            raise GuardRefusal("evidence_invalid", str(exc)) from None
         route = Route(
             host=evidence.host,
             path=evidence.path,
@@ -70,6 +78,7 @@ class GatewayEvidenceChecker:
             scopes=evidence.requested_scopes,
             ttl_seconds=evidence.requested_ttl_seconds or None,
             headers=dict(evidence.headers),
+            attributes=attributes,
         )
         outcome = self._engine.evaluate(request, snapshot)
         if isinstance(outcome, Denial):

@@ -1,9 +1,11 @@
-"""The hot path's cache: prebuilt OK responses by (credential, route, policy-read headers).
+"""The hot path's cache: prebuilt OK responses by (credential, route, what policy reads).
 
 A key holds everything a decision depends on: the credential (bearer token, peer certificate and
-principal, XFCC), the route (host, method, path, context_extensions) and the headers policy can
-read (`PolicyEngine.readable_headers`, empty without Rego). A policy reload clears the cache, and
-a decision made under the policy in force before a clear is never stored after it.
+principal, XFCC), the route (host, method, path, context_extensions), the headers policy can read
+(`PolicyEngine.readable_headers`) and the request attributes it can read (addresses, scheme,
+protocol, body: the fields of `RequestAttributes`); both are empty without Rego. A policy reload
+clears the cache, and a decision made under the policy in force before a clear is never stored
+after it.
 """
 
 from __future__ import annotations
@@ -63,9 +65,11 @@ class HotCache:
 
 
 def request_fingerprint(
-    request: CheckRequest, readable_headers: tuple[tuple[str, str], ...] = ()
+    request: CheckRequest,
+    readable_headers: tuple[tuple[str, str], ...] = (),
+    readable_attributes: tuple[object, ...] = (),
 ) -> RequestKey | None:
-    """Credential, route and the headers policy reads, as an exact key; None when the request
+    """Credential, route and what policy reads, as an exact key; None when the request
     carries no credential.
 
     The strings themselves, not a digest of them: a dictionary compares them in C, faster than
@@ -90,5 +94,6 @@ def request_fingerprint(
         http.method,
         http.path,
         readable_headers,
+        readable_attributes,
         tuple(sorted(extensions.items())),  # pairs: "a=b"="c" and "a"="b=c" stay apart
     )

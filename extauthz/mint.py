@@ -23,8 +23,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from extauthz.claims import confirmation_claim, provenance_claims
 from extauthz.errors import ExtAuthzError
 from extauthz.model import Grant, Identity
+from extauthz.policy.attributes import NO_ATTRIBUTES
 from extauthz.policy.model import AuthzRequest
-from extauthz.policy.rego import CREDENTIAL_HEADERS
+from extauthz.policy.rego_input import CREDENTIAL_HEADERS
 from extauthz.tokencache import MintedToken, TokenCache, cache_key
 from signer.errors import SignerError
 from signer.proto import signer_pb2
@@ -69,6 +70,9 @@ class MintSettings:
     min_ttl_seconds: int = 30  # a credential about to expire gets a denial, not a 2-second token
     remint_fraction: float = 0.1  # re-mint when less than this share of the lifetime is left
     sign_timeout: float = 2.0
+    # Credential headers a Rego policy reads (KEYMINT_POLICY_CREDENTIAL_HEADERS): the signers
+    # run the same policy, so these travel to them with the rest of what it reads.
+    policy_credential_headers: frozenset[str] = frozenset()
 
 
 class Minter:
@@ -158,7 +162,9 @@ class Minter:
         message = signing_input(header_for(self._group_public_key()), claims)
         outcome = await self._signer.sign(
             message,
-            evidence=evidence_message(request, policy_sha256),
+            evidence=evidence_message(
+                request, policy_sha256, credentials=self._settings.policy_credential_headers
+            ),
             request_id=jti,
             timeout=self._settings.sign_timeout,
         )
@@ -235,10 +241,15 @@ def verified_claims(token: str, keys: Sequence[bytes]) -> dict[str, Any] | None:
     return claims
 
 
-def evidence_message(request: AuthzRequest, policy_sha256: str) -> signer_pb2.Evidence:
+def evidence_message(
+    request: AuthzRequest, policy_sha256: str, *, credentials: frozenset[str] = frozenset()
+) -> signer_pb2.Evidence:
     """Everything the signers' guards need to decide as the gateway did, and nothing secret
-    beyond the credential itself: credential headers never travel a second time."""
+    beyond the credential itself: credential headers never travel a second time, except the
+    `credentials` the operator lets a Rego policy read (the signers run it on the same input).
+    The request's attributes (addresses, body, ...) travel as the JSON the guard reads back."""
     identity, route = request.identity, request.route
+    stripped = CREDENTIAL_HEADERS - credentials
     return signer_pb2.Evidence(
         kind=identity.evidence.kind,
         value=identity.evidence.value,
@@ -247,12 +258,13 @@ def evidence_message(request: AuthzRequest, policy_sha256: str) -> signer_pb2.Ev
         method=route.method,
         context_extensions=dict(route.context_extensions),
         headers={
-            name: value
-            for name, value in request.headers.items()
-            if name.lower() not in CREDENTIAL_HEADERS
+            name: value for name, value in request.headers.items() if name.lower() not in stripped
         },
         policy_sha256=policy_sha256,
         requested_audience=request.audience or "",
         requested_scopes=list(request.scopes),
         requested_ttl_seconds=request.ttl_seconds or 0,
+        request_attributes=(
+            b"" if request.attributes == NO_ATTRIBUTES else request.attributes.to_json()
+        ),
     )

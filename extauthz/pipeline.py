@@ -5,9 +5,9 @@ it forwards in XFCC; else Envoy's peer certificate. A bare name (Envoy's princip
 is never an identity: signers verify certificates, not names. Authorization: every policy rule must
 pass. Mint: cached, or threshold-signed. Respond: one mapping to CheckResponse.
 
-The hot path, a credential seen before on the same route (and, with Rego, the same headers the
-policy reads), is a dictionary lookup: no JWT verification, no policy, no signing. Anything
-unexpected fails closed as a denial.
+The hot path, a credential seen before on the same route (and, with Rego, the same headers and
+request attributes the policy reads), is a dictionary lookup: no JWT verification, no policy, no
+signing. Anything unexpected fails closed as a denial.
 """
 
 from __future__ import annotations
@@ -35,7 +35,13 @@ from extauthz.metrics import CHECK_SECONDS, DECISIONS, MINTS
 from extauthz.mint import Minter, MintError
 from extauthz.model import Identity, Route
 from extauthz.own_tokens import OwnTokenVerifier, certificate_sha256, passthrough
-from extauthz.policy import AuthzRequest, Denial, PolicyEngine
+from extauthz.policy import (
+    NO_ATTRIBUTES,
+    AuthzRequest,
+    Denial,
+    PolicyEngine,
+    RequestAttributes,
+)
 from extauthz.respond import to_check_response, token_ref
 from signer.coordinator import QuorumUnavailable, SigningRefused
 
@@ -132,6 +138,34 @@ class Identifier:
         raise MissingCredential("no credential: present a client certificate or a bearer token")
 
 
+def attribute_values(request: CheckRequest, *, per_request: bool) -> tuple[object, ...]:
+    """What Envoy says about the request beyond route and headers, as policy reads it: the
+    fields of `RequestAttributes`, in order (the hot cache keys on this tuple; a miss builds the
+    dataclass from it). The source port, request id and time only with `per_request`: they
+    change with every request or connection."""
+    attributes = request.attributes
+    source = attributes.source.address.socket_address
+    destination = attributes.destination.address.socket_address
+    http = attributes.request.http
+    received = attributes.request.time
+    return (
+        source.address,
+        source.port_value if per_request else 0,
+        destination.address,
+        destination.port_value,
+        attributes.destination.principal,
+        http.id if per_request else "",
+        received.seconds if per_request else 0,
+        received.nanos if per_request else 0,
+        http.scheme,
+        http.protocol,
+        http.size,
+        http.body,
+        http.raw_body,
+        attributes.tls_session.sni,
+    )
+
+
 class AuditWriter(Protocol):
     async def append(self, event: str, data: Mapping[str, object] | None = None) -> object: ...
 
@@ -174,9 +208,12 @@ class Pipeline:
         if not self._fresh():
             return to_check_response(await self._record(_stale()))
         # The same selection feeds the key and the Rego input: a cached allow was decided on
-        # exactly the headers policy would read now.
+        # exactly the headers and attributes policy would read now.
         headers = self._engine.readable_headers(request.attributes.request.http.headers)
-        key = request_fingerprint(request, headers)
+        values: tuple[object, ...] = ()
+        if self._engine.reads_request:  # a plain tuple on the hot path: a dataclass costs more
+            values = attribute_values(request, per_request=self._engine.per_request_input)
+        key = request_fingerprint(request, headers, values)
         generation = self.hot.generation
         if key is not None:
             entry = self.hot.get(key, self._clock())
@@ -187,7 +224,10 @@ class Pipeline:
                     _HIT_SECONDS.observe(time.perf_counter() - started)
                     return entry.response
                 return to_check_response(await self._record(limited))
-        decision = await self._decide_safely(request, headers)
+        attributes = NO_ATTRIBUTES
+        if values:  # the dataclass's fields, in order (tests/extauthz/test_pipeline.py pins it)
+            attributes = RequestAttributes(*values)  # type: ignore[arg-type]
+        decision = await self._decide_safely(request, headers, attributes)
         response = to_check_response(decision)
         if isinstance(decision, Allow) and key is not None:
             fresh_until = decision.token.expires_at - 0.1 * decision.token.lifetime
@@ -218,16 +258,22 @@ class Pipeline:
             return await self._record(Deny.unavailable("internal_error", "internal error"))
 
     async def _decide_safely(
-        self, request: CheckRequest, headers: tuple[tuple[str, str], ...]
+        self,
+        request: CheckRequest,
+        headers: tuple[tuple[str, str], ...],
+        attributes: RequestAttributes,
     ) -> Decision:
         try:
-            return await self._decide(request, headers)
+            return await self._decide(request, headers, attributes)
         except Exception:
             log.exception("check failed unexpectedly; denying")
             return await self._record(Deny.unavailable("internal_error", "internal error"))
 
     async def _decide(
-        self, request: CheckRequest, headers: tuple[tuple[str, str], ...]
+        self,
+        request: CheckRequest,
+        headers: tuple[tuple[str, str], ...],
+        attributes: RequestAttributes,
     ) -> Decision:
         http = request.attributes.request.http
         route = Route(
@@ -243,7 +289,9 @@ class Pipeline:
             identity = await self._identifier.identify(request)
         except IdentityError as exc:
             return await self._record(Deny.unauthenticated(str(exc.reason), exc.message))
-        return await self._authorize_and_mint(AuthzRequest(identity, route, headers=dict(headers)))
+        return await self._authorize_and_mint(
+            AuthzRequest(identity, route, headers=dict(headers), attributes=attributes)
+        )
 
     async def _authorize_and_mint(self, authz: AuthzRequest) -> Decision:
         identity = authz.identity
@@ -255,9 +303,14 @@ class Pipeline:
         if limited is not None:
             return await self._record(limited)
         policy = self._engine.snapshot()
-        outcome = self._engine.evaluate(authz, policy)
+        verdict = self._engine.judge(authz, policy)
+        outcome = verdict.decision
         if isinstance(outcome, Denial):
-            return await self._record(Deny.forbidden(str(outcome.reason), outcome.detail, identity))
+            denial = Deny.forbidden(str(outcome.reason), outcome.detail, identity)
+            if verdict.response is not None:  # a Rego denial's own status, headers and body
+                status = verdict.response.http_status or denial.status
+                denial = dataclasses.replace(denial, status=status, response=verdict.response)
+            return await self._record(denial)
         try:
             token, cached = await self._minter.mint(authz, outcome, policy.digest)
             if cached and self._revocations.jti_revoked(token.jti):
@@ -278,7 +331,7 @@ class Pipeline:
             return await self._record(Deny.unauthenticated(exc.reason, exc.detail))
         if not cached:
             MINTS.labels("ok").inc()
-        return await self._record(Allow(identity, outcome, token, cached))
+        return await self._record(Allow(identity, outcome, token, cached, verdict.response))
 
     async def _own_token(self, request: CheckRequest, route: Route) -> Decision | None:
         """A keymint token presented back (e.g. the result of /token): passed through unchanged

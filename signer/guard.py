@@ -183,6 +183,8 @@ class EvidenceMessage(Protocol):
     def requested_scopes(self) -> Sequence[str]: ...
     @property
     def requested_ttl_seconds(self) -> int: ...
+    @property
+    def request_attributes(self) -> bytes: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,8 +194,10 @@ class GuardEvidence:
 
     `kind` is "oidc_token" (value: the compact JWT) or "certificate" (value: the PEM chain, leaf
     first). The value is a credential: it is kept out of repr and out of every refusal. `headers`
-    are the request headers policy may read, without credentials. `requested_*` are what the caller
-    asked for explicitly (RFC 8693 `/token`); empty when the route decides.
+    are the request headers policy may read (credentials only where the operator lets a policy read
+    them). `requested_*` are what the caller asked for explicitly (RFC 8693 `/token`); empty when
+    the route decides. `request_attributes` is the rest of what policy reads of the request (the
+    gateway's JSON, opaque here: the checker reads it); it may hold a body, so it stays out of repr.
     """
 
     kind: str
@@ -207,6 +211,7 @@ class GuardEvidence:
     requested_audience: str = ""
     requested_scopes: tuple[str, ...] = ()
     requested_ttl_seconds: int = 0
+    request_attributes: bytes = field(default=b"", repr=False)
 
     def __post_init__(self) -> None:
         # Read-only copies: the checker must not be able to change what the guard saw.
@@ -228,6 +233,7 @@ class GuardEvidence:
             requested_audience=message.requested_audience,
             requested_scopes=tuple(message.requested_scopes),
             requested_ttl_seconds=message.requested_ttl_seconds,
+            request_attributes=bytes(message.request_attributes),
         )
 
 

@@ -2,13 +2,15 @@
 
 - `loader`: JSON policy -> compiled, indexed, frozen `Policy` (errors name file and JSON path).
 - `engine`: `PolicyEngine.evaluate(AuthzRequest) -> Grant | Denial`; every rule must pass.
-- `rego`: optional Rego decision (regopy) over an OPA-Envoy-shaped input; it can only narrow.
+- `rego`: optional Rego decision (regopy) over opa-envoy-plugin's input (`rego_input`), in
+  either decision shape (`rego_decision`); with a JSON policy it can only narrow.
 - `reload`: `PolicyStore`, the policy in force, swapped atomically when its file changes.
 
 The file format is documented in `policy/README.md` at the repository root.
 """
 
-from extauthz.policy.engine import PolicyEngine, evaluate_policy
+from extauthz.policy.attributes import NO_ATTRIBUTES, RequestAttributes
+from extauthz.policy.engine import PolicyEngine, Verdict, evaluate_policy
 from extauthz.policy.loader import load_policy_file, parse_policy
 from extauthz.policy.model import (
     AuthzRequest,
@@ -19,10 +21,17 @@ from extauthz.policy.model import (
     Policy,
     PolicyError,
 )
-from extauthz.policy.rego import PolicyHeaders, RegoEvaluationError, RegoPolicy, build_input
+from extauthz.policy.rego import (
+    PolicyHeaders,
+    PolicyResponse,
+    RegoEvaluationError,
+    RegoPolicy,
+    build_input,
+)
 from extauthz.policy.reload import PolicyStore, ReloadOutcome, ReloadResult
 
 __all__ = [
+    "NO_ATTRIBUTES",
     "AuthzRequest",
     "Decision",
     "Denial",
@@ -32,11 +41,14 @@ __all__ = [
     "PolicyEngine",
     "PolicyError",
     "PolicyHeaders",
+    "PolicyResponse",
     "PolicyStore",
     "RegoEvaluationError",
     "RegoPolicy",
     "ReloadOutcome",
     "ReloadResult",
+    "RequestAttributes",
+    "Verdict",
     "build_input",
     "evaluate_policy",
     "load_policy_file",

@@ -7,8 +7,13 @@ Bindings are tried in file order; the first that passes every rule grants.
 
 With a Rego policy as well, the JSON policy decides first and Rego must also allow; Rego can
 only narrow the grant (fewer scopes, shorter TTL), never widen it or change its audience. A
-Rego policy alone must itself answer the scopes it grants; ALLOWED_SCOPES and the default TTL
-still cap it.
+Rego policy alone (KEYMINT_REGO_ALONE) grants what it names (`audience`, `scopes`,
+`ttl_seconds`); a policy that names no scopes (opa-envoy-plugin's boolean, say) grants the
+route's: Envoy's `context_extensions.audience` and `context_extensions.scopes`, never what the
+caller asks for beyond them. ALLOWED_SCOPES and the default TTL cap either.
+
+`judge` also returns what an opa-envoy-plugin decision adds to Envoy's response (headers, body,
+status, dynamic metadata): the gateway's business, which signers never see.
 """
 
 from __future__ import annotations
@@ -21,9 +26,11 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from extauthz.model import Grant, Identity, Route
+from extauthz.policy.attributes import NO_ATTRIBUTES, RequestAttributes
 from extauthz.policy.model import (
     CONTEXT_AUDIENCE,
     CONTEXT_ROUTE_KEY,
+    CONTEXT_SCOPES,
     AuthzRequest,
     Binding,
     Decision,
@@ -35,13 +42,17 @@ from extauthz.policy.model import (
     normalize_host,
     request_path,
 )
-from extauthz.policy.rego import (
-    PolicyHeaders,
+from extauthz.policy.rego import RegoPolicy
+from extauthz.policy.rego_decision import (
+    PolicyResponse,
     RegoAnswer,
     RegoEvaluationError,
-    RegoPolicy,
-    build_input,
+    RegoUndefined,
+    redact,
+    redact_text,
+    secrets_in,
 )
+from extauthz.policy.rego_input import CREDENTIAL_HEADERS, BodyError, PolicyHeaders, build_input
 from extauthz.policy.reload import PolicyStore
 
 T = TypeVar("T")
@@ -61,6 +72,15 @@ class PolicySnapshot:
     digest: str
 
 
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A decision, and what a Rego decision adds to the gateway's response when it stands: an
+    allow's decorations when the request is granted, a denial's when Rego denied it."""
+
+    decision: Decision
+    response: PolicyResponse | None = None
+
+
 def policy_digest(policy_sha256: str | None, rego_sha256: str | None) -> str:
     """One name for a (JSON policy, Rego policy) pair of file contents: SHA-256, hex."""
     joined = f"json:{policy_sha256 or '-'}\nrego:{rego_sha256 or '-'}\n"
@@ -77,6 +97,7 @@ class PolicyEngine:
         policy: Policy | PolicyStore[Policy] | None = None,
         rego: RegoPolicy | PolicyStore[RegoPolicy] | None = None,
         headers: PolicyHeaders | None = None,
+        per_request_input: bool = False,
     ) -> None:
         if policy is None and rego is None:
             raise PolicyError("no policy configured: give a JSON policy, a Rego policy or both")
@@ -84,11 +105,44 @@ class PolicyEngine:
         self._policy = policy
         self._rego = rego
         self._headers = headers or PolicyHeaders.default()
+        self._per_request = per_request_input
+
+    @property
+    def reads_request(self) -> bool:
+        """Whether policy reads the request beyond its route: a Rego policy does (headers,
+        addresses, body), the JSON policy does not."""
+        return self._rego is not None
+
+    @property
+    def per_request_input(self) -> bool:
+        """Whether a Rego policy may read what identifies one request: the source port, Envoy's
+        request id and the request's time (KEYMINT_POLICY_PER_REQUEST_INPUT)."""
+        return self._per_request and self._rego is not None
 
     def readable_headers(self, headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
         """The request headers policy can read, sorted: exactly the Rego input's headers, and
         what the hot cache must key on. The JSON policy reads none, so without Rego: ()."""
         return () if self._rego is None else self._headers.select(headers)
+
+    def readable_attributes(self, attributes: RequestAttributes) -> RequestAttributes:
+        """The request attributes policy can read: none without Rego, and the per-request ones
+        (source port, request id, time) only with KEYMINT_POLICY_PER_REQUEST_INPUT."""
+        if self._rego is None:
+            return NO_ATTRIBUTES
+        if self.per_request_input or not (
+            attributes.source_port
+            or attributes.request_id
+            or attributes.request_time_seconds
+            or attributes.request_time_nanos
+        ):
+            return attributes
+        return dataclasses.replace(
+            attributes,
+            source_port=0,
+            request_id="",
+            request_time_seconds=0,
+            request_time_nanos=0,
+        )
 
     def snapshot(self) -> PolicySnapshot:
         """The policies in force now; a request is decided entirely under one snapshot."""
@@ -104,30 +158,41 @@ class PolicyEngine:
 
     def evaluate(self, request: AuthzRequest, snapshot: PolicySnapshot | None = None) -> Decision:
         """Decide `request` under `snapshot`, by default the policies in force now."""
+        return self.judge(request, snapshot).decision
+
+    def judge(self, request: AuthzRequest, snapshot: PolicySnapshot | None = None) -> Verdict:
+        """The decision and, when a Rego decision shapes Envoy's response, that response."""
         if snapshot is None:
             snapshot = self.snapshot()  # one snapshot per request, even across a reload
         policy, rego = snapshot.policy, snapshot.rego
         if policy is not None:
             decision = evaluate_policy(policy, request, self._limits)
             if rego is None or isinstance(decision, Denial):
-                return decision
+                return Verdict(decision)
             answer = _ask(rego, request, decision, self._headers)
-            return answer if isinstance(answer, Denial) else narrow_grant(decision, answer, request)
+            if isinstance(answer, Denial):
+                return Verdict(answer)
+            return _verdict(narrow_grant(decision, answer, request), answer)
         assert rego is not None
         ttl = _requested_ttl(request, self._limits)
         if isinstance(ttl, Denial):  # refused before asking Rego anything
-            return ttl
+            return Verdict(ttl)
         answer = _ask(rego, request, None, self._headers)
         if isinstance(answer, Denial):
-            return answer
-        return grant_from_rego(answer, request, self._limits, rule=f"rego:{rego.query}")
+            return Verdict(answer)
+        rule = f"rego:{rego.query}"
+        return _verdict(grant_from_rego(answer, request, self._limits, rule=rule), answer)
 
     def audience_for(self, route: Route) -> str | None:
-        """The audience the JSON policy maps this route to, if any (for keymint's own tokens)."""
+        """The audience this route stands for, if any (for keymint's own tokens): the JSON
+        policy's, or with Rego alone the route's `context_extensions.audience`."""
+        configured = route.context_extensions.get(CONTEXT_AUDIENCE) or None
+        if self._policy is None:
+            return configured
         policy = _current(self._policy)
         if policy is None:
             return None
-        audience = route_audience(policy, route, route.context_extensions.get(CONTEXT_AUDIENCE))
+        audience = route_audience(policy, route, configured)
         return None if isinstance(audience, Denial) else audience
 
 
@@ -143,14 +208,40 @@ def _loaded(source: T | PolicyStore[T]) -> tuple[T, str]:
     return source, f"object:{id(source):x}"
 
 
+def _verdict(decision: Decision, answer: RegoAnswer) -> Verdict:
+    """Rego's response decorations stand only with the outcome they were written for."""
+    stands = isinstance(decision, Grant) if answer.allow else _rego_denied(decision)
+    return Verdict(decision, answer.response if stands else None)
+
+
+def _rego_denied(decision: Decision) -> bool:
+    return isinstance(decision, Denial) and decision.reason is DenyReason.REGO_DENIED
+
+
 def _ask(
     rego: RegoPolicy, request: AuthzRequest, grant: Grant | None, headers: PolicyHeaders
 ) -> RegoAnswer | Denial:
+    """Rego's answer; its failures as denials. Whatever the policy could read of a credential
+    header never reaches a denial's detail, a log line or Envoy's access log (the metadata)."""
+    rule = None if grant is None else grant.rule
+    secrets = secrets_in(request.headers, headers.credentials & CREDENTIAL_HEADERS)
     try:
-        return rego.decide(build_input(request, grant, headers=headers))
-    except RegoEvaluationError as exc:
-        _log.warning("Rego policy failed, denying: %s", exc)
-        return Denial(DenyReason.REGO_ERROR, str(exc), rule=None if grant is None else grant.rule)
+        answer = rego.decide(build_input(request, grant, headers=headers))
+    except RegoUndefined as exc:
+        return Denial(DenyReason.REGO_UNDEFINED, redact_text(str(exc), secrets), rule=rule)
+    except (RegoEvaluationError, BodyError) as exc:
+        detail = redact_text(str(exc), secrets)
+        _log.warning("Rego policy failed, denying: %s", detail)
+        return Denial(DenyReason.REGO_ERROR, detail, rule=rule)
+    if not secrets:
+        return answer
+    response = answer.response
+    if response is not None and response.dynamic_metadata is not None:
+        metadata = redact(dict(response.dynamic_metadata), secrets)
+        assert isinstance(metadata, dict)
+        response = dataclasses.replace(response, dynamic_metadata=metadata)
+    reason = None if answer.reason is None else redact_text(answer.reason, secrets)
+    return dataclasses.replace(answer, reason=reason, response=response)
 
 
 def evaluate_policy(policy: Policy, request: AuthzRequest, limits: Limits) -> Decision:
@@ -276,7 +367,9 @@ def narrow_grant(grant: Grant, answer: RegoAnswer, request: AuthzRequest) -> Dec
 def grant_from_rego(
     answer: RegoAnswer, request: AuthzRequest, limits: Limits, *, rule: str
 ) -> Decision:
-    """A grant from a Rego policy used without a JSON policy."""
+    """A grant from a Rego policy used without a JSON policy: what it names, or when it names
+    no scopes, what the route's `context_extensions` name (an explicit request can only pick
+    among those)."""
     if not answer.allow:
         reason = answer.reason or "the Rego policy does not allow this request"
         return Denial(DenyReason.REGO_DENIED, reason, rule=rule)
@@ -286,15 +379,23 @@ def grant_from_rego(
     if answer.audience and requested and answer.audience != requested:
         detail = f"Rego answered audience {answer.audience!r}; {requested!r} was requested"
         return Denial(DenyReason.AUDIENCE_NOT_ALLOWED, detail, rule=rule)
-    audience = answer.audience or requested
+    offered, granted_by = answer.scopes, "the Rego policy"
+    route_audience = request.route.context_extensions.get(CONTEXT_AUDIENCE) or None
+    audience = answer.audience or (requested if offered is not None else route_audience)
     if not audience:
-        return Denial(DenyReason.NO_AUDIENCE, "neither the request nor Rego names an audience")
-    if answer.scopes is None:
-        detail = "the Rego policy allows but names no `scopes` to grant"
-        return Denial(DenyReason.NO_SCOPES, detail, rule=rule)
-    scopes = choose_scopes(
-        answer.scopes, request.requested_scopes(), limits, granted_by="the Rego policy"
-    )
+        detail = (
+            "neither the request nor Rego names an audience"
+            if offered is not None
+            else "the Rego policy names no audience, nor does the route's context_extensions"
+        )
+        return Denial(DenyReason.NO_AUDIENCE, detail, rule=rule)
+    if offered is None:  # a yes or no: the route's operator-set scopes are the offer
+        offered = frozenset(request.route.context_extensions.get(CONTEXT_SCOPES, "").split())
+        granted_by = "the route's context_extensions"
+        if not offered:
+            detail = "the Rego policy names no `scopes`, nor does the route's context_extensions"
+            return Denial(DenyReason.NO_SCOPES, detail, rule=rule)
+    scopes = choose_scopes(offered, request.requested_scopes(), limits, granted_by=granted_by)
     if isinstance(scopes, Denial):
         return dataclasses.replace(scopes, rule=rule)
     ttl = _requested_ttl(request, limits)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 from urllib.parse import urlsplit
 
+from extauthz.policy.examples import parse_examples
 from extauthz.policy.model import (
     AudienceRoute,
     Binding,
@@ -85,7 +86,7 @@ def compile_policy(document: object, source: str = "<policy>") -> Policy:
 
 def _compile(document: object, source: str) -> Policy:
     fields = _Node(document, "").fields(
-        optional=("version", "description", "roles", "audiences", "bindings")
+        optional=("version", "description", "roles", "audiences", "bindings", "examples")
     )
     version = fields["version"].value if "version" in fields else POLICY_VERSION
     if type(version) is not int or version != POLICY_VERSION:
@@ -94,6 +95,7 @@ def _compile(document: object, source: str) -> Policy:
     roles = _roles(fields.get("roles"))
     audiences, audience_routes, by_route_key = _audiences(fields.get("audiences"))
     bindings = _bindings(fields.get("bindings"), roles, audiences)
+    parse_examples(document, source)  # checked here, run by `extauthz policy test`
     return Policy(
         source=source,
         roles=roles,

@@ -16,6 +16,7 @@ from typing import TypeVar
 
 from extauthz.errors import ExtAuthzError
 from extauthz.model import Grant, Identity, IdentityKind, Route, SpiffeId
+from extauthz.policy.attributes import NO_ATTRIBUTES, RequestAttributes
 
 # Envoy per-route `context_extensions` keys the policy understands.
 CONTEXT_AUDIENCE = "audience"
@@ -47,6 +48,7 @@ class DenyReason(StrEnum):
     INVALID_TTL = "invalid_ttl"
     REGO_DENIED = "rego_denied"
     REGO_ERROR = "rego_error"
+    REGO_UNDEFINED = "rego_undefined"  # the decision has no value for this input
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +80,9 @@ class AuthzRequest:
     """What is asked: who, on which route, for which audience, scopes and lifetime.
 
     `audience`, `scopes` and `ttl_seconds` are explicit requests (e.g. the `/token` parameters);
-    when absent the route's `context_extensions` and then the policy supply them. `headers` are
-    only shown to a Rego policy, with credential headers removed.
+    when absent the route's `context_extensions` and then the policy supply them. `headers` and
+    `attributes` are only shown to a Rego policy: the headers it may read (no credentials unless
+    the operator lets it), and what else Envoy said about the request.
     """
 
     identity: Identity
@@ -88,6 +91,7 @@ class AuthzRequest:
     scopes: tuple[str, ...] = ()
     ttl_seconds: int | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    attributes: RequestAttributes = NO_ATTRIBUTES
 
     def requested_audience(self) -> str | None:
         return self.audience or self.route.context_extensions.get(CONTEXT_AUDIENCE) or None

@@ -1,205 +1,99 @@
-"""Optional Rego policies through regopy (rego-cpp), fed the input document OPA-Envoy builds.
+"""Rego policies through regopy (rego-cpp): compiled, inspected, then asked for their decision.
 
-The input carries what `opa-envoy-plugin` gives a policy (`attributes.request.http`,
-`attributes.source.principal`, `attributes.context_extensions`, `parsed_path`, `parsed_query`),
-so existing OPA-Envoy policies carry over, plus `identity` (the verified caller), `requested`
-(audience, scopes, TTL asked for) and `grant` (what the JSON policy would grant, or null).
-Credentials (headers, token query parameters) never enter it, nor do the per-request headers
-`PolicyHeaders` ignores (request ids, trace contexts), which the hot cache's key also leaves
-out. The decision document (default `data.keymint.authz`) answers `allow` and optionally
-`audience`, `scopes`, `ttl_seconds` and `reason`; how that combines with the JSON policy is
-decided in `extauthz.policy.engine`.
+The decision is a query, in opa-envoy-plugin's path form (`envoy/authz/allow`) or as a data
+reference (`data.envoy.authz.allow`; keymint's default is the package `data.keymint.authz`). Its
+value is read through a binding (`keymint_decision := <query>`): rego-cpp reports a plain query
+whose value is `false` as undefined, which would turn OPA-Envoy's `default allow := false` into a
+policy fault. Undefined is a denial of its own (`RegoUndefined`), never a load failure.
+
+A policy is refused at load, naming what is wrong, when: it does not compile (line and column);
+no rule answers the query (no such package, or no such rule in it); it calls a builtin rego-cpp
+does not provide (`http.send`, `net.cidr_contains`, ...), which would evaluate to undefined,
+silently, where OPA would have an answer; it calls `print`, whose output goes to the gateway's
+standard output with whatever input it prints (allowed for `extauthz policy test` only); or
+compiling it crashes the engine (checked in a child process first, see `rego_probe`).
+
+The input and the answer's shapes are `rego_input` and `rego_decision`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
-from extauthz.errors import ExtAuthzError
-from extauthz.model import Grant, Identity, IdentityKind
-from extauthz.policy.model import AuthzRequest, PolicyError
+from extauthz.policy.model import PolicyError
+from extauthz.policy.rego_decision import (
+    PolicyResponse,
+    RegoAnswer,
+    RegoEvaluationError,
+    RegoUndefined,
+    answer_of,
+)
+from extauthz.policy.rego_input import (
+    CREDENTIAL_HEADERS,
+    CREDENTIAL_QUERY_PARAMETERS,
+    DEFAULT_IGNORED_HEADERS,
+    PolicyHeaders,
+    build_input,
+)
+from extauthz.policy.rego_probe import CompileError, Inspection, ProbeFailed, probe
+
+__all__ = [
+    "CREDENTIAL_HEADERS",
+    "CREDENTIAL_QUERY_PARAMETERS",
+    "DEFAULT_IGNORED_HEADERS",
+    "DEFAULT_QUERY",
+    "PolicyHeaders",
+    "PolicyResponse",
+    "RegoAnswer",
+    "RegoEvaluationError",
+    "RegoPolicy",
+    "RegoUndefined",
+    "build_input",
+    "normalize_query",
+]
 
 DEFAULT_QUERY = "data.keymint.authz"
-# Removed before a policy sees the request: a policy, its prints and its decision logs must
-# never hold a caller's credential.
-CREDENTIAL_HEADERS = frozenset(
-    {"authorization", "proxy-authorization", "x-forwarded-client-cert", "cookie"}
+BINDING = "keymint_decision"
+PRINT = "internal.print"  # what rego-cpp compiles `print(...)` to
+_SEGMENT = r"[A-Za-z_][A-Za-z0-9_]*"
+_DATA_FORM = re.compile(rf"data(\.{_SEGMENT})+")
+_PATH_FORM = re.compile(rf"/?{_SEGMENT}(/{_SEGMENT})*")
+_ERROR = re.compile(
+    r"\(error \d+:(?P<file>[^|]*)\|(?P<offset>\d+)\|\d+\s*\(errormsg (?P<size>\d+):"
 )
-# Headers that identify one request rather than say anything about it: Envoy's request id and
-# timeout hints, and the trace contexts of W3C, B3 (Zipkin), Jaeger, OpenTracing, Datadog, AWS,
-# Google Cloud, Sentry and gRPC. Each request carries new values, so a hot-cache key holding
-# them would never hit; they are left out of the key AND out of the Rego input, so a policy can
-# never read what the cache ignores. A trailing `*` is a prefix. KEYMINT_POLICY_IGNORED_HEADERS
-# replaces this list.
-DEFAULT_IGNORED_HEADERS = (
-    "x-request-id",
-    "x-client-trace-id",
-    "x-envoy-expected-rq-timeout-ms",
-    "x-envoy-attempt-count",
-    "traceparent",
-    "tracestate",
-    "b3",
-    "x-b3-*",
-    "uber-trace-id",
-    "x-ot-span-context",
-    "x-datadog-*",
-    "x-amzn-trace-id",
-    "x-cloud-trace-context",
-    "sentry-trace",
-    "grpc-trace-bin",
-)
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")  # RFC 9110 token, lower case
-# RFC 6750 allows a bearer token in the query; RFC 8693 names its tokens these ways.
-CREDENTIAL_QUERY_PARAMETERS = frozenset(
-    {"access_token", "id_token", "subject_token", "actor_token", "token"}
-)
-_QUERY = re.compile(r"data(\.[A-Za-z_][A-Za-z0-9_]*)+")
-_ERROR = re.compile(r"\(error \d+:[^|]*\|(?P<offset>\d+)\|\d+\s*\(errormsg (?P<size>\d+):")
+_WITH = re.compile(r"\bwith\s+input\b")
+_probed: dict[str, Inspection] = {}  # by the modules' and query's digest: each is probed once
+_probed_lock = threading.Lock()
 
 
-class RegoEvaluationError(ExtAuthzError):
-    """A Rego policy failed to produce a decision: a policy or engine fault, never an allow."""
+def normalize_query(query: str) -> str:
+    """`envoy/authz/allow` (opa-envoy-plugin's `path`) or `data.envoy.authz.allow` ->
+    the `data.` form; ValueError for anything else."""
+    query = query.strip()
+    if _DATA_FORM.fullmatch(query):
+        return query
+    if _PATH_FORM.fullmatch(query):
+        return "data." + query.strip("/").replace("/", ".")
+    raise ValueError(
+        f"{query!r} is neither a path (envoy/authz/allow) nor a data reference "
+        "(data.envoy.authz.allow)"
+    )
 
 
 @dataclass(frozen=True, slots=True)
-class PolicyHeaders:
-    """The request headers a Rego policy reads: all but credentials and the ignored ones.
+class TestResult:
+    """One `test_` rule: passed (its value is true), failed (false or undefined) or an error."""
 
-    One selection serves two readers, the Rego input and the hot cache's key, so whatever a
-    policy can read is part of the key and a cached allow is never one a fresh evaluation of
-    the same request would deny.
-    """
-
-    ignored: frozenset[str] = frozenset()
-    ignored_prefixes: tuple[str, ...] = ()
-    _dropped: frozenset[str] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        # One set lookup per header on the hot path: credentials and ignored names together.
-        object.__setattr__(self, "_dropped", CREDENTIAL_HEADERS | self.ignored)
-
-    @classmethod
-    def ignoring(cls, names: Iterable[str]) -> PolicyHeaders:
-        """From header names (case-insensitive; a trailing `*` makes a prefix); ValueError
-        names the first entry that is not a header name."""
-        exact: set[str] = set()
-        prefixes: list[str] = []
-        for entry in names:
-            name = entry.strip().lower()
-            stem = name[:-1] if name.endswith("*") else name
-            if not stem or not _HEADER_NAME.fullmatch(stem) or "*" in stem:
-                raise ValueError(f"{entry!r} is not a header name (or a prefix ending in *)")
-            if name.endswith("*"):
-                prefixes.append(stem)
-            else:
-                exact.add(name)
-        return cls(frozenset(exact), tuple(sorted(prefixes)))
-
-    @classmethod
-    def default(cls) -> PolicyHeaders:
-        return cls.ignoring(DEFAULT_IGNORED_HEADERS)
-
-    def select(self, headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
-        """The readable headers, lower-cased and sorted: a stable value for a cache key."""
-        dropped, prefixes = self._dropped, self.ignored_prefixes
-        selected = [
-            (lowered, value)
-            for lowered, value in ((name.lower(), value) for name, value in headers.items())
-            if lowered not in dropped and not lowered.startswith(prefixes)
-        ]
-        selected.sort()
-        return tuple(selected)
-
-
-@dataclass(frozen=True, slots=True)
-class RegoAnswer:
-    allow: bool
-    audience: str | None = None
-    scopes: frozenset[str] | None = None
-    ttl_seconds: int | None = None
-    reason: str | None = None
-
-
-def build_input(
-    request: AuthzRequest, grant: Grant | None = None, *, headers: PolicyHeaders | None = None
-) -> dict[str, object]:
-    """The OPA-Envoy-shaped input document for one request, without credentials; its headers
-    are `headers.select(request.headers)` (the default ignored list when not given)."""
-    route = request.route
-    url = urlsplit(route.path)
-    query = parse_qsl(url.query, keep_blank_values=True)
-    path = route.path
-    if any(name in CREDENTIAL_QUERY_PARAMETERS for name, _ in query):
-        query = [(name, value) for name, value in query if name not in CREDENTIAL_QUERY_PARAMETERS]
-        path = url._replace(query=urlencode(query), fragment="").geturl()
-    parsed_query: dict[str, list[str]] = {}
-    for name, value in query:
-        parsed_query.setdefault(name, []).append(value)
-    readable = dict((headers or _DEFAULT_HEADERS).select(request.headers))
-    context_extensions = dict(route.context_extensions)
-    return {
-        "attributes": {
-            "source": {"principal": _principal(request.identity)},
-            "request": {
-                "http": {
-                    "method": route.method,
-                    "path": path,
-                    "host": route.host,
-                    "headers": readable,
-                }
-            },
-            "context_extensions": context_extensions,
-            # The spelling OPA-Envoy's protojson encoding produces, for policies written for it.
-            "contextExtensions": context_extensions,
-        },
-        # As opa-envoy-plugin: decoded path without leading slashes, split on "/".
-        "parsed_path": unquote(url.path).lstrip("/").split("/"),
-        "parsed_query": parsed_query,
-        "version": {"encoding": "protojson", "ext_authz": "v3"},
-        "identity": {
-            "kind": request.identity.kind.value,
-            "subject": request.identity.subject,
-            "issuer": request.identity.issuer,
-            "spiffe_id": _spiffe_id(request.identity),
-            "claims": dict(request.identity.claims),
-        },
-        "requested": {
-            "audience": request.requested_audience(),
-            "scopes": list(request.requested_scopes()),
-            "ttl_seconds": request.ttl_seconds,
-        },
-        "grant": None
-        if grant is None
-        else {
-            "audience": grant.audience,
-            "scopes": list(grant.scopes),
-            "ttl_seconds": grant.ttl_seconds,
-            "rule": grant.rule,
-        },
-    }
-
-
-_DEFAULT_HEADERS = PolicyHeaders.default()
-
-
-def _spiffe_id(identity: Identity) -> str | None:
-    return None if identity.spiffe_id is None else str(identity.spiffe_id)
-
-
-def _principal(identity: Identity) -> str:
-    """What Envoy puts in `source.principal`: the peer certificate's URI SAN, else its subject."""
-    if identity.kind is IdentityKind.SPIFFE:
-        return _spiffe_id(identity) or identity.subject
-    if identity.kind is IdentityKind.X509:
-        return identity.subject
-    return ""
+    name: str  # data.package.test_rule
+    outcome: str  # "pass", "fail" or "error"
+    detail: str = ""
 
 
 class RegoPolicy:
@@ -214,32 +108,35 @@ class RegoPolicy:
 
     @classmethod
     def compile(
-        cls, text: str, source: str = "policy.rego", *, query: str = DEFAULT_QUERY
+        cls,
+        text: str,
+        source: str = "policy.rego",
+        *,
+        query: str = DEFAULT_QUERY,
+        allow_print: bool = False,
     ) -> RegoPolicy:
-        """Compile a module and prove the query answers; raises PolicyError otherwise."""
+        """Compile a module and check that it can answer `query`; PolicyError otherwise."""
+        interpreter_type, log_level = _regopy(source)
         try:
-            from regopy import Interpreter, LogLevel
-        except ImportError:
-            raise PolicyError("Rego needs regopy: install keymint[rego]", source=source) from None
-        if not _QUERY.fullmatch(query):
-            raise PolicyError(f"query {query!r} is not a data reference", source=source)
-        builder = Interpreter()
-        builder.log_level = LogLevel.NONE
+            query = normalize_query(query)
+        except ValueError as exc:
+            raise PolicyError(str(exc), source=source) from None
+        inspection = inspect_modules([(source, text)], query, source)
+        _check_decision(inspection, query, source)
+        _check_calls(inspection, source, allow_print=allow_print)
+        builder = interpreter_type()
+        builder.log_level = log_level.NONE
         try:
             builder.add_module(source, text)
-            bundle = builder.build(query)
-        except Exception as exc:  # regopy raises RegoError and, on some faults, other types
-            raise PolicyError(_describe_compile_error(str(exc), text), source=source) from None
+            bundle = builder.build(f"{BINDING} := {query}")
+        except Exception as exc:  # the child compiled the same text: not expected
+            message = _describe_compile_error(str(exc), {source: text}, source)
+            raise PolicyError(message, source=source) from None
         if not bundle.ok():
             raise PolicyError("the module does not compile", source=source)
-        runner = Interpreter()
-        runner.log_level = LogLevel.NONE
-        policy = cls(interpreter=runner, bundle=bundle, query=query, source=source)
-        try:
-            policy.decide({})
-        except RegoEvaluationError as exc:
-            raise PolicyError(f"{query} on an empty input: {exc}", source=source) from None
-        return policy
+        runner = interpreter_type()
+        runner.log_level = log_level.NONE
+        return cls(interpreter=runner, bundle=bundle, query=query, source=source)
 
     @classmethod
     def load_file(cls, path: str | os.PathLike[str], *, query: str = DEFAULT_QUERY) -> RegoPolicy:
@@ -256,82 +153,179 @@ class RegoPolicy:
         """A `PolicyStore` loader for Rego files."""
 
         def load(content: bytes, source: str) -> RegoPolicy:
-            try:
-                text = content.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise PolicyError(f"not UTF-8 (byte {exc.start})", source=source) from None
-            return cls.compile(text, source, query=query)
+            return cls.compile(_utf8(content, source), source, query=query)
 
         return load
 
-    def decide(self, document: Mapping[str, object]) -> RegoAnswer:
+    def decide(self, document: object) -> RegoAnswer:
+        """The decision for one input document; RegoUndefined when it has no value."""
         # A JSON term, not regopy's `Input`: rego-cpp keeps strings in their escaped source
         # form, so only JSON-escaped input compares equal to policy literals such as "\"",
         # and non-ASCII must stay literal UTF-8 for the same reason.
-        term = json.dumps(document, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        try:
+            term = json.dumps(document, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        except ValueError as exc:
+            raise RegoEvaluationError(f"{self.source}: the input is not JSON: {exc}") from None
         with self._lock:
             try:
                 self._interpreter.set_input_term(term)
                 output = self._interpreter.query_bundle(self._bundle)
                 succeeded = bool(output.ok())
-                results = [list(result.expressions) for result in output.results]
+                results = [dict(result.bindings) for result in output.results]
             except json.JSONDecodeError as exc:
-                # regopy hands back rego-cpp's error node as if it were JSON (seen for calls
-                # to unknown functions); its text is not reachable through the public API.
-                detail = "rego-cpp returned an error instead of a value (an unknown function?)"
+                # regopy hands back rego-cpp's error node as if it were JSON; its text is not
+                # reachable through the public API.
+                detail = "rego-cpp returned an error instead of a value"
                 raise RegoEvaluationError(f"{self.source}: {detail}") from exc
             except Exception as exc:  # a foreign library: any fault is a failed evaluation
                 raise RegoEvaluationError(f"{self.source}: evaluation failed: {exc}") from exc
         if not succeeded:
-            raise RegoEvaluationError(f"{self.source}: evaluation failed")
-        if not results or not results[0]:
-            raise RegoEvaluationError(f"{self.query} is undefined: is the package declared?")
-        if len(results) != 1 or len(results[0]) != 1:
-            raise RegoEvaluationError(f"{self.query} gave more than one value")
-        return _answer(results[0][0])
+            raise RegoEvaluationError(
+                f"{self.source}: evaluation failed (conflicting values, or a builtin's error)"
+            )
+        values = [bindings[BINDING] for bindings in results if BINDING in bindings]
+        if not values:
+            raise RegoUndefined(f"{self.query} is undefined for this request")
+        if len(values) != 1:
+            raise RegoEvaluationError(f"{self.query} gave {len(values)} values")
+        return answer_of(values[0])
 
 
-def _answer(document: object) -> RegoAnswer:
-    if not isinstance(document, dict):
-        raise RegoEvaluationError("the decision must be an object with `allow`")
-    allow = document.get("allow", False)
-    audience = document.get("audience")
-    scopes = document.get("scopes")
-    ttl = document.get("ttl_seconds")
-    reason = document.get("reason")
-    if not isinstance(allow, bool):
-        raise RegoEvaluationError("`allow` must be a boolean")
-    if audience is not None and (not isinstance(audience, str) or not audience):
-        raise RegoEvaluationError("`audience` must be a non-empty string")
-    if isinstance(scopes, str):
-        scopes = scopes.split()
-    if scopes is not None and (
-        not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes)
-    ):
-        raise RegoEvaluationError("`scopes` must be an array of strings")
-    if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool) or ttl <= 0):
-        raise RegoEvaluationError("`ttl_seconds` must be a positive integer")
-    if reason is not None and not isinstance(reason, str):
-        raise RegoEvaluationError("`reason` must be a string")
-    return RegoAnswer(
-        allow=allow,
-        audience=audience,
-        scopes=None if scopes is None else frozenset(scopes),
-        ttl_seconds=ttl,
-        reason=reason,
+def run_tests(modules: Sequence[tuple[str, str]]) -> list[TestResult]:
+    """Every `test_` rule of `modules` (policies and their tests, compiled together), as
+    `opa test` runs them: a test passes when its value is true. PolicyError if they do not
+    compile or call what the engine lacks (`print` is allowed here)."""
+    if not modules:
+        return []
+    interpreter_type, log_level = _regopy(modules[0][0])
+    try:
+        inspection = inspect_modules(modules, "true", modules[0][0])
+    except PolicyError as exc:
+        if "crashed" in exc.message and any(_WITH.search(text) for _, text in modules):
+            raise PolicyError(
+                f"{exc.message}; rego-cpp cannot compile `with` beside most policies: test "
+                "functions with arguments instead, or give the decision's inputs as JSON "
+                "examples",
+                source=exc.source,
+            ) from None
+        raise
+    _check_calls(inspection, modules[0][0], allow_print=True)
+    names = sorted(
+        "data." + ".".join(path)
+        for path in inspection.rules
+        if path and path[-1].startswith("test_")
+    )
+    interpreter = interpreter_type()
+    interpreter.log_level = log_level.NONE
+    for name, text in modules:
+        interpreter.add_module(name, text)
+    interpreter.set_input_term("{}")
+    results = []
+    for name in names:
+        try:
+            output = interpreter.query(f"{BINDING} := {name}")
+            if not output.ok():
+                results.append(TestResult(name, "error", "evaluation failed"))
+                continue
+            values = [r.bindings.get(BINDING) for r in output.results if BINDING in r.bindings]
+        except Exception as exc:  # a foreign library: a fault fails this test alone
+            results.append(TestResult(name, "error", str(exc)))
+            continue
+        if values == [True]:
+            results.append(TestResult(name, "pass"))
+        else:
+            detail = "undefined" if not values else f"value {json.dumps(values[0])}"
+            results.append(TestResult(name, "fail", detail))
+    return results
+
+
+def inspect_modules(modules: Sequence[tuple[str, str]], query: str, source: str) -> Inspection:
+    """What the modules compile to, checked in a child process; PolicyError if they do not
+    compile or the engine crashes on them."""
+    digest = hashlib.sha256(json.dumps([list(modules), query]).encode()).hexdigest()
+    with _probed_lock:
+        known = _probed.get(digest)
+    if known is not None:
+        return known
+    try:
+        found = probe(modules, f"{BINDING} := {query}")
+    except ProbeFailed as exc:
+        raise PolicyError(str(exc), source=source) from None
+    if isinstance(found, CompileError):
+        message = _describe_compile_error(found.message, dict(modules), source)
+        raise PolicyError(message, source=source)
+    with _probed_lock:
+        _probed[digest] = found
+    return found
+
+
+def _check_decision(inspection: Inspection, query: str, source: str) -> None:
+    """Some rule must answer the query: it or a rule inside it, or a rule that holds it."""
+    wanted = tuple(query.split(".")[1:])
+    for rule in inspection.rules:
+        if rule[: len(wanted)] == wanted or wanted[: len(rule)] == rule:
+            return
+    packages = sorted({".".join(rule[:-1]) for rule in inspection.rules if len(rule) > 1})
+    package = ".".join(wanted[:-1])
+    if package in packages:
+        in_package = sorted(r[-1] for r in inspection.rules if ".".join(r[:-1]) == package)
+        raise PolicyError(
+            f"package {package} has no rule {wanted[-1]} to answer {query} "
+            f"(its rules: {', '.join(in_package)})",
+            source=source,
+        )
+    declared = f"its packages: {', '.join(packages)}" if packages else "it has no rules"
+    raise PolicyError(
+        f"no rule answers {query} ({declared}); set KEYMINT_REGO_QUERY to the policy's decision",
+        source=source,
     )
 
 
-def _describe_compile_error(raw: str, text: str) -> str:
-    """rego-cpp reports `(error N:file|offset|length (errormsg N:message))`; show line:column."""
-    found: list[tuple[int, str]] = []
+def _check_calls(inspection: Inspection, source: str, *, allow_print: bool) -> None:
+    missing = sorted(inspection.unavailable)
+    if missing:
+        raise PolicyError(
+            f"calls {', '.join(missing)}, which keymint's Rego engine (rego-cpp) does not "
+            "provide: every call would be undefined, silently, where OPA has an answer",
+            source=source,
+        )
+    if PRINT in inspection.calls and not allow_print:
+        raise PolicyError(
+            "calls print, whose output goes to the gateway's standard output with whatever "
+            "input it prints: remove it (extauthz policy test allows it)",
+            source=source,
+        )
+
+
+def _regopy(source: str) -> tuple[Any, Any]:
+    try:
+        from regopy import Interpreter, LogLevel
+    except ImportError:
+        raise PolicyError("Rego needs regopy: install keymint[rego]", source=source) from None
+    return Interpreter, LogLevel
+
+
+def _utf8(content: bytes, source: str) -> str:
+    try:
+        return content.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PolicyError(f"not UTF-8 (byte {exc.start})", source=source) from None
+
+
+def _describe_compile_error(raw: str, texts: Mapping[str, str], source: str) -> str:
+    """rego-cpp reports `(error N:file|offset|length (errormsg N:message))`; show the line and
+    column (and the file, when it is not `source`)."""
+    found: list[tuple[str, int, str]] = []
     for match in _ERROR.finditer(raw):
         start = match.end()
-        found.append((int(match["offset"]), raw[start : start + int(match["size"])]))
+        message = raw[start : start + int(match["size"])]
+        found.append((match["file"], int(match["offset"]), message))
     if not found:
         return f"does not compile: {raw.strip()}"
-    offset, message = found[0]  # rego-cpp lists the innermost position first
+    name, offset, message = found[0]  # rego-cpp lists the innermost position first
+    text = texts.get(name, "")
     line = text.count("\n", 0, offset) + 1
     column = offset - (text.rfind("\n", 0, offset) + 1) + 1
+    where = "" if name in ("", source) else f"{name}: "
     more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
-    return f"line {line}, column {column}: {message}{more}"
+    return f"{where}line {line}, column {column}: {message}{more}"

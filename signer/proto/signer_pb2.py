@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19signer/proto/signer.proto\x12\x11keymint.signer.v1\"\r\n\x0bInfoRequest\"i\n\x0cInfoResponse\x12\x12\n\nidentifier\x18\x01 \x01(\x0c\x12\x0f\n\x07\x62oot_id\x18\x03 \x01(\x0c\x12(\n\x04keys\x18\x05 \x03(\x0b\x32\x1a.keymint.signer.v1.KeyInfoJ\x04\x08\x02\x10\x03J\x04\x08\x04\x10\x05\"2\n\x07KeyInfo\x12\x0b\n\x03kid\x18\x01 \x01(\t\x12\x1a\n\x12public_key_package\x18\x02 \x01(\x0c\"\x1e\n\rCommitRequest\x12\r\n\x05\x63ount\x18\x01 \x01(\r\"K\n\x0e\x43ommitResponse\x12\x0f\n\x07\x62oot_id\x18\x01 \x01(\x0c\x12\x13\n\x0b\x63ommitments\x18\x02 \x03(\x0c\x12\x13\n\x0bttl_seconds\x18\x03 \x01(\r\"&\n\x0f\x41nnounceRequest\x12\x13\n\x0b\x63ommitments\x18\x01 \x03(\x0c\"$\n\x10\x41nnounceResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\"\xb4\x03\n\x08\x45vidence\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x0c\n\x04host\x18\x03 \x01(\t\x12\x0c\n\x04path\x18\x04 \x01(\t\x12\x0e\n\x06method\x18\x05 \x01(\t\x12N\n\x12\x63ontext_extensions\x18\x06 \x03(\x0b\x32\x32.keymint.signer.v1.Evidence.ContextExtensionsEntry\x12\x39\n\x07headers\x18\x07 \x03(\x0b\x32(.keymint.signer.v1.Evidence.HeadersEntry\x12\x15\n\rpolicy_sha256\x18\x08 \x01(\t\x12\x1a\n\x12requested_audience\x18\t \x01(\t\x12\x18\n\x10requested_scopes\x18\n \x03(\t\x12\x1d\n\x15requested_ttl_seconds\x18\x0b \x01(\r\x1a\x38\n\x16\x43ontextExtensionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"z\n\x0bSignRequest\x12\x0f\n\x07message\x18\x01 \x01(\x0c\x12\x17\n\x0f\x63ommitment_list\x18\x02 \x01(\x0c\x12-\n\x08\x65vidence\x18\x03 \x01(\x0b\x32\x1b.keymint.signer.v1.Evidence\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"\'\n\x0cSignResponse\x12\x17\n\x0fsignature_share\x18\x01 \x01(\x0c\x32\xc1\x02\n\x06Signer\x12J\n\x07GetInfo\x12\x1e.keymint.signer.v1.InfoRequest\x1a\x1f.keymint.signer.v1.InfoResponse\x12M\n\x06\x43ommit\x12 .keymint.signer.v1.CommitRequest\x1a!.keymint.signer.v1.CommitResponse\x12S\n\x08\x41nnounce\x12\".keymint.signer.v1.AnnounceRequest\x1a#.keymint.signer.v1.AnnounceResponse\x12G\n\x04Sign\x12\x1e.keymint.signer.v1.SignRequest\x1a\x1f.keymint.signer.v1.SignResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19signer/proto/signer.proto\x12\x11keymint.signer.v1\"\r\n\x0bInfoRequest\"i\n\x0cInfoResponse\x12\x12\n\nidentifier\x18\x01 \x01(\x0c\x12\x0f\n\x07\x62oot_id\x18\x03 \x01(\x0c\x12(\n\x04keys\x18\x05 \x03(\x0b\x32\x1a.keymint.signer.v1.KeyInfoJ\x04\x08\x02\x10\x03J\x04\x08\x04\x10\x05\"2\n\x07KeyInfo\x12\x0b\n\x03kid\x18\x01 \x01(\t\x12\x1a\n\x12public_key_package\x18\x02 \x01(\x0c\"\x1e\n\rCommitRequest\x12\r\n\x05\x63ount\x18\x01 \x01(\r\"K\n\x0e\x43ommitResponse\x12\x0f\n\x07\x62oot_id\x18\x01 \x01(\x0c\x12\x13\n\x0b\x63ommitments\x18\x02 \x03(\x0c\x12\x13\n\x0bttl_seconds\x18\x03 \x01(\r\"&\n\x0f\x41nnounceRequest\x12\x13\n\x0b\x63ommitments\x18\x01 \x03(\x0c\"$\n\x10\x41nnounceResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\r\"\xd0\x03\n\x08\x45vidence\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\x12\x0c\n\x04host\x18\x03 \x01(\t\x12\x0c\n\x04path\x18\x04 \x01(\t\x12\x0e\n\x06method\x18\x05 \x01(\t\x12N\n\x12\x63ontext_extensions\x18\x06 \x03(\x0b\x32\x32.keymint.signer.v1.Evidence.ContextExtensionsEntry\x12\x39\n\x07headers\x18\x07 \x03(\x0b\x32(.keymint.signer.v1.Evidence.HeadersEntry\x12\x15\n\rpolicy_sha256\x18\x08 \x01(\t\x12\x1a\n\x12requested_audience\x18\t \x01(\t\x12\x18\n\x10requested_scopes\x18\n \x03(\t\x12\x1d\n\x15requested_ttl_seconds\x18\x0b \x01(\r\x12\x1a\n\x12request_attributes\x18\x0c \x01(\x0c\x1a\x38\n\x16\x43ontextExtensionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"z\n\x0bSignRequest\x12\x0f\n\x07message\x18\x01 \x01(\x0c\x12\x17\n\x0f\x63ommitment_list\x18\x02 \x01(\x0c\x12-\n\x08\x65vidence\x18\x03 \x01(\x0b\x32\x1b.keymint.signer.v1.Evidence\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"\'\n\x0cSignResponse\x12\x17\n\x0fsignature_share\x18\x01 \x01(\x0c\x32\xc1\x02\n\x06Signer\x12J\n\x07GetInfo\x12\x1e.keymint.signer.v1.InfoRequest\x1a\x1f.keymint.signer.v1.InfoResponse\x12M\n\x06\x43ommit\x12 .keymint.signer.v1.CommitRequest\x1a!.keymint.signer.v1.CommitResponse\x12S\n\x08\x41nnounce\x12\".keymint.signer.v1.AnnounceRequest\x1a#.keymint.signer.v1.AnnounceResponse\x12G\n\x04Sign\x12\x1e.keymint.signer.v1.SignRequest\x1a\x1f.keymint.signer.v1.SignResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -50,15 +50,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ANNOUNCERESPONSE']._serialized_start=371
   _globals['_ANNOUNCERESPONSE']._serialized_end=407
   _globals['_EVIDENCE']._serialized_start=410
-  _globals['_EVIDENCE']._serialized_end=846
-  _globals['_EVIDENCE_CONTEXTEXTENSIONSENTRY']._serialized_start=742
-  _globals['_EVIDENCE_CONTEXTEXTENSIONSENTRY']._serialized_end=798
-  _globals['_EVIDENCE_HEADERSENTRY']._serialized_start=800
-  _globals['_EVIDENCE_HEADERSENTRY']._serialized_end=846
-  _globals['_SIGNREQUEST']._serialized_start=848
-  _globals['_SIGNREQUEST']._serialized_end=970
-  _globals['_SIGNRESPONSE']._serialized_start=972
-  _globals['_SIGNRESPONSE']._serialized_end=1011
-  _globals['_SIGNER']._serialized_start=1014
-  _globals['_SIGNER']._serialized_end=1335
+  _globals['_EVIDENCE']._serialized_end=874
+  _globals['_EVIDENCE_CONTEXTEXTENSIONSENTRY']._serialized_start=770
+  _globals['_EVIDENCE_CONTEXTEXTENSIONSENTRY']._serialized_end=826
+  _globals['_EVIDENCE_HEADERSENTRY']._serialized_start=828
+  _globals['_EVIDENCE_HEADERSENTRY']._serialized_end=874
+  _globals['_SIGNREQUEST']._serialized_start=876
+  _globals['_SIGNREQUEST']._serialized_end=998
+  _globals['_SIGNRESPONSE']._serialized_start=1000
+  _globals['_SIGNRESPONSE']._serialized_end=1039
+  _globals['_SIGNER']._serialized_start=1042
+  _globals['_SIGNER']._serialized_end=1363
 # @@protoc_insertion_point(module_scope)

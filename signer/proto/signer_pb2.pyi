@@ -57,7 +57,7 @@ class AnnounceResponse(_message.Message):
     def __init__(self, accepted: _Optional[int] = ...) -> None: ...
 
 class Evidence(_message.Message):
-    __slots__ = ("kind", "value", "host", "path", "method", "context_extensions", "headers", "policy_sha256", "requested_audience", "requested_scopes", "requested_ttl_seconds")
+    __slots__ = ("kind", "value", "host", "path", "method", "context_extensions", "headers", "policy_sha256", "requested_audience", "requested_scopes", "requested_ttl_seconds", "request_attributes")
     class ContextExtensionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -83,6 +83,7 @@ class Evidence(_message.Message):
     REQUESTED_AUDIENCE_FIELD_NUMBER: _ClassVar[int]
     REQUESTED_SCOPES_FIELD_NUMBER: _ClassVar[int]
     REQUESTED_TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
     kind: str
     value: bytes
     host: str
@@ -94,7 +95,8 @@ class Evidence(_message.Message):
     requested_audience: str
     requested_scopes: _containers.RepeatedScalarFieldContainer[str]
     requested_ttl_seconds: int
-    def __init__(self, kind: _Optional[str] = ..., value: _Optional[bytes] = ..., host: _Optional[str] = ..., path: _Optional[str] = ..., method: _Optional[str] = ..., context_extensions: _Optional[_Mapping[str, str]] = ..., headers: _Optional[_Mapping[str, str]] = ..., policy_sha256: _Optional[str] = ..., requested_audience: _Optional[str] = ..., requested_scopes: _Optional[_Iterable[str]] = ..., requested_ttl_seconds: _Optional[int] = ...) -> None: ...
+    request_attributes: bytes
+    def __init__(self, kind: _Optional[str] = ..., value: _Optional[bytes] = ..., host: _Optional[str] = ..., path: _Optional[str] = ..., method: _Optional[str] = ..., context_extensions: _Optional[_Mapping[str, str]] = ..., headers: _Optional[_Mapping[str, str]] = ..., policy_sha256: _Optional[str] = ..., requested_audience: _Optional[str] = ..., requested_scopes: _Optional[_Iterable[str]] = ..., requested_ttl_seconds: _Optional[int] = ..., request_attributes: _Optional[bytes] = ...) -> None: ...
 
 class SignRequest(_message.Message):
     __slots__ = ("message", "commitment_list", "evidence", "request_id")

@@ -22,7 +22,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -258,6 +258,7 @@ def e2e_stack(
     dkg: bool = False,
     extra_env: Mapping[str, str] | None = None,
     check_socket: Path | None = None,
+    front_config: Callable[[str], str] | None = None,
 ) -> Iterator[E2EStack]:
     """Start everything (and stop everything, whatever happened) for one test module.
 
@@ -265,6 +266,7 @@ def e2e_stack(
     `make demo` does); otherwise a trusted dealer's shares are sealed to their vaults first.
     The gateway's Check port is mTLS (Envoy's certificate); with `check_socket`, it is a Unix
     socket there instead, and the front Envoy reaches it with envoy/README.md's cluster.
+    `front_config` rewrites the front Envoy's rendered config (README snippets applied).
     """
     with contextlib.ExitStack() as stack:
         background = BackgroundLoop()
@@ -329,6 +331,8 @@ def e2e_stack(
         )
         if check_socket is not None:
             front.config.write_text(with_unix_check_port(front.config.read_text(), check_socket))
+        if front_config is not None:
+            front.config.write_text(front_config(front.config.read_text()))
         stack.callback(front.stop)
         front.start()
 

@@ -34,6 +34,9 @@ CONFIGS = ("envoy.yaml", "upstream-jwt.yaml")
 _DECLARATION = re.compile(r"^#   ([A-Z][A-Z0-9_]*) = (\S+)", re.MULTILINE)
 # envoy/README.md's keymint_grpc cluster for a gateway on a Unix socket, and the path it names.
 UNIX_CLUSTER_MARKER = "<!-- keymint_grpc over a Unix socket -->"
+# envoy/README.md's ext_authz settings for Rego policies that read bodies and set headers.
+REQUEST_BODY_MARKER = "<!-- ext_authz with_request_body -->"
+POLICY_HEADERS_MARKER = "<!-- ext_authz policy header rules -->"
 DOCUMENTED_SOCKET = "/var/run/keymint/check.sock"
 
 
@@ -82,10 +85,36 @@ def render(name: str, directory: Path, **values: object) -> Path:
     return path
 
 
+def readme_snippet(marker: str) -> str:
+    """The YAML block that follows `marker` in envoy/README.md, verbatim."""
+    after_marker = (CONFIG_DIR / "README.md").read_text().split(marker, 1)[1]
+    return after_marker.split("```yaml\n", 1)[1].split("```", 1)[0]
+
+
 def unix_socket_cluster() -> str:
     """The `keymint_grpc` cluster envoy/README.md gives for the sidecar layout, verbatim."""
-    after_marker = (CONFIG_DIR / "README.md").read_text().split(UNIX_CLUSTER_MARKER, 1)[1]
-    return after_marker.split("```yaml\n", 1)[1].split("```", 1)[0]
+    return readme_snippet(UNIX_CLUSTER_MARKER)
+
+
+def with_rego_settings(rendered: str) -> str:
+    """A rendered envoy.yaml whose ext_authz filter has envoy/README.md's settings for Rego
+    policies: `with_request_body`, and the header rules for a policy's own headers."""
+    config = yaml.safe_load(rendered)
+    (manager,) = [
+        f
+        for f in config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"]
+        if f["name"] == "envoy.filters.network.http_connection_manager"
+    ]
+    (ext_authz,) = [
+        f
+        for f in manager["typed_config"]["http_filters"]
+        if f["name"] == "envoy.filters.http.ext_authz"
+    ]
+    typed = ext_authz["typed_config"]
+    typed.update(yaml.safe_load(readme_snippet(REQUEST_BODY_MARKER)))
+    typed.update(yaml.safe_load(readme_snippet(POLICY_HEADERS_MARKER)))
+    text: str = yaml.safe_dump(config, sort_keys=False)
+    return text
 
 
 def with_unix_check_port(rendered: str, socket: Path) -> str:

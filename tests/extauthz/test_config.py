@@ -77,3 +77,76 @@ def test_shared_state_settings_are_checked_at_start() -> None:
         with pytest.raises(SettingsError) as caught:
             GatewaySettings.from_env({**BASE, **extra})
         assert caught.value.variable == variable
+
+
+# --- Rego settings (issue 13) --------------------------------------------------------------
+
+REGO = {"REGO_FILE": "/etc/keymint/policy.rego"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "query"),
+    [
+        ("envoy/authz/allow", "data.envoy.authz.allow"),  # opa-envoy-plugin's `path`
+        ("/istio/authz/allow", "data.istio.authz.allow"),
+        ("data.envoy.authz.allow", "data.envoy.authz.allow"),
+        ("data.envoy.authz", "data.envoy.authz"),
+    ],
+)
+def test_the_rego_query_in_path_or_data_form(raw: str, query: str) -> None:
+    assert settings(**REGO, KEYMINT_REGO_QUERY=raw).rego_query == query
+
+
+def test_the_rego_query_defaults_to_keymints_package_and_refuses_nonsense() -> None:
+    assert settings(**REGO).rego_query == "data.keymint.authz"
+    error = refusal(**REGO, KEYMINT_REGO_QUERY="envoy.authz/allow")
+    assert error.variable == "KEYMINT_REGO_QUERY"
+    assert "neither a path (envoy/authz/allow) nor a data reference" in error.problem
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("KEYMINT_REGO_QUERY", "envoy/authz/allow"),
+        ("KEYMINT_POLICY_CREDENTIAL_HEADERS", "authorization"),
+        ("KEYMINT_POLICY_PER_REQUEST_INPUT", "true"),
+    ],
+)
+def test_rego_settings_without_a_rego_policy_are_refused(name: str, value: str) -> None:
+    error = refusal(**{name: value})
+    assert (error.variable, error.problem) == (
+        name,
+        "only applies to a Rego policy, and REGO_FILE is not set",
+    )
+
+
+def test_rego_alone_is_said_explicitly() -> None:
+    alone = {"KEYMINT_REGO_ALONE": "true", "POLICY_FILE": "", **REGO}
+    decided = settings(**alone)
+    assert (decided.rego_alone, decided.policy_file) == (True, None)
+    missing = refusal(POLICY_FILE="", **REGO)  # no JSON policy, and nobody said Rego alone
+    assert missing.variable == "POLICY_FILE"
+    assert "KEYMINT_REGO_ALONE=true" in missing.problem
+    both = refusal(KEYMINT_REGO_ALONE="true", **REGO)
+    assert both.variable == "POLICY_FILE"
+    assert "decides alone" in both.problem
+    no_rego = refusal(KEYMINT_REGO_ALONE="true", POLICY_FILE="")
+    assert no_rego.variable == "REGO_FILE"
+
+
+def test_credential_headers_a_policy_may_read() -> None:
+    assert settings(**REGO).policy_headers.credentials == frozenset()
+    readable = settings(**REGO, KEYMINT_POLICY_CREDENTIAL_HEADERS="Authorization cookie")
+    assert readable.policy_headers.credentials == frozenset({"authorization", "cookie"})
+    assert readable.policy_headers.select({"authorization": "Basic x", "cookie": "c"}) == (
+        ("authorization", "Basic x"),
+        ("cookie", "c"),
+    )
+    error = refusal(**REGO, KEYMINT_POLICY_CREDENTIAL_HEADERS="x-api-key")
+    assert error.variable == "KEYMINT_POLICY_CREDENTIAL_HEADERS"
+    assert "x-api-key: not a credential header" in error.problem
+
+
+def test_per_request_input_is_off_unless_asked_for() -> None:
+    assert settings(**REGO).policy_per_request_input is False
+    assert settings(**REGO, KEYMINT_POLICY_PER_REQUEST_INPUT="true").policy_per_request_input

@@ -24,15 +24,16 @@ from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 from extauthz.identity import TrustBundle, TrustedProxies, X509Verifier, XfccIdentifier
 from extauthz.mint import Minter, MintSettings
 from extauthz.own_tokens import OwnTokenVerifier
-from extauthz.pipeline import Identifier, Pipeline
+from extauthz.pipeline import Identifier, Pipeline, attribute_values
 from extauthz.policy import (
     AuthzRequest,
-    Decision,
     Limits,
     PolicyEngine,
     PolicyStore,
     RegoPolicy,
     ReloadResult,
+    RequestAttributes,
+    Verdict,
 )
 from extauthz.policy.engine import PolicySnapshot
 from extauthz.policy.loader import compile_policy
@@ -126,9 +127,9 @@ class CountingEngine(PolicyEngine):
 
     evaluations = 0
 
-    def evaluate(self, request: AuthzRequest, snapshot: PolicySnapshot | None = None) -> Decision:
+    def judge(self, request: AuthzRequest, snapshot: PolicySnapshot | None = None) -> Verdict:
         self.evaluations += 1
-        return super().evaluate(request, snapshot)
+        return super().judge(request, snapshot)
 
 
 @pytest.fixture(scope="module")
@@ -399,6 +400,150 @@ def test_a_decision_overtaken_by_a_policy_reload_is_not_cached(
     assert (status, body["error"]) == (403, "rego_denied")
 
 
+AMOUNT_RULE = """
+package envoy.authz
+
+import rego.v1
+
+default allow := false
+
+allow if {
+    input.parsed_body.amount < 100
+    input.attributes.source.address.socketAddress.address == "10.0.0.1"
+}
+"""
+# Allows only while it cannot tell one request from the next.
+BLIND_TO_REQUEST_VALUES = """
+package envoy.authz
+
+import rego.v1
+
+default allow := false
+
+allow if {
+    not input.attributes.request.http.id
+    not input.attributes.request.time
+    not input.attributes.source.address.socketAddress.portValue
+}
+"""
+SEES_REQUEST_VALUES = """
+package envoy.authz
+
+import rego.v1
+
+default allow := false
+
+allow if {
+    startswith(input.attributes.request.http.id, "request-")
+    input.attributes.request.time.seconds > 0
+    input.attributes.source.address.socketAddress.portValue > 1024
+}
+"""
+
+
+def opa_envoy(source: str, *, per_request: bool = False) -> CountingEngine:
+    document = policy_document()
+    return CountingEngine(
+        limits=Limits(SCOPES, 900),
+        policy=compile_policy(document, "test-policy"),
+        rego=RegoPolicy.compile(source, "envoy.rego", query="envoy/authz/allow"),
+        per_request_input=per_request,
+    )
+
+
+def json_post(
+    caller: IssuedCertificate, body: str, *, source: str = "10.0.0.1", port: int = 40000, n: int = 0
+) -> CheckRequest:
+    request = check_request(certificate=caller, headers={"content-type": "application/json"})
+    attributes = request.attributes
+    attributes.source.address.socket_address.address = source
+    attributes.source.address.socket_address.port_value = port
+    attributes.request.http.body = body
+    attributes.request.http.id = f"request-{n}"
+    attributes.request.time.seconds = 1_700_000_000 + n
+    return request
+
+
+def test_the_hot_cache_keys_on_the_body_and_address_a_rego_policy_reads(
+    ca: CertificateAuthority, caller: IssuedCertificate, loop: asyncio.Runner
+) -> None:
+    policy = opa_envoy(AMOUNT_RULE)
+    gateway = pipeline(ca, policy)
+    small = json_post(caller, '{"amount": 5}')
+    assert subject_of(loop.run(gateway.check(small))) == CALLER
+    assert subject_of(loop.run(gateway.check(small))) == CALLER
+    assert policy.evaluations == 1  # the same body from the same address: a hit
+    status, body, _ = denial(loop.run(gateway.check(json_post(caller, '{"amount": 500}'))))
+    assert (status, body["error"]) == (403, "rego_denied")
+    elsewhere = json_post(caller, '{"amount": 5}', source="10.0.0.2")
+    status, body, _ = denial(loop.run(gateway.check(elsewhere)))
+    assert (status, body["error"]) == (403, "rego_denied")
+    assert policy.evaluations == 3
+
+
+def test_a_body_that_says_json_and_is_not_is_a_rego_error(
+    ca: CertificateAuthority, caller: IssuedCertificate, loop: asyncio.Runner
+) -> None:
+    gateway = pipeline(ca, opa_envoy(AMOUNT_RULE))
+    status, body, _ = denial(loop.run(gateway.check(json_post(caller, '{"amount": '))))
+    assert (status, body["error"]) == (403, "rego_error")
+    assert str(body["detail"]).startswith("the body is not JSON")
+
+
+def test_request_ids_times_and_ports_stay_out_unless_the_operator_lets_them_in(
+    ca: CertificateAuthority, caller: IssuedCertificate, loop: asyncio.Runner
+) -> None:
+    blind = opa_envoy(BLIND_TO_REQUEST_VALUES)
+    gateway = pipeline(ca, blind)
+    for n in range(4):
+        request = json_post(caller, "{}", port=40000 + n, n=n)
+        assert subject_of(loop.run(gateway.check(request))) == CALLER
+    assert blind.evaluations == 1  # nothing per request in the input, nor in the key
+    seeing = opa_envoy(SEES_REQUEST_VALUES, per_request=True)
+    gateway = pipeline(ca, seeing)
+    for n in range(4):
+        request = json_post(caller, "{}", port=40000 + n, n=n)
+        assert subject_of(loop.run(gateway.check(request))) == CALLER
+    assert seeing.evaluations == 4  # each request is its own: decided afresh every time
+
+
+OBJECT_RULE = """
+package envoy.authz
+
+import rego.v1
+
+default allow := {
+    "allowed": false,
+    "http_status": 401,
+    "body": "who are you?",
+    "headers": {"www-authenticate": "Basic realm=orders"},
+}
+
+allow := {"allowed": true, "headers": {"x-validated-by": "opa"}} if {
+    input.attributes.request.http.headers["x-tenant"] == "shop"
+}
+"""
+
+
+def test_an_object_decision_answers_envoy_with_its_fields_fresh_and_from_the_cache(
+    ca: CertificateAuthority, caller: IssuedCertificate, loop: asyncio.Runner
+) -> None:
+    policy = opa_envoy(OBJECT_RULE)
+    gateway = pipeline(ca, policy)
+    shop = check_request(certificate=caller, headers={"x-tenant": "shop"})
+    for _ in range(2):
+        ok = loop.run(gateway.check(shop)).ok_response
+        headers = {o.header.key: o.header.value for o in ok.headers}
+        assert headers["x-validated-by"] == "opa"
+        assert headers["authorization"].startswith("Bearer ")
+    assert policy.evaluations == 1
+    refused = loop.run(gateway.check(check_request(certificate=caller)))
+    assert refused.denied_response.status.code == 401
+    assert refused.denied_response.body == "who are you?"
+    sent = {o.header.key: o.header.value for o in refused.denied_response.headers}
+    assert sent["www-authenticate"] == "Basic realm=orders"
+
+
 # --- what a denial tells the caller ---------------------------------------------------------
 
 
@@ -424,3 +569,42 @@ def test_a_quorum_failure_tells_the_caller_only_no_signing_quorum(
     assert record["reason"] == "no_signing_quorum"
     assert record["detail"] == "no signing quorum"
     assert "signer 2: 10.20.0.7:7001 unreachable: connection refused" in str(record["internal"])
+
+
+def test_the_attributes_policy_reads_are_every_field_envoy_sends_in_order() -> None:
+    """The hot cache keys on a plain tuple; a miss builds `RequestAttributes` from it."""
+    request = CheckRequest()
+    attributes = request.attributes
+    attributes.source.address.socket_address.address = "10.0.0.1"
+    attributes.source.address.socket_address.port_value = 40001
+    attributes.destination.address.socket_address.address = "10.0.0.2"
+    attributes.destination.address.socket_address.port_value = 8443
+    attributes.destination.principal = "spiffe://prod.test/ns/edge/sa/envoy"
+    http = attributes.request.http
+    http.id, http.scheme, http.protocol, http.size = "r-1", "https", "HTTP/2", 7
+    http.body, http.raw_body = "{}", b"\x01"
+    attributes.request.time.seconds, attributes.request.time.nanos = 1_700_000_000, 9
+    attributes.tls_session.sni = "orders.example.com"
+    everything = RequestAttributes(*attribute_values(request, per_request=True))  # type: ignore[arg-type]
+    assert everything == RequestAttributes(
+        source_address="10.0.0.1",
+        source_port=40001,
+        destination_address="10.0.0.2",
+        destination_port=8443,
+        destination_principal="spiffe://prod.test/ns/edge/sa/envoy",
+        request_id="r-1",
+        request_time_seconds=1_700_000_000,
+        request_time_nanos=9,
+        scheme="https",
+        protocol="HTTP/2",
+        size=7,
+        body="{}",
+        raw_body=b"\x01",
+        sni="orders.example.com",
+    )
+    described = RequestAttributes(*attribute_values(request, per_request=False))  # type: ignore[arg-type]
+    assert (described.source_port, described.request_id, described.request_time_seconds) == (
+        0,
+        "",
+        0,
+    )

@@ -217,6 +217,10 @@ class LocalOidcIssuer:
 
     # --- HTTP ------------------------------------------------------------------------------
 
+    def jwks_json(self) -> str:
+        """The JWKS this issuer serves, as JSON text (for a policy that verifies its tokens)."""
+        return self._jwks_body().decode()
+
     def _jwks_body(self) -> bytes:
         keys = [k.public_jwk() for k in self.published] + self.extra_jwks
         return json.dumps({"keys": keys}).encode()

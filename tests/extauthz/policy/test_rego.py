@@ -219,9 +219,10 @@ def test_syntax_error_is_a_policy_error_with_its_line() -> None:
 
 
 def test_query_must_resolve() -> None:
-    with pytest.raises(PolicyError, match="undefined"):
+    answers = r"no rule answers data.keymint.authz \(its packages: other\)"
+    with pytest.raises(PolicyError, match=answers):
         RegoPolicy.compile("package other\nallow := true\n", "p.rego")
-    with pytest.raises(PolicyError, match="not a data reference"):
+    with pytest.raises(PolicyError, match="neither a path"):
         RegoPolicy.compile("package keymint.authz\n", "p.rego", query="data.keymint[")
 
 
@@ -322,3 +323,192 @@ def test_strings_compare_to_policy_literals_despite_escaping() -> None:
     rego = RegoPolicy.compile(source, "esc.rego")
     other = dataclasses.replace(identity, claims={**identity.claims, "environment": "prüf-😀"})
     assert rego.decide(build_input(request(other, deploy, headers={"x-tag": 'a"b\\c'}))).allow
+
+
+# --- opa-envoy-plugin's decisions (issue 13) -----------------------------------------------
+
+BOOLEAN = """
+package envoy.authz
+
+import rego.v1
+
+default allow := false
+
+allow if input.attributes.request.http.method == "GET"
+"""
+
+NO_DEFAULT = """
+package envoy.authz
+
+import rego.v1
+
+allow if input.attributes.request.http.method == "GET"
+"""
+
+OBJECT = """
+package envoy.authz
+
+import rego.v1
+
+default allow := {
+    "allowed": false,
+    "http_status": 429,
+    "body": "slow down",
+    "headers": {"x-why": "busy"},
+}
+
+allow := {
+    "allowed": true,
+    "headers": {"x-validated-by": "opa"},
+    "dynamic_metadata": {"tenant": input.parsed_query.tenant[0]},
+} if input.attributes.request.http.method == "GET"
+"""
+
+
+def opa_envoy(source: str, **engine: Any) -> PolicyEngine:
+    rego = RegoPolicy.compile(source, "envoy.rego", query="envoy/authz/allow")
+    return PolicyEngine(limits=LIMITS, rego=rego, **{"policy": POLICY, **engine})
+
+
+def test_a_default_false_boolean_is_a_denial_not_undefined() -> None:
+    """rego-cpp answers a query whose value is false as undefined: read through a binding,
+    OPA-Envoy's `default allow := false` is the plain denial it is."""
+    engine = opa_envoy(BOOLEAN)
+    assert isinstance(engine.evaluate(request(WEB, route("orders.example.com"))), Grant)
+    post = engine.evaluate(request(WEB, route("orders.example.com", "/", "POST")))
+    assert denied(post, DenyReason.REGO_DENIED).detail == (
+        "the Rego policy does not allow this request"
+    )
+
+
+def test_an_undefined_decision_loads_and_denies_with_its_own_reason() -> None:
+    engine = opa_envoy(NO_DEFAULT)  # no default: undefined for a POST, and still a policy
+    post = engine.evaluate(request(WEB, route("orders.example.com", "/", "POST")))
+    assert denied(post, DenyReason.REGO_UNDEFINED).detail == (
+        "data.envoy.authz.allow is undefined for this request"
+    )
+
+
+def test_an_object_decision_shapes_the_response_where_it_stands() -> None:
+    engine = opa_envoy(OBJECT)
+    allowed = engine.judge(request(WEB, route("orders.example.com", "/?tenant=shop")))
+    assert isinstance(allowed.decision, Grant)
+    assert allowed.response is not None
+    assert allowed.response.headers == (("x-validated-by", "opa"),)
+    assert allowed.response.dynamic_metadata == {"tenant": "shop"}
+    refused = engine.judge(request(WEB, route("orders.example.com", "/", "PUT")))
+    denied(refused.decision, DenyReason.REGO_DENIED)
+    assert refused.response is not None
+    assert (refused.response.http_status, refused.response.body) == (429, "slow down")
+
+
+def test_decorations_for_an_allow_are_dropped_when_keymint_denies_anyway() -> None:
+    """Rego allowed with headers for the upstream, but the JSON grant is narrowed to nothing:
+    the caller gets keymint's denial, not the upstream's headers."""
+    source = OBJECT.replace(
+        '"headers": {"x-validated-by": "opa"},',
+        '"headers": {"x-validated-by": "opa"},\n    "scopes": ["orders:admin"],',
+    )
+    verdict = opa_envoy(source).judge(request(WEB, route("orders.example.com", "/?tenant=t")))
+    denied(verdict.decision, DenyReason.NO_SCOPES)
+    assert verdict.response is None
+
+
+def test_a_reason_or_metadata_never_carries_a_readable_credential() -> None:
+    source = """
+package envoy.authz
+
+import rego.v1
+
+auth := input.attributes.request.http.headers.authorization
+
+allow := {"allowed": false, "dynamic_metadata": {"seen": auth}, "reason": sprintf("bad %s", [auth])}
+"""
+    readable = PolicyHeaders.default(credentials=["authorization"])
+    engine = opa_envoy(source, headers=readable)
+    basic = "Basic YWxpY2U6cGFzc3dvcmQ="  # alice:password
+    asked = request(WEB, route("orders.example.com"), headers={"authorization": basic})
+    verdict = engine.judge(asked)
+    assert denied(verdict.decision, DenyReason.REGO_DENIED).detail == "bad [redacted]"
+    assert verdict.response is not None
+    assert verdict.response.dynamic_metadata == {"seen": "[redacted]"}
+
+
+def test_rego_alone_with_a_boolean_grants_what_the_route_configures() -> None:
+    engine = PolicyEngine(
+        limits=LIMITS, rego=RegoPolicy.compile(BOOLEAN, "b.rego", query="envoy/authz/allow")
+    )
+    on = route("x.local", audience=ORDERS, scopes="orders:read orders:write")
+    assert engine.evaluate(request(WEB, on)) == Grant(
+        ORDERS, ("orders:read", "orders:write"), 900, "rego:data.envoy.authz.allow"
+    )
+    narrowed = engine.evaluate(request(WEB, on, scopes=("orders:read",)))
+    assert isinstance(narrowed, Grant)
+    assert narrowed.scopes == ("orders:read",)
+    # The caller can only pick among what the route configures, never add to it.
+    wider = engine.evaluate(request(WEB, on, scopes=("deploy:write",)))
+    denied(wider, DenyReason.SCOPE_NOT_ALLOWED)
+    # At /token there is no route configuration: a yes-or-no policy grants nothing there.
+    token = route("", "/token", "GET")
+    chosen = engine.evaluate(request(WEB, token, audience=ORDERS, scopes=("orders:read",)))
+    denied(chosen, DenyReason.NO_AUDIENCE)
+    no_scopes = engine.evaluate(request(WEB, route("x.local", audience=ORDERS)))
+    denied(no_scopes, DenyReason.NO_SCOPES)
+
+
+def test_a_package_without_the_decision_rule_is_refused_naming_its_rules() -> None:
+    with pytest.raises(PolicyError) as caught:
+        RegoPolicy.compile(
+            "package envoy.authz\nallowed := true\nhelper := 1\n",
+            "p.rego",
+            query="envoy/authz/allow",
+        )
+    assert str(caught.value) == (
+        "p.rego: package envoy.authz has no rule allow to answer data.envoy.authz.allow "
+        "(its rules: allowed, helper)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("call", "named"),
+    [
+        (
+            'http.send({"method": "GET", "url": "https://opa.example"}).status_code == 200',
+            "http.send",
+        ),
+        ('net.cidr_contains("10.0.0.0/8", "10.1.1.1")', "net.cidr_contains"),
+        ('count(net.lookup_ip_addr("example.com")) > 0', "net.lookup_ip_addr"),
+        ('trace("here")', "trace"),
+        ('graphql.is_valid("{a}", "type Query {a: Int}")', "graphql.is_valid"),
+        ("rego.metadata.rule()", "rego.metadata.rule"),
+        ("no.such.function(1)", "no.such.function"),
+    ],
+)
+def test_builtins_the_engine_lacks_are_refused_at_load_by_name(call: str, named: str) -> None:
+    source = f"package envoy.authz\nimport rego.v1\ndefault allow := false\nallow if {{ {call} }}\n"
+    with pytest.raises(PolicyError) as caught:
+        RegoPolicy.compile(source, "p.rego", query="envoy/authz/allow")
+    assert str(caught.value) == (
+        f"p.rego: calls {named}, which keymint's Rego engine (rego-cpp) does not provide: "
+        "every call would be undefined, silently, where OPA has an answer"
+    )
+
+
+def test_print_is_refused_at_load_for_the_gateway() -> None:
+    source = "package envoy.authz\nimport rego.v1\nallow if { print(input); true }\n"
+    with pytest.raises(PolicyError, match="calls print, whose output goes to the gateway"):
+        RegoPolicy.compile(source, "p.rego", query="envoy/authz/allow")
+    assert RegoPolicy.compile(source, "p.rego", query="envoy/authz/allow", allow_print=True)
+
+
+def test_a_policy_that_crashes_the_engine_is_refused_and_the_gateway_lives() -> None:
+    """rego-cpp aborts its process on this module (std::terminate): compiled in a child first,
+    it costs the child, and the policy is refused with the engine's own words."""
+    source = (
+        "package envoy.authz\nimport rego.v1\ndefault allow := false\n"
+        'v := {"a": 1}\ntest_a if { allow with input as v }\n'
+    )
+    with pytest.raises(PolicyError) as caught:
+        RegoPolicy.compile(source, "crash.rego", query="envoy/authz/allow")
+    assert "crash.rego: the Rego engine crashed compiling it" in str(caught.value)
+    assert "std::runtime_error" in str(caught.value)

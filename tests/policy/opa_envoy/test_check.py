@@ -1,0 +1,184 @@
+"""Each opa-envoy-plugin-style policy through the gateway's Check: the gateway in this process,
+three signer processes running the same policy on the same input, a real OIDC issuer. Each
+policy is put in force by a reload of the Rego file, as an operator would."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
+
+from extauthz.app import build_policy_engine
+from extauthz.config import GatewaySettings
+from extauthz.model import Route
+from extauthz.policy import (
+    AuthzRequest,
+    Denial,
+    DenyReason,
+    Limits,
+    PolicyEngine,
+    PolicyError,
+    PolicyHeaders,
+    RegoPolicy,
+    ReloadOutcome,
+)
+from tests.extauthz.policy import spiffe_identity
+from tests.extauthz.stack import OIDC_AUDIENCE, Stack, check_request, running_stack
+from tests.policy.opa_envoy import (
+    CALLER,
+    POLICIES,
+    REFUSED,
+    SETTINGS,
+    Case,
+    basic,
+    case_id,
+    cases,
+    policy_text,
+)
+
+
+@dataclass
+class Arena:
+    runner: asyncio.Runner
+    stack: Stack
+
+    def use(self, name: str) -> None:
+        """Put policy `name` in force: write the Rego file, reload it (which flushes the hot
+        cache); the signers find the new version when the first sign request names it."""
+        text = policy_text(name, jwks=self.stack.issuer.jwks_json(), audience=OIDC_AUDIENCE)
+        path = self.stack.env["REGO_FILE"]
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        assert self.stack.gateway.rego is not None
+        outcome = self.stack.gateway.rego.reload().outcome
+        assert outcome in (ReloadOutcome.SWAPPED, ReloadOutcome.UNCHANGED)
+
+    def check(self, case: Case) -> CheckResponse:
+        response: CheckResponse = self.runner.run(self.stack.check(self.request(case)))
+        return response
+
+    def request(self, case: Case) -> CheckRequest:
+        """The CheckRequest the front Envoy sends for this request."""
+        route_key = case.path.split("/")[1]
+        if case.caller == "ci":
+            token = self.stack.issuer.mint({"jti": str(uuid.uuid4()), **case.claims})
+            request = check_request(bearer=token, route_key=route_key, path=case.path)
+        else:
+            svid = self.stack.svid("/ns/shop/sa/web")
+            request = check_request(certificate=svid, route_key=route_key, path=case.path)
+        http = request.attributes.request.http
+        http.method = case.method
+        http.headers.update(case.headers)
+        if case.body is not None:
+            http.body = case.body
+            http.headers["content-length"] = str(len(case.body.encode()))
+        return request
+
+
+@pytest.fixture(scope="module")
+def arena(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Arena]:
+    directory = tmp_path_factory.mktemp("opa-envoy-check")
+    rego = directory / "policy.rego"
+    rego.write_text((POLICIES / "boolean.rego").read_text())
+    with asyncio.Runner() as runner:
+        context = running_stack(directory, REGO_FILE=str(rego), **SETTINGS)
+        stack = runner.run(context.__aenter__())
+        try:
+            yield Arena(runner, stack)
+        finally:
+            runner.run(context.__aexit__(None, None, None))
+
+
+def outcome(response: CheckResponse) -> dict[str, Any]:
+    """What Envoy does with the answer: the status, what the upstream gets, what the caller
+    gets."""
+    if response.status.code == 0:
+        ok = response.ok_response
+        return {
+            "status": 200,
+            "upstream": {o.header.key: o.header.value for o in ok.headers},
+            "removed": list(ok.headers_to_remove),
+            "reply": {o.header.key: o.header.value for o in ok.response_headers_to_add},
+        }
+    denied = response.denied_response
+    return {
+        "status": denied.status.code,
+        "reply": {o.header.key: o.header.value for o in denied.headers},
+        "body": denied.body,
+    }
+
+
+@pytest.mark.parametrize(("policy", "case"), cases(), ids=list(map(case_id, cases())))
+def test_through_check(arena: Arena, policy: str, case: Case) -> None:
+    arena.use(policy)
+    got = outcome(arena.check(case))
+    assert got["status"] == case.status, got
+    if case.status == 200:
+        assert got["upstream"]["authorization"].startswith("Bearer ")  # keymint's token
+        for name, value in case.upstream_has.items():
+            assert got["upstream"][name] == value
+        for name in case.upstream_lacks:
+            assert name in got["removed"]
+    for name, value in case.reply_has.items():
+        assert got["reply"][name] == value
+    if case.body_is is not None:
+        assert got["body"] == case.body_is
+    if case.error is not None:
+        assert json.loads(got["body"])["error"] == case.error
+
+
+def test_an_object_decisions_metadata_reaches_envoys_access_log(arena: Arena) -> None:
+    arena.use("object.rego")
+    response = arena.check(Case("a read", "GET", "/orders/v1/orders/1", 200))
+    metadata = response.dynamic_metadata
+    assert metadata.fields["policy"].string_value == "object.rego"
+    assert metadata.fields["method"].string_value == "GET"
+    assert metadata.fields["keymint"].struct_value.fields["decision"].string_value == "allow"
+
+
+def test_a_policy_with_http_send_is_refused_at_load_and_the_one_in_force_stays(
+    arena: Arena,
+) -> None:
+    arena.use("boolean.rego")
+    assert arena.stack.gateway.rego is not None
+    with open(arena.stack.env["REGO_FILE"], "w", encoding="utf-8") as handle:
+        handle.write((POLICIES / REFUSED).read_text())
+    result = arena.stack.gateway.rego.reload()
+    assert result.outcome is ReloadOutcome.REJECTED
+    assert result.error is not None
+    assert (
+        "calls http.send, which keymint's Rego engine (rego-cpp) does not provide" in result.error
+    )
+    read = Case("a read", "GET", "/orders/v1/orders/1", 200)
+    assert outcome(arena.check(read))["status"] == 200  # boolean.rego still decides
+    # Nor does a gateway or a signer start with it: both build their policy engine this way.
+    with pytest.raises(PolicyError, match=r"calls http\.send"):
+        build_policy_engine(GatewaySettings.from_env(arena.stack.env))
+    arena.use("boolean.rego")
+
+
+def test_credentials_stay_out_of_the_input_unless_the_operator_lets_policy_read_them() -> None:
+    """basic_auth.rego under the default settings sees no authorization header: its rules
+    cannot match, and the guest is denied. The operator's setting lets it read the header."""
+    rego = RegoPolicy.compile(
+        (POLICIES / "basic_auth.rego").read_text(), "basic_auth.rego", query="envoy/authz/allow"
+    )
+    route = Route("api.internal", "/orders/v1/orders", "GET", {"audience": "a", "scopes": "r"})
+    request = AuthzRequest(
+        spiffe_identity(CALLER), route, headers={"authorization": basic("alice", "password")}
+    )
+    decisions = [
+        PolicyEngine(
+            limits=Limits(frozenset({"r"})), rego=rego, headers=PolicyHeaders.default(readable)
+        ).evaluate(request)
+        for readable in ((), ("authorization",))
+    ]
+    assert [type(d).__name__ for d in decisions] == ["Denial", "Grant"]
+    assert isinstance(decisions[0], Denial)
+    assert decisions[0].reason is DenyReason.REGO_DENIED
