@@ -138,6 +138,8 @@ class GatewaySettings:
         if signers and len(signers) != n:
             raise SettingsError("KEYMINT_SIGNERS", f"lists {len(signers)} signers, FROST_N is {n}")
         issuers_file = _path(env, ISSUERS_FILE_VARIABLE)
+        if issuers_file is not None:
+            _refuse_github_settings_beside(env, issuers_file)
         default_issuers = "" if issuers_file is not None else GITHUB_ISSUER
         issuers = tuple(_list(env.get("KEYMINT_OIDC_ISSUERS", default_issuers)))
         audiences = tuple(_list(env.get("KEYMINT_OIDC_AUDIENCES", "")))
@@ -270,6 +272,16 @@ def _bundles(raw: str) -> dict[str, Path]:
     return bundles
 
 
+def _refuse_github_settings_beside(env: Mapping[str, str], issuers_file: Path) -> None:
+    for name in LEGACY_OIDC_VARIABLES:
+        if env.get(name, "").strip():
+            raise SettingsError(
+                name,
+                f"is replaced by {ISSUERS_FILE_VARIABLE} ({issuers_file}): configure GitHub "
+                "there as a github_actions issuer, and remove this setting",
+            )
+
+
 def _jwt_issuers(
     env: Mapping[str, str],
     issuers_file: Path | None,
@@ -280,13 +292,6 @@ def _jwt_issuers(
     """The token issuers: KEYMINT_ISSUERS_FILE's, or GitHub's from the KEYMINT_OIDC_* settings;
     never both, so there is one place that says which issuers are trusted."""
     if issuers_file is not None:
-        for name in LEGACY_OIDC_VARIABLES:
-            if env.get(name, "").strip():
-                raise SettingsError(
-                    name,
-                    f"is replaced by {ISSUERS_FILE_VARIABLE} ({issuers_file}): configure GitHub "
-                    "there as a github_actions issuer, and remove this setting",
-                )
         try:
             return load_issuers_file(issuers_file, allow_http=allow_http)
         except IdentityConfigError as exc:

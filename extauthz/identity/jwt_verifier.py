@@ -91,8 +91,9 @@ def _nested(claims: Mapping[str, Any], path: tuple[str, ...]) -> str | None:
 
 
 def _email_verified(claims: Mapping[str, Any]) -> bool:
-    # Some IdPs (Cognito) send the boolean as a string.
-    return claims.get("email_verified") in (True, "true")
+    # Some IdPs (Cognito) send the boolean as a string. `1 == True` in Python: compare exactly.
+    verified = claims.get("email_verified")
+    return verified is True or (isinstance(verified, str) and verified == "true")
 
 
 class IssuerVerifier:
