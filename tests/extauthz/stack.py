@@ -216,14 +216,23 @@ def stack_env(directory: Path, oidc_issuer: str, cluster: SignerCluster) -> dict
 
 
 @asynccontextmanager
-async def running_stack(directory: Path, **overrides: str) -> AsyncIterator[Stack]:
-    issuer = LocalOidcIssuer(clock=time.time, audience=OIDC_AUDIENCE)
-    await issuer.start()
+async def running_stack(
+    directory: Path, *, oidc_issuer: LocalOidcIssuer | None = None, **overrides: str
+) -> AsyncIterator[Stack]:
+    """The stack; `oidc_issuer`, a started GitHub-shaped issuer the caller owns, is used instead
+    of a fresh one (so settings written beforehand, an issuers file, can name it)."""
+    issuer = oidc_issuer or LocalOidcIssuer(clock=time.time, audience=OIDC_AUDIENCE)
+    if oidc_issuer is None:
+        await issuer.start()
     ca = root_ca(TRUST_DOMAIN)
     (directory / "trust-bundle.pem").write_bytes(pem(ca.certificate))
     cluster = SignerCluster(directory, 2, 3)
     assert cluster.package is not None
-    root = write_trust_root(directory, cluster.package.group_public_key)
+    root = write_trust_root(
+        directory,
+        cluster.package.group_public_key,
+        issuer=overrides.get("KEYMINT_ISSUER", ISSUER),
+    )
     env = {
         **stack_env(directory, issuer.issuer, cluster),
         "KEYMINT_TRUST_ROOT": str(root),
@@ -258,4 +267,5 @@ async def running_stack(directory: Path, **overrides: str) -> AsyncIterator[Stac
         await server.stop(grace=None)
         await gateway.close()
         await asyncio.to_thread(cluster.stop)
-        await issuer.stop()
+        if oidc_issuer is None:
+            await issuer.stop()
