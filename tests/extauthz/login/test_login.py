@@ -9,71 +9,21 @@ import asyncio
 import io
 import stat
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from extauthz.exchange_client import ExchangedToken
-from extauthz.http_edge import start_http
 from extauthz.login.command import LoginOptions, run_login, time_left
 from extauthz.login.idp import LoginError, LoginRefused
 from extauthz.login.store import KeyringStore, account_for
-from tests.envoy.servers import BackgroundLoop
+from tests.extauthz.login.conftest import Live
 from tests.extauthz.login.test_pkce import browse
-from tests.extauthz.stack import DEPLOY, ISSUER, ORDERS, Stack, running_stack
-from tests.extauthz.workloads import CLIENT_ID, ENGINEER_TTL, Workloads
+from tests.extauthz.stack import DEPLOY, ORDERS
+from tests.extauthz.workloads import CLIENT_ID, ENGINEER_TTL
 from tests.helpers.idp import LocalIdp
 from tests.helpers.keyring_backend import MemoryKeyring
-
-
-@dataclass
-class Live:
-    loop: BackgroundLoop
-    stack: Stack
-    workloads: Workloads
-    token_url: str
-
-    @property
-    def idp(self) -> LocalIdp:
-        return self.workloads.idp
-
-    def options(self, **changes: object) -> LoginOptions:
-        base = LoginOptions(
-            idp=self.idp.issuer,
-            client_id=CLIENT_ID,
-            token_url=self.token_url,
-            audience=DEPLOY,
-            scope="deploy:read",
-            allow_http=True,
-        )
-        return replace(base, **changes)  # type: ignore[arg-type]
-
-    def claims(self, token: str) -> dict[str, object]:
-        key = Ed25519PublicKey.from_public_bytes(self.stack.gateway.group_public_key)
-        claims: dict[str, object] = jwt.decode(
-            token, key, algorithms=["EdDSA"], audience=DEPLOY, issuer=ISSUER
-        )
-        return claims
-
-
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    directory = tmp_path_factory.mktemp("login")
-    loop = BackgroundLoop()
-    workloads = loop.run(Workloads.start(directory, idp_interval=1))
-    context = running_stack(directory, oidc_issuer=workloads.github, **workloads.env())
-    try:
-        stack = loop.run(context.__aenter__(), timeout=120)
-        runner, port = loop.run(start_http(stack.gateway, "127.0.0.1:0"))
-        yield Live(loop, stack, workloads, f"http://127.0.0.1:{port}/token")
-        loop.run(runner.cleanup())
-        loop.run(context.__aexit__(None, None, None), timeout=60)
-    finally:
-        loop.run(workloads.stop())
-        loop.close()
 
 
 @pytest.fixture(autouse=True)
