@@ -214,15 +214,20 @@ def emit(
 
 def write_private(path: Path, text: str) -> None:
     """Replace `path` with a file of mode 0600 holding `text` (never through a symlink)."""
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    except OSError as exc:
+        raise LoginError(f"--out {path}: {exc.strerror or type(exc).__name__}") from None
     try:
         with os.fdopen(descriptor, "w", encoding="ascii") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)  # replaces a symlink at `path`, never its target
-    except BaseException:
+    except BaseException as exc:
         Path(temporary).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise LoginError(f"--out {path}: {exc.strerror or type(exc).__name__}") from None
         raise
 
 
@@ -344,6 +349,9 @@ def run(args: argparse.Namespace) -> int:
     except LoginRefused as exc:
         print(f"extauthz login: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("extauthz login: interrupted; no token was issued", file=sys.stderr)
+        return 130
     except ExchangeClientError as exc:
         raise LoginError(str(exc)) from None
     return 0

@@ -163,11 +163,14 @@ class IdpClient:
                 allow_redirects=False,  # a credential is never sent on to another URL
                 timeout=self._timeout,
             ) as response:
+                too_large = LoginError(f"{url} answered over {MAX_ANSWER_BYTES} bytes")
                 if response.content_length and response.content_length > MAX_ANSWER_BYTES:
-                    raise LoginError(f"{url} answered over {MAX_ANSWER_BYTES} bytes")
-                body = await response.content.read(MAX_ANSWER_BYTES + 1)
-                if len(body) > MAX_ANSWER_BYTES:
-                    raise LoginError(f"{url} answered over {MAX_ANSWER_BYTES} bytes")
+                    raise too_large
+                body = bytearray()
+                async for chunk in response.content.iter_any():  # decompressed: caps a bomb too
+                    body += chunk
+                    if len(body) > MAX_ANSWER_BYTES:
+                        raise too_large
                 status = response.status
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise IdpUnreachable(f"{url}: {type(exc).__name__}") from None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import aiohttp
 import jwt
 import pytest
+from aiohttp import web
 
 from extauthz.login.idp import (
     DeviceAuthorization,
@@ -187,3 +188,31 @@ def test_discovery_must_name_the_issuer_asked_for(
         IdpMetadata.from_document("https://idp.example", plain, allow_http=False)
     with pytest.raises(LoginError, match="https URL"):
         IdpClient(session, issuer=idp.issuer, client_id="x")  # http without --allow-http
+
+
+def test_an_idp_answer_is_bounded(run: Run, session: aiohttp.ClientSession) -> None:
+    """An IdP (or whoever answers in its name) cannot make the command read without limit."""
+
+    async def huge(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()  # chunked: no Content-Length to refuse up front
+        await response.prepare(request)
+        for _ in range(20):
+            await response.write(b" " * 8192)
+        await response.write_eof()
+        return response
+
+    async def serve() -> tuple[web.AppRunner, int]:
+        app = web.Application()
+        app.router.add_get("/.well-known/openid-configuration", huge)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        return runner, int(runner.addresses[0][1])
+
+    runner, port = run(serve())
+    try:
+        idp = IdpClient(session, issuer=f"http://127.0.0.1:{port}", client_id="c", allow_http=True)
+        with pytest.raises(LoginError, match="answered over 65536 bytes"):
+            run(idp.discover())
+    finally:
+        run(runner.cleanup())

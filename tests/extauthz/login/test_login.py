@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from extauthz.exchange_client import ExchangedToken
-from extauthz.login.command import LoginOptions, run_login, time_left
+from extauthz.login.command import LoginOptions, run_login, time_left, write_private
 from extauthz.login.idp import LoginError, LoginRefused
 from extauthz.login.store import KeyringStore, account_for
 from tests.extauthz.login.conftest import Live
@@ -267,3 +267,12 @@ def test_options_refuse_a_login_without_openid() -> None:
         LoginOptions("https://i", "c", "https://t", "a", idp_scope="email")
     with pytest.raises(LoginError, match="--flow"):
         LoginOptions("https://i", "c", "https://t", "a", flow="implicit")
+
+
+def test_an_out_file_that_cannot_be_written_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(LoginError, match=r"--out .*missing"):
+        write_private(tmp_path / "missing" / "deploy.jwt", "token")
+    (tmp_path / "a-directory").mkdir()
+    with pytest.raises(LoginError, match=r"--out .*a-directory"):
+        write_private(tmp_path / "a-directory", "token")
+    assert list(tmp_path.iterdir()) == [tmp_path / "a-directory"]  # no temporary file left
