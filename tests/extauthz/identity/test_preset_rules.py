@@ -385,3 +385,28 @@ def test_discovered_keys_for_another_algorithm(
         assert refused(run, verifier, forged).reason is Reason.ISSUER_UNREACHABLE
     finally:
         run(issuer.stop())
+
+
+def test_the_jwks_cache_rules_hold_for_any_issuer(
+    run: Run, ec: JwtKey, session: aiohttp.ClientSession, clock: ManualClock
+) -> None:
+    """An ES256 IdP by discovery: one fetch per cooldown whatever asks (unknown kids included),
+    and its last keys kept while it is down."""
+    issuer = run(LocalIssuer(keys=[ec], max_age=60).start())
+    try:
+        config = IssuerConfig.for_preset(
+            "oidc", issuer=issuer.issuer, audiences=["keymint-cli"], algorithms=("ES256",)
+        )
+        verifier = verifier_of(config, session, clock)
+        claims = okta_claims(issuer.issuer, "keymint-cli", clock())
+        assert run(verifier.verify(sign_token(ec, claims)))
+        for kid in ("unknown-1", "unknown-2", "unknown-3"):
+            stranger = sign_token(ec.with_kid(kid), claims)
+            assert refused(run, verifier, stranger).reason is Reason.UNKNOWN_KID
+        assert issuer.served["jwks"] == 1
+        run(issuer.stop())  # the IdP goes down past the keys' freshness
+        clock.advance(3600)
+        fresh = okta_claims(issuer.issuer, "keymint-cli", clock())
+        assert run(verifier.verify(sign_token(ec, fresh)))  # stale keys still serve
+    finally:
+        run(issuer.stop())
