@@ -30,7 +30,8 @@ COPY extauthz ./extauthz
 
 # Same install as `make setup` (pip and the project's own extras from pyproject.toml), so CI
 # exercises this step on every run. The image takes the runtime extras: `all` less `envoy` (the
-# Envoy binary the tests run; production Envoy is its own image) and less `dev`.
+# Envoy binary the tests run; production Envoy is its own image), less `login` (the OS keyring
+# for `extauthz login`, on engineers' machines) and less `dev`.
 # tests/test_dockerfile.py keeps this list and the one below equal to pyproject.toml's.
 RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[hsm,yubikey,redis,rego]"
 

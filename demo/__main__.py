@@ -1,10 +1,11 @@
-"""`make demo` / `make demo-check`: the whole keymint stack on this machine, and three flows.
+"""`make demo` / `make demo-check`: the whole keymint stack on this machine, and its flows.
 
 Everything is real and on loopback: a development CA, three signer processes that run a DKG (their
 shares sealed to files), the gateway process (its Check port mTLS: only Envoy's client certificate
 is accepted) pinned to the DKG's key as its trust root, the front Envoy and an upstream-side
 jwt_authn Envoy whose keys `extauthz pin-keys` wrote (both the real Envoy binary), an echo upstream,
-and a local OIDC issuer standing in for GitHub's.
+local issuers standing in for GitHub's and a Kubernetes cluster's, and an IdP (device flow and PKCE)
+for engineers who self-mint with `extauthz login`.
 The demo reuses the end-to-end test stack (tests/e2e/stack.py), so what it shows is what the tests
 check.
 
@@ -15,11 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
+import select
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,6 +42,7 @@ from signer.devca import dns_name, gateway_name  # noqa: E402
 from signer.token import compact, header_for, signing_input  # noqa: E402
 from tests.e2e.replies import exchange_form  # noqa: E402
 from tests.e2e.stack import FRONT_LISTENER, JWT_LISTENER, E2EStack, e2e_stack  # noqa: E402
+from tests.envoy.servers import request  # noqa: E402
 from tests.extauthz.stack import (  # noqa: E402
     DEPLOY,
     ISSUER,
@@ -45,6 +51,7 @@ from tests.extauthz.stack import (  # noqa: E402
     check_request,
     envoy_channel,
 )
+from tests.extauthz.workloads import CLIENT_ID, Workloads  # noqa: E402
 
 
 class FlowFailed(Exception):
@@ -124,8 +131,111 @@ def flow_exchange(stack: E2EStack, oidc: str) -> str:
     return access
 
 
+def _workloads(stack: E2EStack) -> Workloads:
+    assert stack.workloads is not None, "the demo starts the stack with its workloads"
+    return stack.workloads
+
+
+def flow_kubernetes(stack: E2EStack) -> None:
+    say("\n4. A Kubernetes workload calls through Envoy with its projected service-account token")
+    say("   (a volume with audience https://keymint.test; the cluster's keys given to keymint as")
+    say("   a JWKS file, as `kubectl get --raw /openid/v1/jwks` writes it).")
+    w = _workloads(stack)
+    say("   caller: system:serviceaccount:shop:web in prod-cluster   GET /orders/v1/orders/42")
+    reply = stack.front_call(
+        "GET", "/orders/v1/orders/42", headers=_bearer(w.service_account_token("shop", "web"))
+    )
+    claims = stack.decode(received_token(stack, reply), ORDERS)
+    say("   decision: allowed by binding shop-pods-read-orders (namespace shop, service account")
+    say("   web). The upstream received a keymint token naming the pod's service account:")
+    show_claims(claims, ("sub", "aud", "scope", "namespace", "service_account", "pod", "exp"))
+    expect(claims["namespace"] == "shop", "the service account's namespace in the token")
+    billing = stack.front_call(
+        "GET", "/orders/v1/orders/42", headers=_bearer(w.service_account_token("billing", "web"))
+    )
+    say(f"   the same call from billing/web: {billing.status} {billing.body.decode()}")
+    expect(billing.status == 403, "another namespace's service account is refused")
+
+
+def flow_engineer(stack: E2EStack, directory: Path) -> str:
+    say("\n5. An engineer self-mints a 15-minute token: `extauthz login` signs in at the IdP")
+    say("   (device flow), then exchanges the ID token at /token for a scoped keymint token.")
+    w = _workloads(stack)
+    token_file = directory / "engineer.jwt"
+    command = [
+        sys.executable, "-m", "extauthz.cli", "login", "--idp", w.idp.issuer,
+        "--client-id", CLIENT_ID, "--token-url", _token_url(stack), "--audience", DEPLOY,
+        "--scope", "deploy:read", "--out", str(token_file), "--no-keyring", "--allow-http",
+    ]  # fmt: skip
+    say("   $ extauthz login --idp <IdP> --client-id keymint-cli --token-url <keymint>/token \\")
+    say("         --audience https://deploy.internal --scope deploy:read --out engineer.jwt")
+    process = subprocess.Popen(  # noqa: S603 (this interpreter, our arguments)
+        command,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        shown = _wait_for(process, r"\(or open (\S+)\)")
+        for line in shown.strip().splitlines():
+            say(f"   | {line}")
+        complete = re.search(r"\(or open (\S+)\)", shown)
+        assert complete is not None
+        say("   (the demo, as Ada's browser, opens that page and approves)")
+        page = stack.background.run(
+            request("GET", complete.group(1) + "&user=ada", None, None, None, None)
+        )
+        expect(page.status == 200, "the IdP's device page approves")
+        _, rest = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    for line in rest.strip().splitlines():
+        say(f"   | {line}")
+    expect(process.returncode == 0, f"extauthz login exited {process.returncode}")
+    token = token_file.read_text().strip()
+    claims = stack.decode(token, DEPLOY)
+    show_claims(claims, ("sub", "email", "aud", "scope", "exp"))
+    expect(claims["exp"] - claims["iat"] <= 900, "the engineer role caps the token at 15 minutes")
+    passed = received_token(
+        stack, stack.front_call("GET", "/deploy/status", headers=_bearer(token))
+    )
+    expect(passed == token, "the engineer's token is passed through unchanged")
+    direct = stack.jwt_call("/deploy/v1/releases", bearer=token)
+    say(f"   calling /deploy/status through Envoy with it: allowed; jwt_authn: {direct.status}")
+    expect(direct.status == 200, "jwt_authn accepts the engineer's token")
+    return token
+
+
+def _token_url(stack: E2EStack) -> str:
+    return f"http://127.0.0.1:{stack.gateway.http_port}/token"
+
+
+def _wait_for(process: subprocess.Popen[str], pattern: str, timeout: float = 30.0) -> str:
+    """The command's stderr up to `pattern` (raw reads: a text buffer would hide it from select)."""
+    assert process.stderr is not None
+    descriptor = process.stderr.fileno()
+    seen = ""
+    deadline = time.monotonic() + timeout
+    while not re.search(pattern, seen):
+        remaining = deadline - time.monotonic()
+        ready, _, _ = select.select([descriptor], [], [], max(0.0, min(0.2, remaining)))
+        if ready:
+            chunk = os.read(descriptor, 65536)
+            if not chunk:
+                raise FlowFailed(f"extauthz login ended early: {seen}")
+            seen += chunk.decode()
+        elif remaining <= 0:
+            raise FlowFailed(f"extauthz login never showed a sign-in code: {seen}")
+    return seen
+
+
 def flow_denials(stack: E2EStack) -> None:
-    say("\n4. What a refused caller reads:")
+    say("\n6. What a refused caller reads:")
     for label, reply in (
         ("no credential", stack.front_call("GET", "/deploy/status")),
         (
@@ -140,7 +250,7 @@ def flow_denials(stack: E2EStack) -> None:
 
 
 def flow_keys(stack: E2EStack, access: str) -> None:
-    say("\n5. Which keys verify: only keys t signers endorsed, chained from the pinned trust root.")
+    say("\n7. Which keys verify: only keys t signers endorsed, chained from the pinned trust root.")
     root = json.loads(Path(stack.env["KEYMINT_TRUST_ROOT"]).read_text())
     say(f"   trust root (pinned by operators): kid {root['keys'][0]['kid']}")
     reply = stack.front_call("GET", "/.well-known/keymint-endorsements.json")
@@ -181,7 +291,7 @@ def _extauthz(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def flow_check_port(stack: E2EStack) -> None:
-    say("\n6. Someone who can reach the gateway's Check port sends it a Check directly, with a")
+    say("\n8. Someone who can reach the gateway's Check port sends it a Check directly, with a")
     say("   victim's certificate (a public document) as the caller's:")
     request = check_request(certificate=stack.svid("/ns/shop/sa/web"), route_key="orders")
     address = f"127.0.0.1:{stack.gateway.grpc_port}"
@@ -250,6 +360,14 @@ def print_try_it(stack: E2EStack, directory: Path, token: str) -> None:
         f"       --endorsements {_endorsements_url(stack)} --allow-http \\\n"
         f"       --issuer {ISSUER} --audience {DEPLOY} $(cat {token_file})"
     )
+    w = _workloads(stack)
+    say(
+        f"  python -m extauthz.cli login --idp {w.idp.issuer} --client-id {CLIENT_ID} \\\n"
+        f"       --token-url {_token_url(stack)} --audience {DEPLOY} --scope deploy:read "
+        "--allow-http\n"
+        "       # then open the page it shows, adding &user=ada to its URL (the stand-in IdP's "
+        "sign-in)"
+    )
     say(f"  metrics: http://127.0.0.1:{stack.gateway.http_port}/metrics")
 
 
@@ -261,9 +379,10 @@ def main() -> int:
         directory = Path(tmp)
         say("Starting keymint: a development CA, 3 signer processes (sealed-file vaults),")
         say("a DKG among them (its key pinned as the trust root), the gateway, the front Envoy,")
-        say("a jwt_authn Envoy with pinned keys, an echo API, and a local OIDC issuer ...")
+        say("a jwt_authn Envoy with pinned keys, an echo API, local issuers (GitHub, a Kubernetes")
+        say("cluster, GitLab, SPIRE) and an IdP for engineers ...")
         try:
-            with e2e_stack(directory, dkg=True) as stack:
+            with e2e_stack(directory, dkg=True, workloads=True) as stack:
                 kid = stack.jwks()["keys"][0]["kid"]
                 say(f"Ready. Group key kid {kid}: made by DKG, so no machine ever held it whole;")
                 say(
@@ -273,6 +392,8 @@ def main() -> int:
                 flow_service(stack)
                 oidc = flow_ci(stack)
                 access = flow_exchange(stack, oidc)
+                flow_kubernetes(stack)
+                flow_engineer(stack, directory)
                 flow_denials(stack)
                 flow_keys(stack, access)
                 flow_check_port(stack)

@@ -18,8 +18,9 @@ import aiohttp
 
 from extauthz.config import GatewaySettings, SettingsError
 from extauthz.identity import (
-    GitHubOidcVerifier,
+    IdentityConfigError,
     JwksSettings,
+    JwtVerifier,
     TrustBundle,
     TrustedProxies,
     X509Verifier,
@@ -97,19 +98,19 @@ def build_identifier(
     settings: GatewaySettings, session: aiohttp.ClientSession, clock: Callable[[], float]
 ) -> Identifier:
     oidc = None
-    if settings.oidc_issuers:
-        oidc = GitHubOidcVerifier.for_issuers(
-            settings.oidc_issuers,
-            audiences=settings.oidc_audiences,
-            session=session,
-            jwks_settings=JwksSettings(
-                insecure_allow_http=settings.oidc_allow_http,
-                fetch_timeout_seconds=settings.jwks_fetch_timeout,
-            ),
-            max_token_age_seconds=settings.oidc_max_token_age,
-            max_lifetime_seconds=settings.oidc_max_lifetime,
-            clock=clock,
-        )
+    if settings.jwt_issuers:
+        try:
+            oidc = JwtVerifier.from_configs(
+                settings.jwt_issuers,
+                session=session,
+                jwks_settings=JwksSettings(
+                    insecure_allow_http=settings.oidc_allow_http,
+                    fetch_timeout_seconds=settings.jwks_fetch_timeout,
+                ),
+                clock=clock,
+            )
+        except IdentityConfigError as exc:  # e.g. a JWKS file that cannot be read
+            raise SettingsError("KEYMINT_ISSUERS_FILE", str(exc)) from None
     bundles = [
         TrustBundle.from_pem(domain, path.read_bytes())
         for domain, path in sorted(settings.spiffe_bundles.items())

@@ -6,28 +6,17 @@ derives them again from the same evidence, so a signer's guard can insist they m
 
 from __future__ import annotations
 
-from extauthz.model import Identity, IdentityKind
+from extauthz.model import TOKEN_KINDS, Identity
 from signer.token import b64url
-
-# GitHub claims carried into minted tokens: ids bind, names inform.
-GITHUB_PROVENANCE = (
-    "repository",
-    "repository_id",
-    "repository_owner",
-    "repository_owner_id",
-    "ref",
-    "environment",
-    "job_workflow_ref",
-    "run_id",
-)
 
 
 def provenance_claims(identity: Identity) -> dict[str, str]:
-    """Claims beyond the registered ones that describe where the caller's identity came from."""
-    if identity.kind is IdentityKind.GITHUB_ACTIONS:
-        return {
-            name: identity.claims[name] for name in GITHUB_PROVENANCE if identity.claims.get(name)
-        }
+    """Claims beyond the registered ones that describe where the caller's identity came from:
+    for a token, the claims its issuer's configuration names (`IssuerConfig.provenance`; GitHub's
+    ids and names, GitLab's project and namespace, a service account's namespace...); for a
+    SPIFFE identity, its SPIFFE ID."""
+    if identity.kind in TOKEN_KINDS:
+        return dict(identity.provenance)
     if identity.spiffe_id is not None:
         return {"spiffe_id": str(identity.spiffe_id)}
     return {}

@@ -1,14 +1,18 @@
-"""`extauthz`: run the gateway, exchange a CI job's OIDC token, verify tokens and audit logs.
+"""`extauthz`: run the gateway, exchange a CI job's OIDC token, self-mint a token as an engineer,
+verify tokens and audit logs.
 
     extauthz serve [--workers N]      # settings from the environment (extauthz.config)
     extauthz exchange --audience AUD --token-url https://keymint.example/token [--export-env]
+    extauthz login --idp URL --client-id ID --token-url URL --audience AUD [--scope S] [--out F]
+    extauthz token-info FILE|-
     extauthz verify --trust-root FILE --endorsements URL --issuer ISS --audience AUD TOKEN|-
     extauthz pin-keys --trust-root FILE --endorsements URL --out JWKS_FILE
     extauthz audit verify PATH
     extauthz policy test [FILE...]    # a Rego policy's test_ rules, a JSON policy's examples
 
-Exit codes: 0 done; 1 a check said no (token refused, audit chain broken); 2 the command could
-not run (bad settings or arguments, a server refused or was unreachable), with a message on stderr.
+Exit codes: 0 done; 1 a check said no (token refused, audit chain broken, a login denied or
+refused, a token expired); 2 the command could not run (bad settings or arguments, a server
+refused or was unreachable), with a message on stderr.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pathlib import Path
 
 from extauthz import exchange_client, offline_verify, pinned_keys, policy_cli
 from extauthz.errors import ExtAuthzError
+from extauthz.login import command as login_command
 from signer.errors import SignerError
 
 READY_LINE = "keymint-gateway ready grpc_port={grpc_port} http_port={http_port}"
@@ -109,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=_serve)
 
     exchange_client.add_command(commands)
+    login_command.add_commands(commands)
     offline_verify.add_command(commands)
     pinned_keys.add_command(commands)
     policy_cli.add_command(commands)

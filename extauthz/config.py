@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from extauthz.errors import ExtAuthzError
-from extauthz.identity import GITHUB_ISSUER
+from extauthz.identity import (
+    GITHUB_ISSUER,
+    IdentityConfigError,
+    IssuerConfig,
+    github_configs,
+    load_issuers_file,
+)
 from extauthz.policy.rego import DEFAULT_QUERY, PolicyHeaders, normalize_query
 from signer.redisconn import RedisSettings, RedisSettingsError
 
@@ -66,6 +72,14 @@ CheckPort = CheckPortTls | CheckPortUnix | CheckPortInsecure
 
 DEFAULT_GRPC_LISTEN = "unix:./state/check.sock"
 DEFAULT_SOCKET_MODE = 0o600
+ISSUERS_FILE_VARIABLE = "KEYMINT_ISSUERS_FILE"
+# The GitHub-only settings that KEYMINT_ISSUERS_FILE replaces (a github_actions issuer there).
+LEGACY_OIDC_VARIABLES = (
+    "KEYMINT_OIDC_ISSUERS",
+    "KEYMINT_OIDC_AUDIENCES",
+    "KEYMINT_OIDC_MAX_TOKEN_AGE_SECONDS",
+    "KEYMINT_OIDC_MAX_LIFETIME_SECONDS",
+)
 CHECK_TLS_VARIABLES = (
     "KEYMINT_CHECK_TLS_CERT",
     "KEYMINT_CHECK_TLS_KEY",
@@ -123,6 +137,9 @@ class GatewaySettings:
     rego_query: str = DEFAULT_QUERY
     rego_alone: bool = False
     policy_per_request_input: bool = False
+    # Every accepted token issuer: from KEYMINT_ISSUERS_FILE, or GitHub's from the OIDC settings.
+    issuers_file: Path | None = None
+    jwt_issuers: tuple[IssuerConfig, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> GatewaySettings:
@@ -134,7 +151,11 @@ class GatewaySettings:
         signers = _signers(env.get("KEYMINT_SIGNERS", ""))
         if signers and len(signers) != n:
             raise SettingsError("KEYMINT_SIGNERS", f"lists {len(signers)} signers, FROST_N is {n}")
-        issuers = tuple(_list(env.get("KEYMINT_OIDC_ISSUERS", GITHUB_ISSUER)))
+        issuers_file = _path(env, ISSUERS_FILE_VARIABLE)
+        if issuers_file is not None:
+            _refuse_github_settings_beside(env, issuers_file)
+        default_issuers = "" if issuers_file is not None else GITHUB_ISSUER
+        issuers = tuple(_list(env.get("KEYMINT_OIDC_ISSUERS", default_issuers)))
         audiences = tuple(_list(env.get("KEYMINT_OIDC_AUDIENCES", "")))
         if issuers and not audiences:
             raise SettingsError(
@@ -142,6 +163,7 @@ class GatewaySettings:
                 "is required when OIDC issuers are configured (GitHub's default audience is "
                 "never accepted)",
             )
+        allow_http = _bool(env, "KEYMINT_OIDC_ALLOW_HTTP", False)
         admin = env.get("KEYMINT_ADMIN_TOKEN_SHA256", "").strip().lower() or None
         if admin is not None and (
             len(admin) != 64 or any(c not in "0123456789abcdef" for c in admin)
@@ -166,7 +188,7 @@ class GatewaySettings:
             oidc_issuers=issuers,
             oidc_audiences=audiences,
             oidc_max_token_age=_int(env, "KEYMINT_OIDC_MAX_TOKEN_AGE_SECONDS", 600),
-            oidc_allow_http=_bool(env, "KEYMINT_OIDC_ALLOW_HTTP", False),
+            oidc_allow_http=allow_http,
             spiffe_bundles=_bundles(env.get("KEYMINT_SPIFFE_BUNDLES", "")),
             trusted_proxies=tuple(_list(env.get("KEYMINT_TRUSTED_PROXIES", ""))),
             redis_url=env.get("KEYMINT_REDIS_URL", "").strip() or None,
@@ -188,6 +210,8 @@ class GatewaySettings:
             rego_alone=_bool(env, "KEYMINT_REGO_ALONE", False),
             policy_per_request_input=_rego_setting(env, "KEYMINT_POLICY_PER_REQUEST_INPUT"),
             **_state_settings(env),
+            issuers_file=issuers_file,
+            jwt_issuers=_jwt_issuers(env, issuers_file, issuers, audiences, allow_http),
         )
         problem = workers_problem(settings)
         if problem is not None:
@@ -309,6 +333,44 @@ def _bundles(raw: str) -> dict[str, Path]:
             raise SettingsError("KEYMINT_SPIFFE_BUNDLES", f"{item!r} is not TRUST_DOMAIN=PATH")
         bundles[domain] = Path(path)
     return bundles
+
+
+def _refuse_github_settings_beside(env: Mapping[str, str], issuers_file: Path) -> None:
+    for name in LEGACY_OIDC_VARIABLES:
+        if env.get(name, "").strip():
+            raise SettingsError(
+                name,
+                f"is replaced by {ISSUERS_FILE_VARIABLE} ({issuers_file}): configure GitHub "
+                "there as a github_actions issuer, and remove this setting",
+            )
+
+
+def _jwt_issuers(
+    env: Mapping[str, str],
+    issuers_file: Path | None,
+    github_issuers: tuple[str, ...],
+    audiences: tuple[str, ...],
+    allow_http: bool,
+) -> tuple[IssuerConfig, ...]:
+    """The token issuers: KEYMINT_ISSUERS_FILE's, or GitHub's from the KEYMINT_OIDC_* settings;
+    never both, so there is one place that says which issuers are trusted."""
+    if issuers_file is not None:
+        try:
+            return load_issuers_file(issuers_file, allow_http=allow_http)
+        except IdentityConfigError as exc:
+            raise SettingsError(ISSUERS_FILE_VARIABLE, str(exc)) from None
+    if not github_issuers:
+        return ()
+    try:
+        return github_configs(
+            github_issuers,
+            audiences=audiences,
+            max_token_age_seconds=_int(env, "KEYMINT_OIDC_MAX_TOKEN_AGE_SECONDS", 600),
+            # GitHub's tokens live 300 s; one published sample 21600 s.
+            max_lifetime_seconds=_int(env, "KEYMINT_OIDC_MAX_LIFETIME_SECONDS", 3600),
+        )
+    except IdentityConfigError as exc:
+        raise SettingsError("KEYMINT_OIDC_ISSUERS", str(exc)) from None
 
 
 def _refuse_trust_envoy_principal(env: Mapping[str, str]) -> None:

@@ -1,8 +1,18 @@
-"""The HTTP edge: JWKS and endorsements, discovery, RFC 8693 `/token`, health, metrics, admin.
+"""The HTTP edge: JWKS and endorsements, metadata, RFC 8693 `/token`, health, metrics, admin.
 
 Thin by design, like the gRPC edge, and on the same event loop. Handlers see the gateway only
 through `HttpBackend`, so tests run them against a fake; `PipelineBackend` is the real one. The
 `/token` form and its answers (and the error mapping table) live in `token_exchange`, without I/O.
+
+Metadata: `/.well-known/oauth-authorization-server` (RFC 8414) and
+`/.well-known/openid-configuration` (OpenID Connect Discovery 1.0) serve one document with every
+member either specification requires, and only what is true: the token endpoint takes the
+token-exchange grant from public clients (`none`), for the subject token types in
+`subject_token_types_supported` (a keymint member: RFC 8693 registers none). keymint has no
+authorization endpoint to speak of: `/authorize` exists because both specifications require one,
+and answers every request `unsupported_response_type`, so `response_types_supported` is empty.
+OIDC Discovery asks `id_token_signing_alg_values_supported` to include RS256; keymint signs
+nothing but EdDSA (and issues no ID token), so the list says EdDSA only.
 
 Keys: the JWKS serves only keys endorsed from the pinned trust root (`extauthz.keyring`), and
 `/.well-known/keymint-endorsements.json` serves the root kids and the endorsement chain, so a
@@ -41,6 +51,8 @@ from extauthz.pipeline import AuditWriter, Pipeline
 from extauthz.token_exchange import (
     GRANT_TYPE_TOKEN_EXCHANGE,
     MAX_BODY_BYTES,
+    NO_STORE,
+    SUBJECT_TOKEN_TYPES,
     ExchangeAnswer,
     ExchangeError,
     answer_decision,
@@ -58,7 +70,9 @@ log = logging.getLogger(__name__)
 JWKS_PATH = "/.well-known/jwks.json"
 ENDORSEMENTS_PATH = "/.well-known/keymint-endorsements.json"
 DISCOVERY_PATH = "/.well-known/openid-configuration"
+AUTHORIZATION_SERVER_PATH = "/.well-known/oauth-authorization-server"  # RFC 8414
 TOKEN_PATH = "/token"  # noqa: S105 (a path)
+AUTHORIZATION_PATH = "/authorize"
 MAX_REVOKED_VALUE = 1024  # a jti is a UUID, a subject a SPIFFE ID or an OIDC `sub`
 
 
@@ -246,16 +260,16 @@ class _Handlers:
         return self._cacheable(request, self._backend.key_endorsements())
 
     async def discovery(self, request: web.Request) -> web.Response:
-        # Only what is true: no authorization endpoint and no ID tokens, so none of their fields.
-        base = self._backend.issuer.rstrip("/")
+        return self._cacheable(request, metadata(self._backend.issuer))
+
+    async def authorize(self, request: web.Request) -> web.Response:
+        # No redirect: nothing here knows the client's redirect URI, so the error is the answer.
         document = {
-            "issuer": self._backend.issuer,
-            "jwks_uri": base + JWKS_PATH,
-            "token_endpoint": base + TOKEN_PATH,
-            "grant_types_supported": [GRANT_TYPE_TOKEN_EXCHANGE],
-            "token_endpoint_auth_methods_supported": ["none"],
+            "error": "unsupported_response_type",
+            "error_description": "keymint issues tokens only by token exchange at /token (RFC "
+            "8693); it has no authorization endpoint",
         }
-        return self._cacheable(request, document)
+        return _json(400, document, NO_STORE)
 
     def _cacheable(self, request: web.Request, document: object) -> web.Response:
         body = json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
@@ -375,6 +389,27 @@ class _Handlers:
             raise AdminRequestError("body", "is not JSON") from None
 
 
+def metadata(issuer: str) -> dict[str, object]:
+    """The authorization server's metadata (RFC 8414 and OIDC Discovery; see the module)."""
+    base = issuer.rstrip("/")
+    return {
+        "issuer": issuer,  # byte for byte the `iss` of every minted token
+        "authorization_endpoint": base + AUTHORIZATION_PATH,
+        "token_endpoint": base + TOKEN_PATH,
+        "jwks_uri": base + JWKS_PATH,
+        "response_types_supported": [],
+        "grant_types_supported": [GRANT_TYPE_TOKEN_EXCHANGE],
+        "token_endpoint_auth_methods_supported": ["none"],
+        "subject_token_types_supported": sorted(SUBJECT_TOKEN_TYPES),
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["EdDSA"],
+        # OIDC Discovery's defaults would say request_uri is supported; it is not.
+        "request_uri_parameter_supported": False,
+        "request_parameter_supported": False,
+        "claims_parameter_supported": False,
+    }
+
+
 def _refuse_constant(name: str) -> object:
     raise ValueError(f"{name} is not a number")
 
@@ -393,6 +428,8 @@ def build_app(
     app.router.add_get(JWKS_PATH, handlers.jwks)
     app.router.add_get(ENDORSEMENTS_PATH, handlers.endorsements)
     app.router.add_get(DISCOVERY_PATH, handlers.discovery)
+    app.router.add_get(AUTHORIZATION_SERVER_PATH, handlers.discovery)
+    app.router.add_route("*", AUTHORIZATION_PATH, handlers.authorize)
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)
     app.router.add_get("/metrics", handlers.metrics)

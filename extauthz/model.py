@@ -11,6 +11,22 @@ class IdentityKind(Enum):
     SPIFFE = "spiffe"  # an X.509-SVID: a client certificate whose URI SAN is a SPIFFE ID
     X509 = "x509"  # a client certificate without a SPIFFE ID
     GITHUB_ACTIONS = "github_actions"  # a GitHub Actions OIDC token
+    GITLAB_CI = "gitlab_ci"  # a GitLab CI/CD `id_tokens` token
+    KUBERNETES = "kubernetes"  # a projected Kubernetes service-account token
+    SPIFFE_JWT = "spiffe_jwt"  # a JWT-SVID: `sub` is a SPIFFE ID
+    OIDC = "oidc"  # any other OIDC issuer's ID token (engineers' IdPs, generic workloads)
+
+
+# The kinds verified from a JWT (evidence "oidc_token"): proof-bearing, audience-bound tokens.
+TOKEN_KINDS = frozenset(
+    {
+        IdentityKind.GITHUB_ACTIONS,
+        IdentityKind.GITLAB_CI,
+        IdentityKind.KUBERNETES,
+        IdentityKind.SPIFFE_JWT,
+        IdentityKind.OIDC,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +55,7 @@ class Identity:
     """One verified caller identity, whatever credential it came from."""
 
     kind: IdentityKind
-    subject: str  # SPIFFE ID, certificate subject DN, or `github_subject` (issuer and ids)
+    subject: str  # SPIFFE ID, certificate subject DN, or `<issuer>#<claims>` for tokens
     issuer: str  # OIDC issuer URL, or the trust domain / CA name for certificates
     credential_hash: str  # hex SHA-256 of the presented credential (cache key, log reference)
     expires_at: int  # unix seconds: the credential's own expiry (cert notAfter or token exp)
@@ -47,6 +63,10 @@ class Identity:
     spiffe_id: SpiffeId | None = None
     certificate_sha256: bytes | None = None  # DER SHA-256 of the leaf, for cnf x5t#S256
     claims: Mapping[str, str] = field(default_factory=dict)  # OIDC claims, ids as strings
+    # Claims whose value is a list of strings (`groups`, `amr`): policy matches any element.
+    claim_lists: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # What minted tokens carry about where this identity came from (see extauthz.claims).
+    provenance: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

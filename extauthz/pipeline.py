@@ -23,8 +23,8 @@ from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 from extauthz.decision import Allow, Decision, Deny
 from extauthz.hotcache import HotCache, HotEntry, request_fingerprint
 from extauthz.identity import (
-    GitHubOidcVerifier,
     IdentityError,
+    JwtVerifier,
     MissingCredential,
     Reason,
     X509Verifier,
@@ -70,7 +70,7 @@ class Identifier:
     def __init__(
         self,
         *,
-        oidc: GitHubOidcVerifier | None = None,
+        oidc: JwtVerifier | None = None,
         certificates: X509Verifier | None = None,
         xfcc: XfccIdentifier | None = None,
     ) -> None:
@@ -79,7 +79,7 @@ class Identifier:
         self._xfcc = xfcc
 
     @property
-    def oidc(self) -> GitHubOidcVerifier | None:
+    def oidc(self) -> JwtVerifier | None:
         return self._oidc
 
     @property

@@ -12,7 +12,7 @@ import binascii
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,13 +61,15 @@ def json_segment(segment: str, what: str) -> dict[str, Any]:
     return value
 
 
-def _accepted_kid(header: Mapping[str, Any], algorithm: str) -> str:
+def _accepted_kid(
+    header: Mapping[str, Any], algorithms: Collection[str], types: Collection[str]
+) -> str:
     alg = header.get("alg")
-    if alg != algorithm:
-        # `none`, HS256 (keyed with a public key), ES*, EdDSA...: one algorithm per issuer.
-        raise IdentityError(Reason.ALG_NOT_ALLOWED, f"alg {str(alg)[:20]!r} is not {algorithm}")
-    if "typ" in header and header["typ"] != "JWT":
-        raise IdentityError(Reason.BAD_TOKEN_TYPE, "typ is not JWT")
+    if not isinstance(alg, str) or alg not in algorithms:
+        # `none`, HS256 (keyed with a public key), anything not configured: refused by name.
+        allowed = ", ".join(sorted(algorithms))
+        raise IdentityError(Reason.ALG_NOT_ALLOWED, f"alg {str(alg)[:20]!r} is not {allowed}")
+    check_type(header, types)
     if "crit" in header or "b64" in header:
         raise IdentityError(Reason.CRIT_NOT_SUPPORTED, "critical header extensions unsupported")
     # jku, x5u, jwk and x5c are deliberately never read: keys come from the issuer's JWKS.
@@ -77,13 +79,28 @@ def _accepted_kid(header: Mapping[str, Any], algorithm: str) -> str:
     return kid
 
 
-def read_unverified(token: str, *, algorithm: str) -> UnverifiedToken:
-    """Split and check a compact JWS; IdentityError for anything not worth verifying."""
+def check_type(header: Mapping[str, Any], types: Collection[str]) -> None:
+    """`typ`, when present, must be one the issuer uses: never `at+jwt` (an access token)."""
+    if "typ" not in header:
+        return
+    typ = header["typ"]
+    if not isinstance(typ, str) or typ not in types:
+        raise IdentityError(Reason.BAD_TOKEN_TYPE, f"typ is not {' or '.join(sorted(types))}")
+
+
+def read_unverified(
+    token: str, *, algorithms: Collection[str], types: Collection[str] = ("JWT",)
+) -> UnverifiedToken:
+    """Split and check a compact JWS; IdentityError for anything not worth verifying.
+
+    `algorithms` and `types` are every `alg` and `typ` any configured issuer accepts; the issuer
+    the claims name narrows them later."""
     parts = token.split(".")
     if len(parts) != 3:
         raise IdentityError(Reason.MALFORMED_TOKEN, "not a compact JWS (three parts)")
     header = json_segment(parts[0], "header")
-    kid = _accepted_kid(header, algorithm)  # before the signature check, so alg none says so
+    # Before the signature check, so that alg none says so.
+    kid = _accepted_kid(header, algorithms, types)
     if not _SEGMENT.fullmatch(parts[2]):
         raise IdentityError(Reason.MALFORMED_TOKEN, "signature is missing or not base64url")
     return UnverifiedToken(kid, header, json_segment(parts[1], "payload"))

@@ -1,7 +1,10 @@
 """Signing keys of an OIDC issuer: discovery, a shared cache, and fetches nobody can force.
 
 Keys come only from the `jwks_uri` of the issuer's own discovery document, whose `issuer` must be
-the configured one; never from a token header (`jku`, `x5u`, `jwk`, `x5c`). The rules:
+the configured one and whose `jwks_uri` must be on the issuer's origin, or from a `jwks_uri` the
+operator configured (Google serves its keys from another host); never from a token header (`jku`,
+`x5u`, `jwk`, `x5c`). Only keys for the issuer's algorithms are kept (`extauthz.identity.keys`).
+The rules:
 
 - fresh: keys are used without any fetch until `max-age` (clamped) has passed; ETag revalidates.
 - bounded: at most one fetch per issuer per `fetch_cooldown_seconds`, whatever triggers it (cold
@@ -19,14 +22,12 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
 from aiocache import SimpleMemoryCache
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
-from jwt import PyJWK, PyJWTError
 
 from extauthz.identity._http import (
     FetchError,
@@ -36,11 +37,19 @@ from extauthz.identity._http import (
     same_origin,
 )
 from extauthz.identity.errors import IdentityConfigError, IdentityError, Reason
+from extauthz.identity.keys import (
+    USE_SIGNATURE,
+    PublicKey,
+    VerificationKey,
+    accepted_jwks,
+    is_rs256_signing_key,
+    parse_jwks,
+)
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
-MIN_RSA_BITS = 2048
+__all__ = ["JwksCache", "JwksSettings", "is_rs256_signing_key"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,30 +70,6 @@ class JwksSettings:
             raise IdentityConfigError("fetch cooldown and timeout must be positive")
         if self.serve_stale_seconds < 0 or self.max_document_bytes <= 0 or self.max_keys <= 0:
             raise IdentityConfigError("serve_stale_seconds, size and key caps must be sane")
-
-
-def is_rs256_signing_key(jwk: Mapping[str, Any]) -> bool:
-    """A public RSA key declared (or not declared otherwise) for RS256 signatures."""
-    key_ops = jwk.get("key_ops")
-    return (
-        jwk.get("kty") == "RSA"
-        and jwk.get("use", "sig") == "sig"
-        and jwk.get("alg", "RS256") == "RS256"
-        and (key_ops is None or (isinstance(key_ops, list) and "verify" in key_ops))
-        and isinstance(jwk.get("kid"), str)
-        and bool(jwk["kid"])
-        and "d" not in jwk  # a private key published by mistake is not a verification key
-    )
-
-
-def _rsa_public_key(jwk: Mapping[str, Any]) -> RSAPublicKey | None:
-    try:
-        key = PyJWK(dict(jwk), algorithm="RS256").key
-    except (PyJWTError, ValueError, TypeError):
-        return None
-    if not isinstance(key, RSAPublicKey) or key.key_size < MIN_RSA_BITS:
-        return None
-    return key
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +106,7 @@ class _KeySetRecord:
 
 
 class JwksCache:
-    """The signing keys of one OIDC issuer. `signing_key(kid)` is the whole interface."""
+    """The signing keys of one OIDC issuer. `verification_key(kid)` is the whole interface."""
 
     def __init__(
         self,
@@ -131,9 +116,19 @@ class JwksCache:
         cache: Any | None = None,  # an aiocache BaseCache; SimpleMemoryCache when None
         settings: JwksSettings | None = None,
         clock: Clock = time.time,
+        algorithms: Collection[str] = ("RS256",),
+        uses: Collection[str] = (USE_SIGNATURE,),
+        jwks_uri: str | None = None,  # the operator's; None: the discovery document's
     ) -> None:
         self._settings = settings or JwksSettings()
         self.issuer = require_url(issuer, allow_http=self._settings.insecure_allow_http)
+        self._algorithms = frozenset(algorithms)
+        self._uses = frozenset(uses)
+        self._jwks_uri = (
+            None
+            if jwks_uri is None
+            else require_url(jwks_uri, allow_http=self._settings.insecure_allow_http)
+        )
         self._session = session
         self._cache = cache if cache is not None else SimpleMemoryCache()
         self._cache_key = f"keymint:jwks:{issuer}"
@@ -142,9 +137,13 @@ class JwksCache:
         self._inflight: asyncio.Future[_KeySetRecord] | None = None
         self._local: _KeySetRecord | None = None  # last record seen, if the cache fails
         self._parsed_from: str | None = None
-        self._parsed: dict[str, RSAPublicKey] = {}
+        self._parsed: dict[str, VerificationKey] = {}
 
-    async def signing_key(self, kid: str) -> RSAPublicKey:
+    async def signing_key(self, kid: str) -> PublicKey:
+        """The issuer's public key named `kid` (see `verification_key`)."""
+        return (await self.verification_key(kid)).key
+
+    async def verification_key(self, kid: str) -> VerificationKey:
         """The issuer's key named `kid`; IdentityError unknown_kid or issuer_unreachable."""
         keys = await self._usable_keys()
         if kid not in keys:
@@ -158,7 +157,7 @@ class JwksCache:
             )
         return key
 
-    async def _usable_keys(self) -> dict[str, RSAPublicKey]:
+    async def _usable_keys(self) -> dict[str, VerificationKey]:
         record = await self._read()
         if record is not None and self._clock() < record.fresh_until:
             return self._parse(record)
@@ -208,15 +207,7 @@ class JwksCache:
         return record
 
     async def _fetch_record(self, previous: _KeySetRecord | None) -> _KeySetRecord:
-        # Discovery is re-read on every refresh: it is what vouches for jwks_uri, and refreshes
-        # are rare (bounded by the cooldown).
-        discovery = await self._get(f"{self.issuer}/.well-known/openid-configuration")
-        document = discovery.document
-        if not isinstance(document, dict) or document.get("issuer") != self.issuer:
-            raise FetchError("discovery document names another issuer")
-        jwks_uri = document.get("jwks_uri")
-        if not isinstance(jwks_uri, str) or not same_origin(jwks_uri, self.issuer):
-            raise FetchError("jwks_uri is missing or not on the issuer's origin")
+        jwks_uri = self._jwks_uri or await self._discovered_jwks_uri()
         known = previous is not None and previous.jwks_uri == jwks_uri
         response = await self._get(jwks_uri, etag=previous.etag if previous and known else None)
         settings = self._settings
@@ -230,6 +221,18 @@ class JwksCache:
         keys = self._accepted_keys(response.document)
         return _KeySetRecord(jwks_uri, json.dumps(keys), response.etag, fresh_until, usable_until)
 
+    async def _discovered_jwks_uri(self) -> str:
+        # Discovery is re-read on every refresh: it is what vouches for jwks_uri, and refreshes
+        # are rare (bounded by the cooldown).
+        discovery = await self._get(f"{self.issuer}/.well-known/openid-configuration")
+        document = discovery.document
+        if not isinstance(document, dict) or document.get("issuer") != self.issuer:
+            raise FetchError("discovery document names another issuer")
+        jwks_uri = document.get("jwks_uri")
+        if not isinstance(jwks_uri, str) or not same_origin(jwks_uri, self.issuer):
+            raise FetchError("jwks_uri is missing or not on the issuer's origin")
+        return jwks_uri
+
     async def _get(self, url: str, etag: str | None = None) -> JsonResponse:
         return await fetch_json(
             url,
@@ -240,29 +243,20 @@ class JwksCache:
         )
 
     def _accepted_keys(self, document: object) -> list[dict[str, Any]]:
-        if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
-            raise FetchError("JWKS has no keys array")
-        keys = document["keys"]
-        candidates = [k for k in keys if isinstance(k, dict) and is_rs256_signing_key(k)]
-        kids = [k["kid"] for k in candidates]
-        # A kid named twice is ambiguous: which key would a token mean? Use neither.
-        accepted = [k for k in candidates if kids.count(k["kid"]) == 1 and _rsa_public_key(k)]
-        if not accepted:
-            raise FetchError("JWKS has no usable RS256 key")
-        return accepted[: self._settings.max_keys]
+        try:
+            return accepted_jwks(document, self._algorithms, self._uses, self._settings.max_keys)
+        except ValueError as exc:
+            raise FetchError(str(exc)) from None
 
-    def _parse(self, record: _KeySetRecord) -> dict[str, RSAPublicKey]:
+    def _parse(self, record: _KeySetRecord) -> dict[str, VerificationKey]:
         if record.keys_json != self._parsed_from:
-            parsed: dict[str, RSAPublicKey] = {}
             try:
                 jwks = json.loads(record.keys_json)
             except ValueError:
                 jwks = []  # a corrupted shared-cache entry: no keys rather than a crash
-            for jwk in jwks if isinstance(jwks, list) else []:
-                usable = isinstance(jwk, dict) and is_rs256_signing_key(jwk)
-                key = _rsa_public_key(jwk) if usable else None
-                if key is not None:
-                    parsed[jwk["kid"]] = key
+            parsed = parse_jwks(
+                jwks if isinstance(jwks, list) else [], self._algorithms, self._uses
+            )
             self._parsed, self._parsed_from = parsed, record.keys_json
         return self._parsed
 

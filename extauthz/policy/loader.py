@@ -16,13 +16,16 @@ from dataclasses import dataclass
 from typing import NoReturn
 from urllib.parse import urlsplit
 
+from extauthz.model import IdentityKind
 from extauthz.policy.examples import parse_examples
 from extauthz.policy.model import (
+    SVID_KINDS,
     AudienceRoute,
     Binding,
     ClaimCondition,
     ClaimRule,
     GithubMatch,
+    Match,
     Policy,
     PolicyError,
     Role,
@@ -30,6 +33,7 @@ from extauthz.policy.model import (
     RuleKind,
     SpiffeMatch,
     SpiffePattern,
+    TokenMatch,
     normalize_host,
 )
 
@@ -37,6 +41,14 @@ POLICY_VERSION = 1
 MAX_TTL_SECONDS = 86_400  # a longer "short-lived" token is more likely a unit mistake than intent
 # Names are recycled after a rename or deletion; ids never are. A GitHub binding pins one of these.
 GITHUB_ID_CLAIMS = ("repository_id", "repository_owner_id")
+GITLAB_ID_CLAIMS = ("project_id", "namespace_id")
+# Binding kinds for the token issuers other than GitHub, and the identities each one matches.
+TOKEN_BINDING_KINDS = {
+    "gitlab_ci": IdentityKind.GITLAB_CI,
+    "kubernetes": IdentityKind.KUBERNETES,
+    "oidc": IdentityKind.OIDC,
+}
+MATCH_KINDS = ("spiffe", "github_actions", *TOKEN_BINDING_KINDS)
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 _SCOPE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")  # RFC 6749 scope-token
@@ -49,6 +61,7 @@ _NUMERIC_ID = re.compile(r"[0-9]+")
 _TRUST_DOMAIN = re.compile(r"[a-z0-9._-]+")
 _SPIFFE_SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SVID = re.compile(r"x509|jwt")
 
 
 def load_policy_file(path: str | os.PathLike[str]) -> Policy:
@@ -298,21 +311,77 @@ def _bindings(
     return tuple(bindings)
 
 
-def _match(node: _Node, binding: str) -> SpiffeMatch | GithubMatch:
+def _match(node: _Node, binding: str) -> Match:
     kind = node._object().get("kind")
     if kind == "spiffe":
-        fields = node.fields(required=("kind", "ids"))
+        fields = node.fields(required=("kind", "ids"), optional=("svids",))
         ids = fields["ids"]
         patterns = [_spiffe_pattern(item) for item in ids.items()]
         ids.strings()  # non-empty and distinct
-        return SpiffeMatch(tuple(patterns))
+        kinds = frozenset({IdentityKind.SPIFFE})
+        if "svids" in fields:
+            names = fields["svids"].strings(_SVID, "'x509' or 'jwt'")
+            kinds = frozenset(SVID_KINDS[name] for name in names)
+        return SpiffeMatch(tuple(patterns), kinds)
     if kind == "github_actions":
-        fields = node.fields(required=("kind", "issuer", "claims"))
-        issuer = fields["issuer"].string()
-        if not (issuer.startswith("https://") or _is_loopback_http(issuer)):
-            fields["issuer"].fail("an OIDC issuer is an https:// URL (http only on loopback)")
-        return _github_match(issuer, fields["claims"], binding)
-    _Node(kind, _join(node.path, "kind")).fail("expected 'spiffe' or 'github_actions'")
+        fields = node.fields(required=("kind", "issuer", "claims"), optional=("present",))
+        issuer = _issuer(fields["issuer"])
+        conditions, pinned = _conditions(fields["claims"], binding, GITHUB_ID_CLAIMS)
+        if not pinned:
+            fields["claims"].fail(
+                f"binding {binding!r} matches GitHub identities by name only: add repository_id "
+                "or repository_owner_id (names can be re-registered after a rename or deletion; "
+                "ids cannot)"
+            )
+        return GithubMatch(
+            issuer=issuer,
+            conditions=conditions,
+            repository_ids=pinned.get("repository_id", frozenset()),
+            repository_owner_ids=pinned.get("repository_owner_id", frozenset()),
+            present=_present(fields.get("present")),
+        )
+    if isinstance(kind, str) and kind in TOKEN_BINDING_KINDS:
+        return _token_match(node, binding, kind)
+    expected = ", ".join(repr(k) for k in MATCH_KINDS)
+    _Node(kind, _join(node.path, "kind")).fail(f"expected one of {expected}")
+
+
+def _token_match(node: _Node, binding: str, kind: str) -> TokenMatch:
+    """A GitLab CI, Kubernetes or generic OIDC binding: an issuer and its verified claims."""
+    fields = node.fields(required=("kind", "issuer"), optional=("claims", "present"))
+    issuer = _issuer(fields["issuer"])
+    id_claims = GITLAB_ID_CLAIMS if kind == "gitlab_ci" else ()
+    conditions: tuple[ClaimCondition, ...] = ()
+    pinned: dict[str, frozenset[str]] = {}
+    if "claims" in fields:
+        conditions, pinned = _conditions(fields["claims"], binding, id_claims)
+    present = _present(fields.get("present"))
+    if kind == "gitlab_ci" and not pinned:
+        node.fail(
+            f"binding {binding!r} matches GitLab identities by name only: add project_id or "
+            "namespace_id in claims (paths can be registered again after a rename or deletion; "
+            "ids cannot)"
+        )
+    if not conditions and not present:
+        node.fail(
+            f"binding {binding!r} would match every identity of {issuer}: name the claims it "
+            "requires (claims, present)"
+        )
+    return TokenMatch(TOKEN_BINDING_KINDS[kind], issuer, conditions, present)
+
+
+def _issuer(node: _Node) -> str:
+    issuer = node.string()
+    if not (issuer.startswith("https://") or _is_loopback_http(issuer)):
+        node.fail("an OIDC issuer is an https:// URL (http only on loopback)")
+    return issuer
+
+
+def _present(node: _Node | None) -> tuple[str, ...]:
+    """`present`: claims that must be there, whatever their value."""
+    if node is None:
+        return ()
+    return tuple(node.strings(_CLAIM, "a claim name"))
 
 
 def _is_loopback_http(issuer: str) -> bool:
@@ -342,7 +411,10 @@ def _spiffe_pattern(node: _Node) -> SpiffePattern:
     return SpiffePattern(text, trust_domain, tuple(segments), any_rest)
 
 
-def _github_match(issuer: str, node: _Node, binding: str) -> GithubMatch:
+def _conditions(
+    node: _Node, binding: str, id_claims: tuple[str, ...]
+) -> tuple[tuple[ClaimCondition, ...], dict[str, frozenset[str]]]:
+    """A binding's `claims`, and the exact numeric ids it pins among `id_claims`."""
     conditions: list[ClaimCondition] = []
     pinned: dict[str, frozenset[str]] = {}
     for claim, value in node.entries():
@@ -350,11 +422,13 @@ def _github_match(issuer: str, node: _Node, binding: str) -> GithubMatch:
             value.fail("expected a claim name")
         if claim in ("iss", "aud"):
             value.fail(f"'{claim}' is checked when the token is verified, not here")
+        if claim == "email_verified":
+            value.fail("match 'email': an identity carries it only when the IdP verified it")
         if not isinstance(value.value, str | list):
             value.fail("expected a string or an array of strings (any of them matches)")
         texts = [value.value] if isinstance(value.value, str) else value.strings()
         rules = tuple(_claim_rule(text, value, binding, claim) for text in texts)
-        if claim in GITHUB_ID_CLAIMS:
+        if claim in id_claims:
             exact_ids = all(
                 r.kind is RuleKind.EXACT and _NUMERIC_ID.fullmatch(r.value) for r in rules
             )
@@ -362,18 +436,7 @@ def _github_match(issuer: str, node: _Node, binding: str) -> GithubMatch:
                 value.fail(f"{claim} must be exact numeric ids (as strings), never a pattern")
             pinned[claim] = frozenset(r.value for r in rules)
         conditions.append(ClaimCondition(claim, rules))
-    if not pinned:
-        node.fail(
-            f"binding {binding!r} matches GitHub identities by name only: add repository_id or "
-            "repository_owner_id (names can be re-registered after a rename or deletion; ids "
-            "cannot)"
-        )
-    return GithubMatch(
-        issuer=issuer,
-        conditions=tuple(conditions),
-        repository_ids=pinned.get("repository_id", frozenset()),
-        repository_owner_ids=pinned.get("repository_owner_id", frozenset()),
-    )
+    return tuple(conditions), pinned
 
 
 def glob_to_regex(glob: str) -> str:

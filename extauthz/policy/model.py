@@ -165,26 +165,45 @@ class ClaimRule:
         return self.pattern.fullmatch(value) is not None
 
 
+_NO_LISTS: Mapping[str, tuple[str, ...]] = MappingProxyType({})
+
+
 @dataclass(frozen=True, slots=True)
 class ClaimCondition:
-    """One claim and its alternatives: the claim must be present and match any of the rules."""
+    """One claim and its alternatives: the claim must be present and match any of the rules.
+    A list claim (`groups`) matches when any one of its elements does."""
 
     claim: str
     rules: tuple[ClaimRule, ...]
 
-    def matches(self, claims: Mapping[str, str]) -> bool:
+    def matches(
+        self, claims: Mapping[str, str], lists: Mapping[str, tuple[str, ...]] = _NO_LISTS
+    ) -> bool:
         value = claims.get(self.claim)
-        return isinstance(value, str) and any(rule.matches(value) for rule in self.rules)
+        if isinstance(value, str):
+            return any(rule.matches(value) for rule in self.rules)
+        values = lists.get(self.claim, ())
+        return any(rule.matches(item) for item in values for rule in self.rules)
+
+
+def claims_present(identity: Identity, names: tuple[str, ...]) -> bool:
+    """Every named claim is there: a non-empty string, or a list with an element."""
+    return all(identity.claims.get(name) or identity.claim_lists.get(name) for name in names)
+
+
+# The SVID forms a `spiffe` binding accepts: X.509-SVIDs unless the binding names JWT-SVIDs.
+SVID_KINDS = {"x509": IdentityKind.SPIFFE, "jwt": IdentityKind.SPIFFE_JWT}
 
 
 @dataclass(frozen=True, slots=True)
 class SpiffeMatch:
     patterns: tuple[SpiffePattern, ...]
+    kinds: frozenset[IdentityKind] = frozenset({IdentityKind.SPIFFE})
 
     def matches(self, identity: Identity) -> bool:
         spiffe_id = identity.spiffe_id
         return (
-            identity.kind is IdentityKind.SPIFFE
+            identity.kind in self.kinds
             and spiffe_id is not None
             and any(p.matches(spiffe_id) for p in self.patterns)
         )
@@ -196,13 +215,44 @@ class GithubMatch:
     conditions: tuple[ClaimCondition, ...]
     repository_ids: frozenset[str]  # empty when the binding pins the owner instead
     repository_owner_ids: frozenset[str]
+    present: tuple[str, ...] = ()
 
     def matches(self, identity: Identity) -> bool:
         return (
             identity.kind is IdentityKind.GITHUB_ACTIONS
             and identity.issuer == self.issuer
             and all(c.matches(identity.claims) for c in self.conditions)
+            and claims_present(identity, self.present)
         )
+
+
+@dataclass(frozen=True, slots=True)
+class TokenMatch:
+    """A GitLab CI, Kubernetes or other OIDC identity of one issuer, by its verified claims."""
+
+    kind: IdentityKind
+    issuer: str
+    conditions: tuple[ClaimCondition, ...]
+    present: tuple[str, ...] = ()
+
+    @property
+    def index_key(self) -> str:
+        return token_index_key(self.kind, self.issuer)
+
+    def matches(self, identity: Identity) -> bool:
+        return (
+            identity.kind is self.kind
+            and identity.issuer == self.issuer
+            and all(c.matches(identity.claims, identity.claim_lists) for c in self.conditions)
+            and claims_present(identity, self.present)
+        )
+
+
+def token_index_key(kind: IdentityKind, issuer: str) -> str:
+    return f"{kind.value} {issuer}"
+
+
+Match = SpiffeMatch | GithubMatch | TokenMatch
 
 
 def normalize_host(host: str) -> str:
@@ -254,7 +304,7 @@ class Binding:
     index: int  # position in the file: earlier bindings are tried first
     name: str
     role: Role
-    match: SpiffeMatch | GithubMatch
+    match: Match
     routes: RouteConstraint | None = None
 
     @property
@@ -296,6 +346,7 @@ class Policy:
     spiffe_wildcard: Mapping[str, tuple[int, ...]] = field(init=False)  # by trust domain
     github_by_repository_id: Mapping[str, tuple[int, ...]] = field(init=False)
     github_by_owner_id: Mapping[str, tuple[int, ...]] = field(init=False)
+    tokens_by_issuer: Mapping[str, tuple[int, ...]] = field(init=False)  # token_index_key
 
     def __post_init__(self) -> None:
         indexes: dict[str, dict[str, list[int]]] = {
@@ -303,6 +354,7 @@ class Policy:
             "spiffe_wildcard": {},
             "github_by_repository_id": {},
             "github_by_owner_id": {},
+            "tokens_by_issuer": {},
         }
         for binding in self.bindings:
             for index_name, key in _index_keys(binding.match):
@@ -316,7 +368,8 @@ class Policy:
     def bindings_for(self, identity: Identity) -> tuple[Binding, ...]:
         """The bindings whose identity match passes, in file order."""
         positions: set[int] = set()
-        if identity.kind is IdentityKind.SPIFFE and identity.spiffe_id is not None:
+        spiffe_kinds = (IdentityKind.SPIFFE, IdentityKind.SPIFFE_JWT)
+        if identity.kind in spiffe_kinds and identity.spiffe_id is not None:
             positions.update(self.spiffe_exact.get(str(identity.spiffe_id), ()))
             positions.update(self.spiffe_wildcard.get(identity.spiffe_id.trust_domain, ()))
         elif identity.kind is IdentityKind.GITHUB_ACTIONS:
@@ -326,11 +379,16 @@ class Policy:
             positions.update(
                 self.github_by_owner_id.get(identity.claims.get("repository_owner_id", ""), ())
             )
+        else:
+            key = token_index_key(identity.kind, identity.issuer)
+            positions.update(self.tokens_by_issuer.get(key, ()))
         candidates = (self.bindings[i] for i in sorted(positions))
         return tuple(b for b in candidates if b.match.matches(identity))
 
 
-def _index_keys(match: SpiffeMatch | GithubMatch) -> list[tuple[str, str]]:
+def _index_keys(match: Match) -> list[tuple[str, str]]:
+    if isinstance(match, TokenMatch):
+        return [("tokens_by_issuer", match.index_key)]
     if isinstance(match, SpiffeMatch):
         return [
             ("spiffe_exact", p.text) if p.is_exact else ("spiffe_wildcard", p.trust_domain)

@@ -193,7 +193,11 @@ def build_input(
             "subject": request.identity.subject,
             "issuer": request.identity.issuer,
             "spiffe_id": _spiffe_id(request.identity),
-            "claims": dict(request.identity.claims),
+            # List claims (an IdP's `groups`) as lists, beside the string claims.
+            "claims": {
+                **request.identity.claims,
+                **{name: list(values) for name, values in request.identity.claim_lists.items()},
+            },
         },
         "requested": {
             "audience": request.requested_audience(),

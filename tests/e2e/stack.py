@@ -51,6 +51,7 @@ from tests.extauthz.stack import (
     valid_now,
     write_trust_root,
 )
+from tests.extauthz.workloads import Workloads
 from tests.helpers.certs import CertificateAuthority, IssuedCertificate, pem
 from tests.helpers.oidc_issuer import LocalOidcIssuer
 from tests.signer.harness import SignerCluster
@@ -138,6 +139,7 @@ class E2EStack:
     jwt_envoy: EnvoyProcess
     edge_ca: Path  # verifies the front listener's certificate
     env: Mapping[str, str] = field(default_factory=dict)  # the gateway's and signers' settings
+    workloads: Workloads | None = None  # Kubernetes, GitLab, SPIRE and the IdP, when asked for
     pinned_jwks: Path = field(default_factory=Path)  # the jwt Envoy's local_jwks
     _client_files: dict[str, tuple[Path, Path]] = field(default_factory=dict)
 
@@ -259,6 +261,7 @@ def e2e_stack(
     extra_env: Mapping[str, str] | None = None,
     check_socket: Path | None = None,
     front_config: Callable[[str], str] | None = None,
+    workloads: bool = False,
 ) -> Iterator[E2EStack]:
     """Start everything (and stop everything, whatever happened) for one test module.
 
@@ -266,15 +269,23 @@ def e2e_stack(
     `make demo` does); otherwise a trusted dealer's shares are sealed to their vaults first.
     The gateway's Check port is mTLS (Envoy's certificate); with `check_socket`, it is a Unix
     socket there instead, and the front Envoy reaches it with envoy/README.md's cluster.
-    `front_config` rewrites the front Envoy's rendered config (README snippets applied).
+    `front_config` rewrites the front Envoy's rendered config (README snippets applied). With
+    `workloads`, the issuers of tests/extauthz/workloads.py (a cluster, GitLab, SPIRE, an IdP
+    polled every second) are trusted through KEYMINT_ISSUERS_FILE as well as GitHub.
     """
     with contextlib.ExitStack() as stack:
         background = BackgroundLoop()
         stack.callback(background.close)
 
-        issuer = LocalOidcIssuer(clock=time.time, audience=OIDC_AUDIENCE)
-        background.run(issuer.start())
-        stack.callback(lambda: background.run(issuer.stop()))
+        others = None
+        if workloads:
+            others = background.run(Workloads.start(directory, idp_interval=1))
+            stack.callback(lambda: background.run(others.stop()))
+            issuer = others.github
+        else:
+            issuer = LocalOidcIssuer(clock=time.time, audience=OIDC_AUDIENCE)
+            background.run(issuer.start())
+            stack.callback(lambda: background.run(issuer.stop()))
         echo = EchoUpstream()
         background.run(echo.start())
         stack.callback(lambda: background.run(echo.stop()))
@@ -282,7 +293,11 @@ def e2e_stack(
         ca = root_ca(TRUST_DOMAIN)
         (directory / "trust-bundle.pem").write_bytes(pem(ca.certificate))
         cluster = SignerCluster(directory, 2, 3, dealer=not dkg)
-        env = {**stack_env(directory, issuer.issuer, cluster), **(extra_env or {})}
+        env = {
+            **stack_env(directory, issuer.issuer, cluster),
+            **(others.env() if others is not None else {}),
+            **(extra_env or {}),
+        }
         for signer in cluster.signers.values():
             signer.env.update(env)
         stack.callback(cluster.stop)
@@ -373,4 +388,5 @@ def e2e_stack(
             edge_ca=edge_ca,
             env=env,
             pinned_jwks=pinned_jwks,
+            workloads=others,
         )

@@ -218,6 +218,11 @@ def test_only_the_exchange_and_the_public_documents_of_keymint_are_exposed(
     discovery = stack.front_call("GET", "/.well-known/openid-configuration")
     assert discovery.status == 200
     assert discovery.json()["issuer"] == ISSUER
+    rfc8414 = stack.front_call("GET", "/.well-known/oauth-authorization-server")
+    assert rfc8414.json() == discovery.json()
+    authorize = stack.front_call("GET", "/authorize?response_type=code&client_id=x")
+    assert authorize.status == 400
+    assert authorize.json()["error"] == "unsupported_response_type"
     jwks = stack.jwks()
     assert [k["kty"] for k in jwks["keys"]] == ["OKP"]
     for path in ("/metrics", "/healthz", "/readyz", "/admin/revocations", "/v1/anything"):

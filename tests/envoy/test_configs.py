@@ -247,12 +247,13 @@ def test_front_routes(dumps: dict[str, dict[str, Any]]) -> None:
     assert list(by_match) == [
         "path:/token",
         "prefix:/.well-known/",
+        "path:/authorize",
         "prefix:/deploy/",
         "prefix:/orders/",
         "prefix:/",
     ]
     # keymint's public HTTP surface: the exchange and the documents, never health or admin.
-    for key in ("path:/token", "prefix:/.well-known/"):
+    for key in ("path:/token", "prefix:/.well-known/", "path:/authorize"):
         assert by_match[key]["route"]["cluster"] == "keymint_http"
         assert ext_authz_per_route(by_match[key])["disabled"] is True
     clusters = {r.get("route", {}).get("cluster") for r in by_match.values()}

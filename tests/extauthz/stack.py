@@ -9,6 +9,7 @@ separate processes that re-verify every caller's evidence against the same polic
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import urllib.parse
@@ -216,14 +217,23 @@ def stack_env(directory: Path, oidc_issuer: str, cluster: SignerCluster) -> dict
 
 
 @asynccontextmanager
-async def running_stack(directory: Path, **overrides: str) -> AsyncIterator[Stack]:
-    issuer = LocalOidcIssuer(clock=time.time, audience=OIDC_AUDIENCE)
-    await issuer.start()
+async def running_stack(
+    directory: Path, *, oidc_issuer: LocalOidcIssuer | None = None, **overrides: str
+) -> AsyncIterator[Stack]:
+    """The stack; `oidc_issuer`, a started GitHub-shaped issuer the caller owns, is used instead
+    of a fresh one (so settings written beforehand, an issuers file, can name it)."""
+    issuer = oidc_issuer or LocalOidcIssuer(clock=time.time, audience=OIDC_AUDIENCE)
+    if oidc_issuer is None:
+        await issuer.start()
     ca = root_ca(TRUST_DOMAIN)
     (directory / "trust-bundle.pem").write_bytes(pem(ca.certificate))
     cluster = SignerCluster(directory, 2, 3)
     assert cluster.package is not None
-    root = write_trust_root(directory, cluster.package.group_public_key)
+    root = write_trust_root(
+        directory,
+        cluster.package.group_public_key,
+        issuer=overrides.get("KEYMINT_ISSUER", ISSUER),
+    )
     env = {
         **stack_env(directory, issuer.issuer, cluster),
         "KEYMINT_TRUST_ROOT": str(root),
@@ -242,6 +252,8 @@ async def running_stack(directory: Path, **overrides: str) -> AsyncIterator[Stac
         }
     )
     gateway = await build_gateway(settings)
+    # As `extauthz serve` does: keep the shared state synced, or it goes stale and refuses.
+    syncing = asyncio.create_task(gateway.state.run())
     server, port, _health = await start_grpc(gateway.pipeline, settings.check_port)
     channel = envoy_channel(directory, f"127.0.0.1:{port}")
     try:
@@ -256,6 +268,10 @@ async def running_stack(directory: Path, **overrides: str) -> AsyncIterator[Stac
     finally:
         await channel.close()
         await server.stop(grace=None)
+        syncing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await syncing
         await gateway.close()
         await asyncio.to_thread(cluster.stop)
-        await issuer.stop()
+        if oidc_issuer is None:
+            await issuer.stop()

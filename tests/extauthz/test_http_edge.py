@@ -311,18 +311,53 @@ def test_the_endorsements_document_is_served_and_cacheable_like_the_jwks(edge: E
 # --- discovery, health, metrics -------------------------------------------------------------------
 
 
-def test_discovery_document_says_only_what_is_true(edge: Edge) -> None:
-    reply = edge.get("/.well-known/openid-configuration")
+@pytest.mark.parametrize(
+    "path", ["/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"]
+)
+def test_metadata_has_every_required_member_and_says_only_what_is_true(
+    edge: Edge, path: str
+) -> None:
+    reply = edge.get(path)
     assert reply.status == 200
-    assert reply.json() == {
+    document = reply.json()
+    assert document == {
         "issuer": ISSUER,
-        "jwks_uri": f"{ISSUER}/.well-known/jwks.json",
+        "authorization_endpoint": f"{ISSUER}/authorize",
         "token_endpoint": f"{ISSUER}/token",
+        "jwks_uri": f"{ISSUER}/.well-known/jwks.json",
+        "response_types_supported": [],
         "grant_types_supported": [GRANT_TYPE_TOKEN_EXCHANGE],
         "token_endpoint_auth_methods_supported": ["none"],
+        "subject_token_types_supported": [
+            "urn:ietf:params:oauth:token-type:id_token",
+            "urn:ietf:params:oauth:token-type:jwt",
+        ],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["EdDSA"],
+        "request_uri_parameter_supported": False,
+        "request_parameter_supported": False,
+        "claims_parameter_supported": False,
     }
+    # RFC 8414 section 2 and OpenID Connect Discovery 1.0 section 3: every REQUIRED member.
+    rfc8414 = {"issuer", "authorization_endpoint", "token_endpoint", "response_types_supported"}
+    oidc = rfc8414 | {
+        "jwks_uri",
+        "subject_types_supported",
+        "id_token_signing_alg_values_supported",
+    }
+    assert oidc <= set(document)
     assert reply.headers["Cache-Control"] == "public, max-age=300"
     assert reply.headers["ETag"]
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_the_authorization_endpoint_supports_no_response_type(edge: Edge, method: str) -> None:
+    query = "?response_type=code&client_id=x&redirect_uri=https%3A%2F%2Fevil.example%2Fcb"
+    reply = edge.request(method, "/authorize" + query)
+    assert reply.status == 400  # never a redirect to a URI nobody registered
+    assert reply.json()["error"] == "unsupported_response_type"
+    assert reply.headers["Cache-Control"] == "no-store"
+    assert "Location" not in reply.headers
 
 
 def test_discovery_keeps_the_issuer_exact_and_joins_paths_cleanly(edge: Edge) -> None:

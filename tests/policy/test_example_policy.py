@@ -6,7 +6,9 @@ from typing import Any
 
 import pytest
 
-from extauthz.model import Grant, Route
+from extauthz.identity import load_issuers_file
+from extauthz.identity.issuers import JwksPath
+from extauthz.model import Evidence, Grant, Identity, IdentityKind, Route
 from extauthz.policy import (
     Decision,
     Denial,
@@ -163,3 +165,122 @@ def test_org_repositories_deploy_previews_to_staging_only() -> None:
 def test_json_policy_decisions_are_what_the_engine_returns() -> None:
     req = request(CART, ORDERS_GET)
     assert JSON_ONLY.evaluate(req) == evaluate_policy(POLICY, req, LIMITS)
+
+
+# --- every kind of workload, and engineers (policy/issuers.example.json names the issuers) ------
+
+ISSUERS = {c.name: c for c in load_issuers_file(REPO / "policy" / "issuers.example.json")}
+BINDING_KINDS = {
+    "github_actions": "github_actions",
+    "gitlab_ci": "gitlab_ci",
+    "kubernetes": "kubernetes",
+    "oidc": "oidc",
+}
+
+
+def token_identity(
+    kind: IdentityKind, issuer: str, claims: dict[str, str], **lists: tuple[str, ...]
+) -> Identity:
+    return Identity(
+        kind=kind,
+        subject=f"{issuer}#sub={claims['sub']}",
+        issuer=issuer,
+        credential_hash="ab" * 32,
+        expires_at=1_900_000_000,
+        evidence=Evidence("oidc_token", b"h.p.s"),
+        claims=claims,
+        claim_lists=lists,
+    )
+
+
+def test_every_token_binding_names_a_configured_issuer_of_its_kind() -> None:
+    """A binding whose issuer is not configured would never match: the two files agree."""
+    configured = {(c.preset.name, c.issuer) for c in ISSUERS.values()}
+    for binding in POLICY.bindings:
+        issuer = getattr(binding.match, "issuer", None)
+        if issuer is None:
+            continue
+        kind = getattr(binding.match, "kind", IdentityKind.GITHUB_ACTIONS).value
+        assert (BINDING_KINDS[kind], issuer) in configured, binding.name
+
+
+def test_the_example_issuers_are_one_of_each_preset() -> None:
+    assert {c.preset.name for c in ISSUERS.values()} == {
+        "github_actions",
+        "kubernetes",
+        "gitlab_ci",
+        "spiffe_jwt",
+        "oidc",
+    }
+    assert ISSUERS["prod-cluster"].keys == JwksPath(REPO / "policy" / "prod-cluster-jwks.json")
+
+
+def test_shop_pods_read_orders() -> None:
+    cluster = ISSUERS["prod-cluster"].issuer
+    assert cluster is not None
+    web = token_identity(
+        IdentityKind.KUBERNETES,
+        cluster,
+        {"sub": "system:serviceaccount:shop:web", "namespace": "shop", "service_account": "web"},
+    )
+    decision = decide(WITH_REGO, web, ORDERS_GET)
+    assert isinstance(decision, Grant)
+    assert decision.rule == "shop-pods-read-orders/orders-reader+rego"
+    admin = token_identity(
+        IdentityKind.KUBERNETES,
+        cluster,
+        {
+            "sub": "system:serviceaccount:shop:admin",
+            "namespace": "shop",
+            "service_account": "admin",
+        },
+    )
+    assert reason(decide(JSON_ONLY, admin, ORDERS_GET)) is DenyReason.NO_MATCHING_BINDING
+
+
+def test_platform_engineers_read_deploys_for_15_minutes() -> None:
+    okta = ISSUERS["okta"].issuer
+    assert okta is not None
+    ada = token_identity(
+        IdentityKind.OIDC,
+        okta,
+        {"sub": "00u-ada", "email": "ada@example.com"},
+        groups=("Everyone", "platform"),
+    )
+    on = route("deploy.internal.example.com", "/api/deployments/shop")
+    assert decide(JSON_ONLY, ada, on, ttl_seconds=3600) == Grant(
+        DEPLOY, ("deploy:read",), 900, "platform-engineers-read-deploys/engineer-deploy-reader"
+    )
+    assert reason(decide(JSON_ONLY, ada, on, scopes=("deploy:write",))) is (
+        DenyReason.SCOPE_NOT_ALLOWED
+    )
+    contractor = token_identity(
+        IdentityKind.OIDC,
+        okta,
+        {"sub": "00u-c", "email": "c@contractor.test"},
+        groups=("platform",),
+    )
+    assert reason(decide(JSON_ONLY, contractor, on)) is DenyReason.NO_MATCHING_BINDING
+
+
+def test_gitlab_main_deploys_previews() -> None:
+    gitlab = ISSUERS["gitlab"].issuer
+    assert gitlab is not None
+    claims = {
+        "sub": "project_path:my-group/my-project:ref_type:branch:ref:main",
+        "project_id": "20",
+        "namespace_id": "72",
+        "ref": "main",
+        "ref_protected": "true",
+        "environment": "staging",
+    }
+    decision = decide(
+        JSON_ONLY, token_identity(IdentityKind.GITLAB_CI, gitlab, claims), DEPLOY_SHOP
+    )
+    assert isinstance(decision, Grant)
+    assert decision.rule == "gitlab-main-previews/deploy-previewer"
+    unprotected = {**claims, "ref_protected": "false"}
+    denied = decide(
+        JSON_ONLY, token_identity(IdentityKind.GITLAB_CI, gitlab, unprotected), DEPLOY_SHOP
+    )
+    assert reason(denied) is DenyReason.NO_MATCHING_BINDING

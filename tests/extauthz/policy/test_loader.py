@@ -205,9 +205,9 @@ def _delete(*path: str | int) -> Edit:
             "path prefix",
         ),
         (
-            _set("bindings", 0, "match", "kind", to="oidc"),
+            _set("bindings", 0, "match", "kind", to="saml"),
             "bindings[0].match.kind",
-            "'spiffe' or 'github_actions'",
+            "expected one of 'spiffe', 'github_actions', 'gitlab_ci', 'kubernetes', 'oidc'",
         ),
         # audiences
         (

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from typing import Any
 
 import pytest
 
+from extauthz.model import IdentityKind
 from extauthz.policy import NO_ATTRIBUTES, PolicyHeaders, RequestAttributes, build_input
 from extauthz.policy.attributes import AttributesError
 from extauthz.policy.rego_input import BodyError, parse_body
@@ -203,3 +205,19 @@ def test_attributes_travel_to_the_signers_and_back_unchanged() -> None:
 def test_attributes_from_elsewhere_are_read_exactly_or_refused(data: bytes) -> None:
     with pytest.raises(AttributesError):
         RequestAttributes.from_json(data)
+
+
+def test_a_people_callers_list_claims_reach_the_policy_as_lists() -> None:
+    person = dataclasses.replace(
+        github_identity(),
+        kind=IdentityKind.OIDC,
+        claims={"email": "ada@example.com"},
+        claim_lists={"groups": ("deployers", "oncall")},
+    )
+
+    document: dict[str, Any] = build_input(request(person, route("deploy.internal")))
+
+    assert document["identity"]["claims"] == {
+        "email": "ada@example.com",
+        "groups": ["deployers", "oncall"],
+    }
