@@ -1,11 +1,12 @@
 """No nonce commitment is ever used twice, shown from the signers' own audit logs.
 
-Many concurrent mints through the gateway (each for a credential never seen, so each is a real
-threshold signature), with signers restarted between the rounds: one killed with SIGKILL, one
-stopped gracefully, and one killed while a round is in flight. Each `sign_request` record names
-the commitment its share used (`commitment_sha256`); `extauthz audit reconcile` then finds no
-commitment twice in any signer's log, every mint signed as recorded and every signature recorded.
-"""
+Rounds of concurrent mints through the gateway (each for a credential never seen, so each is a
+real threshold signature) with rolling signer restarts: each round but the first and last runs
+with one signer down (killed with SIGKILL, stopped gracefully, or killed while the round is in
+flight), so the other two, one of them restarted just before, sign every mint of it. Each
+`sign_request` record names the commitment its share used (`commitment_sha256`); `extauthz audit
+reconcile` then finds no commitment twice in any signer's log, every mint signed as recorded and
+every signature recorded."""
 
 from __future__ import annotations
 
