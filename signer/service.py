@@ -65,8 +65,9 @@ class SignerService(signer_pb2_grpc.SignerServicer):
         self._guard = guard
         self._audit = audit
         self._allowed = frozenset(allowed_callers)
-        self._nonces = nonces or NoncePool()
-        self._peers = peers or PeerCommitments()
+        # Not `or`: an empty pool (the usual start) is falsy, and would be swapped for another.
+        self._nonces = nonces if nonces is not None else NoncePool()
+        self._peers = peers if peers is not None else PeerCommitments()
         self.boot_id = os.urandom(16)
 
     async def GetInfo(
