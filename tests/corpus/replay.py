@@ -15,12 +15,14 @@ import time
 import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from envoy.config.core.v3.address_pb2 import Address, SocketAddress
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 from envoy.service.auth.v3.attribute_context_pb2 import AttributeContext
@@ -35,7 +37,8 @@ from extauthz.policy import AuthzRequest, Denial
 from signer.ceremony.service import CULPRIT_METADATA
 from signer.ceremony.wire import CEREMONY_ID_SIZE, CeremonyKind, CeremonyParameters
 from signer.devca import signer_name
-from signer.frost import SigningCommitment
+from signer.endorsement import TrustRoot, endorsement_message
+from signer.frost import SigningCommitment, trusted_dealer_keygen
 from signer.frost.encoding import (
     decode_signature_share,
     decode_signing_commitment,
@@ -45,10 +48,11 @@ from signer.frost.group import random_scalar, scalar_base_mult
 from signer.proto import ceremony_pb2 as cpb
 from signer.proto import ceremony_pb2_grpc, signer_pb2, signer_pb2_grpc
 from signer.tls import secure_channel
-from signer.token import header_for, signing_input
+from signer.token import header_for, parse_signing_input, signing_input
 from tests.corpus.build import Builder, Chain, evaluate
 from tests.e2e.stack import FRONT_HOSTNAME, FRONT_LISTENER, E2EStack
 from tests.extauthz.stack import ISSUER, envoy_channel
+from tests.helpers.oidc_issuer import b64url
 
 PROXY_ID = "spiffe://prod.test/ns/edge/sa/proxy"  # KEYMINT_TRUSTED_PROXIES of the corpus stack
 REVOKED_SUBJECT = "spiffe://prod.test/ns/shop/sa/revoked"  # in every signer's revocation list
@@ -323,7 +327,8 @@ class Corpus:
 
     # --- sign -------------------------------------------------------------------------------
 
-    def _stub(self, identity: str, signer: int) -> Any:
+    def channel(self, identity: str, signer: int) -> Any:
+        """A channel to a signer as `identity` (coordinator or operator), made once."""
         key = (identity, signer)
         if key not in self._channels:
             files = (
@@ -382,12 +387,6 @@ class Corpus:
     def _endorsement(self, spec: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """An endorsement by the group key of `endorses`: the group key itself, or a key no
         signer holds."""
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
-        from signer.endorsement import endorsement_message
-        from signer.token import parse_signing_input
-
         group = self.stack_group_key()
         endorsed = group
         if spec.get("endorses") == "unknown_key":
@@ -402,8 +401,6 @@ class Corpus:
 
     def stack_group_key(self) -> bytes:
         root = json.loads(Path(self.stack.env["KEYMINT_TRUST_ROOT"]).read_text())
-        from signer.endorsement import TrustRoot
-
         return TrustRoot.from_document(root).keys[0]
 
     def sign_direct(self, spec: Mapping[str, Any]) -> Observed:
@@ -466,14 +463,14 @@ class Corpus:
         return encode_commitment_list(listed)
 
     async def _commit(self, signer: int) -> SigningCommitment:
-        stub = signer_pb2_grpc.SignerStub(self._stub("coordinator", signer))  # type: ignore[no-untyped-call]
+        stub = signer_pb2_grpc.SignerStub(self.channel("coordinator", signer))  # type: ignore[no-untyped-call]
         response = await stub.Commit(signer_pb2.CommitRequest(count=1), timeout=10)
         return decode_signing_commitment(response.commitments[0])
 
     async def _call_sign(
         self, caller: str, target: int, request: signer_pb2.SignRequest
     ) -> Observed:
-        stub = signer_pb2_grpc.SignerStub(self._stub(caller, target))  # type: ignore[no-untyped-call]
+        stub = signer_pb2_grpc.SignerStub(self.channel(caller, target))  # type: ignore[no-untyped-call]
         try:
             response = await stub.Sign(request, timeout=15)
         except grpc.aio.AioRpcError as exc:
@@ -491,8 +488,6 @@ class Corpus:
 
 def replace_jti(request: signer_pb2.SignRequest, attempt: int) -> signer_pb2.SignRequest:
     """The same request with a new jti in its claims (a repeat is another token)."""
-    from signer.token import parse_signing_input
-
     parsed = parse_signing_input(request.message)
     claims = {**parsed.claims, "jti": f"{parsed.claims.get('jti')}-{attempt}"}
     fresh = signer_pb2.SignRequest()
@@ -503,8 +498,6 @@ def replace_jti(request: signer_pb2.SignRequest, attempt: int) -> signer_pb2.Sig
 
 
 def _noncanonical(header: Mapping[str, Any], claims: Mapping[str, Any]) -> bytes:
-    from tests.helpers.oidc_issuer import b64url
-
     parts = [b64url(json.dumps(p, indent=1).encode()) for p in (header, claims)]
     return ".".join(parts).encode()
 
@@ -561,7 +554,7 @@ class Ceremony:
         self.begun: list[bytes] = []
 
     def stub(self, signer: int) -> Any:
-        channel = self.corpus._stub(self.caller, signer)
+        channel = self.corpus.channel(self.caller, signer)
         return ceremony_pb2_grpc.KeyCeremonyStub(channel)  # type: ignore[no-untyped-call]
 
     async def play(self, scenario: Callable[[Ceremony], Awaitable[None]]) -> Observed:
@@ -580,11 +573,9 @@ class Ceremony:
         return Observed("OK", seen="every step was accepted")
 
     async def abort_all(self) -> None:
-        operator = self.corpus._stub("operator", 1)
-        del operator
         for ceremony_id in self.begun:
             for signer in SIGNERS:
-                stub = ceremony_pb2_grpc.KeyCeremonyStub(self.corpus._stub("operator", signer))  # type: ignore[no-untyped-call]
+                stub = ceremony_pb2_grpc.KeyCeremonyStub(self.corpus.channel("operator", signer))  # type: ignore[no-untyped-call]
                 await stub.Abort(cpb.AbortRequest(ceremony_id=ceremony_id, reason="corpus"))
 
     def parameters(self, **changes: Any) -> CeremonyParameters:
@@ -677,8 +668,6 @@ async def _begin_replayed(c: Ceremony) -> None:
 
 
 async def _begin_reshare_of_a_key_not_held(c: Ceremony) -> None:
-    from signer.frost import trusted_dealer_keygen
-
     _, package, _ = trusted_dealer_keygen(2, 3)
     params = c.parameters(kind=CeremonyKind.RESHARE, dealers=(1, 2), old_package=package)
     await c.begin(params, on=(1,))
@@ -848,5 +837,3 @@ SCENARIOS: dict[str, Callable[[Ceremony], Awaitable[None]]] = {
     "commit_forged_confirmation": _commit_forged_confirmation,
     "commit_confirmation_replayed": _commit_confirmation_replayed,
 }
-
-__all__ = ["Corpus", "Observed", "replace"]
