@@ -28,7 +28,8 @@ Oracles besides "no other exception":
 - xfcc: what parses re-parses to the same elements once serialised back.
 - jwt_identity: OwnTokenVerifier.key_for never raises, and names no key but the group's.
 - token_form: an accepted form has a subject token and well-formed scopes.
-- sign_request: a share is given only for a message the guard accepted.
+- sign_request: a share is given only for a keymint token (or endorsement) of this issuer and
+  group key.
 - frost_encoding: decode(encode(x)) == x for whatever decodes.
 """
 
@@ -72,7 +73,7 @@ from signer.guard import GuardRefusal
 from signer.keystate import KeyState, SigningKey
 from signer.proto import ceremony_pb2 as cpb
 from signer.proto import signer_pb2
-from signer.token import TokenFormatError, parse_signing_input
+from signer.token import TokenFormatError, kid_for, parse_signing_input
 
 _LOOP = asyncio.new_event_loop()
 
@@ -274,7 +275,8 @@ SIGN_REFUSALS = frozenset({grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.FA
 
 def _sign_request() -> Target:
     service, nonces = world.signer_service(1)
-    shares, _ = world.frost_group()
+    shares, package = world.frost_group()
+    group_kid = kid_for(package.group_public_key)
     context = FuzzContext()
 
     def run(data: bytes) -> None:
@@ -291,6 +293,10 @@ def _sign_request() -> Target:
                 raise SignRefused(str(aborted)) from None
             raise
         enc.decode_signature_share(response.signature_share)
+        # A share leaves only for a keymint token of this issuer and key (or an endorsement).
+        signed = parse_signing_input(request.message)
+        assert signed.header.get("kid") == group_kid, signed.header
+        assert signed.claims.get("iss") == world.KEYMINT_ISSUER, signed.claims
 
     return Target("sign_request", run, (DecodeError, SignRefused), max_len=32768)
 
