@@ -75,6 +75,10 @@ class _KeyRoutes:
             return _error(503, "temporarily_unavailable", exc.detail)
         except (ExtAuthzError, SignerError) as exc:
             return _error(409, "rotation_refused", str(exc))
+        # The signers' logs show the endorsement they signed; `audit reconcile` expects this.
+        await self._gateway.audit.append(
+            "key_publish", {"kid": kid_for(key), "endorsed_by": self._gateway.keyring.active_kid}
+        )
         return web.json_response({"published": kid_for(key), **self._state()}, headers=NO_STORE)
 
     async def activate(self, request: web.Request) -> web.Response:

@@ -9,6 +9,7 @@ verify tokens and audit logs.
     extauthz pin-keys --trust-root FILE --endorsements URL --out JWKS_FILE
     extauthz audit verify PATH
     extauthz policy test [FILE...]    # a Rego policy's test_ rules, a JSON policy's examples
+    extauthz audit reconcile --gateway LOG... --signer ID=LOG... [--json]
 
 Exit codes: 0 done; 1 a check said no (token refused, audit chain broken, a login denied or
 refused, a token expired); 2 the command could not run (bad settings or arguments, a server
@@ -88,6 +89,34 @@ def _audit_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit_reconcile(args: argparse.Namespace) -> int:
+    import json
+
+    from extauthz import audit_reconcile
+    from signer.audit import AuditError
+
+    try:
+        signer_paths = dict(audit_reconcile.parse_signer_argument(a) for a in args.signer)
+    except ValueError as exc:
+        raise CommandError(f"--signer {exc}") from None
+    if len(signer_paths) != len(args.signer):
+        raise CommandError("--signer: a signer is named twice")
+    try:
+        gateways = [audit_reconcile.read_source(f"gateway {path}", path) for path in args.gateway]
+        signers = {
+            i: audit_reconcile.read_source(f"signer {i} {path}", path)
+            for i, path in sorted(signer_paths.items())
+        }
+    except AuditError as exc:
+        raise CommandError(str(exc)) from None
+    result = audit_reconcile.reconcile(gateways, signers)
+    if args.json:
+        print(json.dumps(result.document(), sort_keys=True))
+    else:
+        print("\n".join(result.lines()))
+    return 0 if result.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="extauthz",
@@ -126,6 +155,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     audit_verify.add_argument("path", type=Path, help="the audit log (JSON lines)")
     audit_verify.set_defaults(handler=_audit_verify)
+    reconcile = audit_commands.add_parser(
+        "reconcile",
+        help="hold the gateway's audit logs against the signers' logs",
+        description="Verify every chain, then check that every mint in a gateway log appears in "
+        "the logs of the signers that signed it, that every signature in a signer's log appears "
+        "in a gateway log, and that no signer used a nonce commitment twice. Exit 0: reconciled; "
+        "1: a chain is broken or a gap was found (each is named); 2: could not run.",
+    )
+    reconcile.add_argument(
+        "--gateway",
+        action="append",
+        required=True,
+        metavar="LOG",
+        help="a gateway replica's audit log (repeat for every replica)",
+    )
+    reconcile.add_argument(
+        "--signer",
+        action="append",
+        required=True,
+        metavar="ID=LOG",
+        help="a signer's audit log, after its FROST identifier (repeat for every signer)",
+    )
+    reconcile.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    reconcile.set_defaults(handler=_audit_reconcile)
     return parser
 
 

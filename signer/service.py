@@ -4,7 +4,9 @@ A signer may hold several keys (`KeyState`), all under its one FROST identifier.
 depend on the key, so one pool of commitments serves every key; Sign signs with the share of the
 key its message's header names by kid. Every Sign consumes the nonces it names before anything
 else, so a refused or failed request can never be replayed against the same commitment. Each
-signature share and each refusal is appended to the signer's audit log.
+signature share and each refusal is appended to the signer's audit log; a share's record names the
+commitment it used (`commitment_sha256`, a digest of the public commitment), so the log itself
+shows that no commitment served twice (`extauthz audit reconcile`).
 """
 
 from __future__ import annotations
@@ -63,8 +65,9 @@ class SignerService(signer_pb2_grpc.SignerServicer):
         self._guard = guard
         self._audit = audit
         self._allowed = frozenset(allowed_callers)
-        self._nonces = nonces or NoncePool()
-        self._peers = peers or PeerCommitments()
+        # Not `or`: an empty pool (the usual start) is falsy, and would be swapped for another.
+        self._nonces = nonces if nonces is not None else NoncePool()
+        self._peers = peers if peers is not None else PeerCommitments()
         self.boot_id = os.urandom(16)
 
     async def GetInfo(
@@ -122,7 +125,7 @@ class SignerService(signer_pb2_grpc.SignerServicer):
             return await self._refuse(context, request, "bad_commitment_list", str(exc))
         own = next((c for c in commitment_list if c.identifier == me), None)
         nonces = self._nonces.take(commitment_key(own)) if own is not None else None
-        if nonces is None:
+        if own is None or nonces is None:
             return await self._refuse(
                 context,
                 request,
@@ -139,6 +142,9 @@ class SignerService(signer_pb2_grpc.SignerServicer):
                     "request_id": _shown(request.request_id),
                     "message_sha256": hashlib.sha256(request.message).hexdigest(),
                     "signers": [c.identifier for c in commitment_list],
+                    # Which of this signer's commitments the share uses: public, never the
+                    # nonce behind it. No two records of one signer may name the same one.
+                    "commitment_sha256": hashlib.sha256(commitment_key(own)).hexdigest(),
                     "claims": _claims_summary(request.message),
                 },
             )

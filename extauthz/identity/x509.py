@@ -6,7 +6,9 @@ vouch for it; the chain is then verified against that bundle alone. So a CA trus
 
 Chain building and RFC 5280 checks are cryptography's `x509.verification` (web-PKI profile,
 client EKU), at the time of our injected clock. On top of it, the X.509-SVID rules: exactly one
-URI SAN, and a key usage that asserts digitalSignature.
+URI SAN, and a key usage that asserts digitalSignature; and the web PKI's minimum for the leaf's
+own key (RSA of 2048 bits at least, no DSA), which that verifier checks only for the keys that
+sign certificates.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import dsa, rsa
 from cryptography.x509.verification import (
     ClientVerifier,
     Criticality,
@@ -36,6 +40,7 @@ from extauthz.model import Evidence, Identity, IdentityKind, SpiffeId
 MAX_PEM_BYTES = 64 * 1024  # a leaf plus a few intermediates is well under 10 KiB
 MAX_CERTIFICATES = 8
 MAX_CHAIN_DEPTH = 6
+MIN_RSA_BITS = 2048
 
 Clock = Callable[[], float]
 # What cryptography raises for malformed certificates besides ValueError (not its subclasses).
@@ -102,6 +107,23 @@ def _uri_sans(leaf: x509.Certificate) -> list[str]:
     except x509.ExtensionNotFound:
         return []
     return extension.value.get_values_for_type(x509.UniformResourceIdentifier)
+
+
+def _require_strong_key(leaf: x509.Certificate) -> None:
+    """The leaf's own key: a client proves possession of it, so a factorable one is refused."""
+    try:
+        key = leaf.public_key()
+    except UnsupportedAlgorithm:
+        raise IdentityError(
+            Reason.CHAIN_UNTRUSTED, "the certificate's key type is not supported"
+        ) from None
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
+        raise IdentityError(
+            Reason.CHAIN_UNTRUSTED,
+            f"the certificate's RSA key has {key.key_size} bits, under {MIN_RSA_BITS}",
+        )
+    if isinstance(key, dsa.DSAPublicKey):
+        raise IdentityError(Reason.CHAIN_UNTRUSTED, "the certificate's key is DSA")
 
 
 def _require_svid_key_usage(leaf: x509.Certificate) -> None:
@@ -178,6 +200,7 @@ class X509Verifier:
         self, leaf: x509.Certificate, intermediates: Sequence[x509.Certificate], now: float
     ) -> Identity:
         self._check_validity_period(leaf, now)
+        _require_strong_key(leaf)
         uris = _uri_sans(leaf)
         # Any spiffe-looking URI makes this an SVID, held to the SVID rules (so "SPIFFE://..."
         # is refused as malformed rather than waved through as a plain certificate).

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from nacl.exceptions import CryptoError
@@ -34,6 +34,8 @@ from signer.frost.group import RandomBytes
 from signer.proto import ceremony_pb2 as pb
 
 Clock = Callable[[], datetime.datetime]
+# What cryptography raises for a certificate it cannot parse besides ValueError.
+_UNPARSEABLE = (x509.DuplicateExtension, x509.UnsupportedGeneralNameType, x509.InvalidVersion)
 EPHEMERAL_KEY_SIZE = 32
 DEALER = 0
 """The sender number of the trusted dealer (the driver) in a development DEAL ceremony."""
@@ -116,7 +118,11 @@ class StatementVerifier:
         who = statement.signer
         try:
             certificate = x509.load_pem_x509_certificate(statement.certificate)
-        except ValueError:
+            # Parsed lazily: a corrupt extension or key must be a refusal here, not an error
+            # wherever it is first read.
+            certificate.extensions  # noqa: B018
+            certificate.public_key()
+        except (ValueError, UnsupportedAlgorithm, *_UNPARSEABLE):
             raise CheatingParticipant(who, "statement carries no readable certificate") from None
         self._check_issued(who, certificate)
         expected = self._identity_for(who)

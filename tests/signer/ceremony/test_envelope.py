@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import datetime
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from signer.ceremony.envelope import (
     Purpose,
@@ -137,3 +140,29 @@ def _counter(start: int = 1) -> RandomBytes:
         return bytes([state[0] % 256]) * n
 
     return rng
+
+
+def _corrupted_uri(certificate_pem: bytes) -> bytes:
+    """The certificate with a byte of its SPIFFE ID URI SAN made non-ASCII (an IA5String may not
+    hold it): it still loads, and fails only when its extensions are read."""
+    der = x509.load_pem_x509_certificate(certificate_pem).public_bytes(serialization.Encoding.DER)
+    at = der.index(b"spiffe://")
+    corrupted = der[:at] + b"\xff" + der[at + 1 :]
+    body = base64.encodebytes(corrupted).replace(b"\n", b"")
+    lines = [body[i : i + 64] for i in range(0, len(body), 64)]
+    return b"-----BEGIN CERTIFICATE-----\n" + b"\n".join(lines) + b"\n-----END CERTIFICATE-----\n"
+
+
+def test_a_statement_whose_certificate_does_not_parse_is_its_signers_fault(
+    pki: dict[str, TlsFiles],
+) -> None:
+    """Found by `make fuzz` (the ceremony target): a certificate whose SAN fails to parse made
+    verify raise ValueError, which the ceremony service answered with a gRPC INTERNAL error."""
+    statement = StatementSigner.from_tls_files(1, pki["signer-1"]).sign(
+        Purpose.ANNOUNCEMENT, b"body"
+    )
+    statement.certificate = _corrupted_uri(statement.certificate)
+    x509.load_pem_x509_certificate(statement.certificate)  # loads: the damage is deeper
+    with pytest.raises(CheatingParticipant, match="no readable certificate") as refused:
+        _verifier(pki).verify(statement, Purpose.ANNOUNCEMENT)
+    assert refused.value.identifier == 1
