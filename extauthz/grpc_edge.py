@@ -74,11 +74,14 @@ async def start_grpc(
     return server, port, health_servicer
 
 
-async def set_serving(health_servicer: health.aio.HealthServicer, serving: bool) -> None:
+async def set_serving(
+    health_servicer: health.aio.HealthServicer, serving: bool, service: str | None = None
+) -> None:
+    """Set `service`'s health (the Check service and "" when None)."""
     status = (
         health_pb2.HealthCheckResponse.SERVING
         if serving
         else health_pb2.HealthCheckResponse.NOT_SERVING
     )
-    await health_servicer.set(SERVICE, status)
-    await health_servicer.set("", status)
+    for name in (SERVICE, "") if service is None else (service,):
+        await health_servicer.set(name, status)

@@ -56,6 +56,13 @@ NO_QUORUM = "no signing quorum"  # all a caller learns of a quorum failure
 STALE = "shared state unavailable"  # revocations cannot be confirmed: nothing is served
 
 
+NOT_READY = Deny.unavailable(
+    "not_ready",
+    "keymint is not ready",
+    internal="the gateway is starting: the key ring is not loaded yet (see /readyz)",
+)
+
+
 def _stale() -> Deny:
     return Deny.unavailable(
         "shared_state_unavailable",
@@ -198,13 +205,23 @@ class Pipeline:
         self._audit = audit
         self._clock = clock
         self.hot = HotCache()
+        self._held: Deny | None = None
 
     @property
     def revocations(self) -> Revocations:
         return self._revocations
 
+    def hold(self, denial: Deny) -> None:
+        """Answer every Check and exchange with `denial` until `release` (start-up)."""
+        self._held = denial
+
+    def release(self) -> None:
+        self._held = None
+
     async def check(self, request: CheckRequest) -> CheckResponse:
         started = time.perf_counter()
+        if self._held is not None:
+            return to_check_response(await self._record(self._held))
         if not self._fresh():
             return to_check_response(await self._record(_stale()))
         # The same selection feeds the key and the Rego input: a cached allow was decided on
@@ -239,6 +256,8 @@ class Pipeline:
         self, subject_token: str, audience: str | None, scopes: tuple[str, ...]
     ) -> Decision:
         """RFC 8693 /token: the same pipeline with an explicit subject token and target."""
+        if self._held is not None:
+            return await self._record(self._held)
         if not self._fresh():
             return await self._record(_stale())
         try:

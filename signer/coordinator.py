@@ -195,9 +195,13 @@ class Coordinator:
     async def start(self) -> None:
         """Learn the keys from the signers (`refresh_keys`) and fill the pools."""
         await self.refresh_keys(at_start=True)
-        for member in self._members.values():
-            member.refill = asyncio.create_task(self._keep_filled(member))
+        self.keep_filled()
         await self._wait_for_pools()
+
+    def keep_filled(self) -> None:
+        """From now on, keep every signer's pool of commitments filled in the background."""
+        for member in self._members.values():
+            self._kick_refill(member)
 
     async def refresh_keys(self, *, at_start: bool = False) -> Mapping[str, PublicKeyPackage]:
         """Ask every signer which keys it holds; adopt each package that at least its threshold
@@ -270,20 +274,26 @@ class Coordinator:
 
     def ready(self, kid: str | None = None) -> bool:
         """Whether a signature by key `kid` (by any adopted key if None) can start right now."""
-        now = self._clock()
         kids = list(self._encoded) if kid is None else [kid]
         for candidate in kids:
-            encoded = self._encoded.get(candidate)
-            if encoded is None:
-                continue
-            usable = sum(
-                1
-                for m in self._members.values()
-                if m.down_until <= now and m.pool and m.holds(candidate, encoded)
-            )
-            if usable >= self._packages[candidate].min_participants:
+            usable, needed = self.quorum(candidate)
+            if needed and usable >= needed:
                 return True
         return False
+
+    def quorum(self, kid: str) -> tuple[int, int]:
+        """(signers that could sign with key `kid` right now, signers it needs); (0, 0) for a
+        key not adopted."""
+        encoded = self._encoded.get(kid)
+        if encoded is None:
+            return 0, 0
+        now = self._clock()
+        usable = sum(
+            1
+            for m in self._members.values()
+            if m.down_until <= now and m.pool and m.holds(kid, encoded)
+        )
+        return usable, self._packages[kid].min_participants
 
     def health(self) -> dict[int, str]:
         now = self._clock()

@@ -159,7 +159,8 @@ def test_serve_stops_on_a_bad_certificate_before_reaching_the_signers(
     assert main(["serve"]) == 2
     assert capsys.readouterr().err == (
         f"extauthz serve: KEYMINT_CHECK_TLS_CERT: cannot read {tmp_path / 'nope.pem'}: "
-        "No such file or directory (for example KEYMINT_CHECK_TLS_CERT=/etc/keymint/check/tls.crt)\n"
+        "No such file or directory "
+        "(for example KEYMINT_CHECK_TLS_CERT=/etc/keymint/check/tls.crt)\n"
     )
 
 
