@@ -60,6 +60,7 @@ from extauthz.token_exchange import (
     error_answer,
     parse_exchange,
 )
+from signer.observability import request_context
 from signer.token import public_jwk
 
 if TYPE_CHECKING:
@@ -337,9 +338,11 @@ class _Handlers:
         except ExchangeError as exc:
             return _exchange_response(exc.answer())
         try:
-            decision = await self._backend.exchange(
-                exchange.subject_token, exchange.audience, exchange.scopes
-            )
+            # Envoy's x-request-id, on this request's log lines and audit record.
+            with request_context(request.headers.get("x-request-id", "")):
+                decision = await self._backend.exchange(
+                    exchange.subject_token, exchange.audience, exchange.scopes
+                )
         except Exception:
             # The pipeline turns its own failures into denials; this is the edge's last net.
             log.exception("token exchange failed outside the pipeline; denying")

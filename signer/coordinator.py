@@ -26,6 +26,7 @@ from types import MappingProxyType
 
 import grpc
 
+from signer import tracing
 from signer.devca import TlsFiles, signer_name
 from signer.errors import SignerError
 from signer.frost import (
@@ -52,6 +53,7 @@ from signer.metrics import (
     THRESHOLD_SIGN_SECONDS,
     THRESHOLD_SIGNATURES,
 )
+from signer.observability import current_request_id
 from signer.proto import signer_pb2, signer_pb2_grpc
 from signer.tls import secure_channel
 
@@ -153,6 +155,10 @@ class _Member:
     @property
     def label(self) -> str:
         return str(self.endpoint.identifier)
+
+    @property
+    def span_attributes(self) -> dict[str, str | int]:
+        return {"keymint.signer": self.endpoint.identifier, "rpc.method": "Sign"}
 
 
 class Coordinator:
@@ -416,7 +422,10 @@ class Coordinator:
     ) -> SignatureShare | str:
         started = self._clock()
         try:
-            response = await member.stub.Sign(request, timeout=timeout)
+            with tracing.span(tracing.SIGN_SPAN, client=True, attributes=member.span_attributes):
+                response = await member.stub.Sign(
+                    request, timeout=timeout, metadata=_outgoing_metadata()
+                )
             share = decode_signature_share(response.signature_share)
         except grpc.aio.AioRpcError as exc:
             details = exc.details() or ""
@@ -572,6 +581,14 @@ async def _decode_commitments(encoded: Sequence[bytes]) -> list[SigningCommitmen
         if i % 4 == 3:
             await asyncio.sleep(0)
     return decoded
+
+
+def _outgoing_metadata() -> tuple[tuple[str, str], ...]:
+    """What the signer learns of the request beside the message: its trace context (when
+    tracing) and Envoy's request id (for its log lines), nothing else."""
+    request_id = current_request_id()
+    extra = (("x-request-id", request_id),) if request_id else ()
+    return (*tracing.outgoing_metadata(), *extra)
 
 
 def _describe(exc: BaseException) -> str:

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from signer.observability import ObservabilitySettings
 
 TRACER_NAME = "keymint"
+SIGN_SPAN = "keymint.signer.v1.Signer/Sign"  # a Sign call's span, on both sides of it
 PROPAGATED = ("traceparent", "tracestate")
 
 _enabled = False
@@ -97,9 +98,10 @@ def span(
     )
 
 
-def annotate(current: Span | None, **attributes: str | int | bool) -> None:
+def annotate(current: Span | None, attributes: Mapping[str, str | int | bool]) -> None:
+    """Set `attributes` on the span `span()` gave (None when tracing is off: nothing)."""
     if current is not None:
-        current.set_attributes(attributes)
+        current.set_attributes(dict(attributes))
 
 
 def context_from(*carriers: Iterable[tuple[str, Any]] | Mapping[str, Any]) -> Context | None:
