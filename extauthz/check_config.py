@@ -75,6 +75,8 @@ def load(
     p = Problems(GATEWAY_SCHEMA, (SettingsError,))
     p.extend(file_problems)
     settings = p.attempt(lambda: GatewaySettings.from_env(merged), None)
+    if serving:
+        _required_for_serving(p, merged)
     if settings is not None:
         p.extend(file_problems_of(settings, serving=serving))
     if p:
@@ -96,23 +98,32 @@ def file_problems_of(settings: GatewaySettings, *, serving: bool = True) -> list
             p.add("KEYMINT_SPIFFE_BUNDLES", f"{domain}: {path} cannot be read: {exc.strerror}")
         except IdentityConfigError as exc:
             p.add("KEYMINT_SPIFFE_BUNDLES", f"{domain}: {path}: {exc}")
+    if not any(problem.setting == "KEYMINT_SPIFFE_BUNDLES" for problem in p):
+        from extauthz.app import build_identifier
+
+        # The identifier reads the issuers' local JWKS files; it only keeps the session, for
+        # fetches that never happen here.
+        no_session = cast("aiohttp.ClientSession", None)
+        p.attempt(lambda: build_identifier(settings, no_session, lambda: 0.0), None)
     return list(p)
 
 
-def _serving_problems(p: Problems, settings: GatewaySettings) -> None:
-    """What only the gateway process reads (a signer's evidence checker reads the rest)."""
-    if not settings.signers:
-        p.add(
-            "KEYMINT_SIGNERS",
-            f"is required: the address of each of the FROST_N ({settings.frost_n}) signers",
-        )
-    if settings.trust_root is None:
+def _required_for_serving(p: Problems, env: Mapping[str, str]) -> None:
+    """What a serving gateway needs that a signer's evidence checker does not (checked whatever
+    else is wrong, so every problem is reported at once)."""
+    if not env.get("KEYMINT_SIGNERS", "").strip():
+        p.add("KEYMINT_SIGNERS", "is required: the address of each of the FROST_N signers")
+    if not env.get("KEYMINT_TRUST_ROOT", "").strip():
         p.add(
             "KEYMINT_TRUST_ROOT",
             "is required: the JSON document of the issuer and the first group key(s), from which "
             "every published key must be endorsed",
         )
-    else:
+
+
+def _serving_problems(p: Problems, settings: GatewaySettings) -> None:
+    """What only the gateway process reads (a signer's evidence checker reads the rest)."""
+    if settings.trust_root is not None:
         try:
             load_trust_root(settings.trust_root, settings.issuer)
         except KeyRingError as exc:
@@ -139,7 +150,7 @@ def _serving_problems(p: Problems, settings: GatewaySettings) -> None:
 
 
 def _policy_problems(p: Problems, settings: GatewaySettings) -> None:
-    from extauthz.app import build_identifier, build_policy_engine
+    from extauthz.app import build_policy_engine
 
     try:
         build_policy_engine(settings)
@@ -150,9 +161,6 @@ def _policy_problems(p: Problems, settings: GatewaySettings) -> None:
     except ExtAuthzError as exc:  # e.g. Rego unavailable (the rego extra)
         p.add("REGO_FILE" if settings.rego_file else "POLICY_FILE", str(exc))
 
-    # The identifier only keeps the session, for fetches that never happen here.
-    no_session = cast("aiohttp.ClientSession", None)
-    p.attempt(lambda: build_identifier(settings, no_session, lambda: 0.0), None)
 
 
 def _existing_ancestor(path: Path) -> Path:

@@ -654,7 +654,7 @@ GATEWAY_SETTINGS: tuple[Setting, ...] = (
     Setting("KEYMINT_TRUST_ENVOY_PRINCIPAL", Kind.BOOLEAN, "false"),
     Setting("KEYMINT_STATE_SYNC_SECONDS", Kind.NUMBER, "0.5"),
     Setting("KEYMINT_STATE_MAX_STALENESS_SECONDS", Kind.NUMBER, "5"),
-    Setting("KEYMINT_WORKERS", Kind.INTEGER, "2"),
+    Setting("KEYMINT_WORKERS", Kind.INTEGER, "1"),
     Setting("KEYMINT_AUDIT_LOG", Kind.TEXT, "/var/lib/keymint/gateway-audit.jsonl"),
     Setting(
         "KEYMINT_ADMIN_TOKEN_SHA256",

@@ -208,13 +208,23 @@ def typed_values(
             problems.append(
                 Problem(
                     key,
-                    f"in {source}: {shown} is not a {setting.kind.value}",
+                    f"in {source}: {shown} is not {_KIND_NAMES[setting.kind]}",
                     setting.example,
                 )
             )
             continue
         values[key] = text
     return values, problems
+
+
+_KIND_NAMES = {
+    Kind.TEXT: "a string",
+    Kind.INTEGER: "an integer",
+    Kind.NUMBER: "a number",
+    Kind.BOOLEAN: "true or false",
+    Kind.LIST: "a list of strings (or one string)",
+    Kind.PAIRS: "a table of KEY = value (or a list of KEY=value)",
+}
 
 
 def _as_text(setting: Setting, value: object) -> str | None:
