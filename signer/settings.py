@@ -22,7 +22,7 @@ import tomllib
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 CONFIG_FILE_VARIABLE = "KEYMINT_CONFIG_FILE"
 MAX_CONFIG_FILE_BYTES = 1024 * 1024
@@ -282,10 +282,3 @@ def effective_env(
 
 def config_file_setting() -> Setting:
     return Setting(CONFIG_FILE_VARIABLE, Kind.TEXT, "/etc/keymint/gateway.toml")
-
-
-def describe_value(setting: Setting | None, raw: Any) -> str:
-    """A value as a problem may show it: never a secret's."""
-    if setting is not None and setting.secret:
-        return "the value given"
-    return repr(raw)

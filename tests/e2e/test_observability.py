@@ -90,7 +90,7 @@ def test_one_mint_through_envoy_is_one_trace_from_envoy_to_each_signer(
         signed = [s for s in trace if s.name == SIGN and s.kind == SERVER]
         return "keymint-front-envoy" in services and len(signed) == 2
 
-    spans = collector.wait_for(complete, timeout=30)  # Envoy flushes its spans every 5 s
+    spans = collector.wait_for(complete, timeout=30)  # Envoy exports its spans in batches
     check = gateway_check(spans)
     assert check is not None
     trace = _trace_of(spans, check.trace_id)
