@@ -162,7 +162,6 @@ def _policy_problems(p: Problems, settings: GatewaySettings) -> None:
         p.add("REGO_FILE" if settings.rego_file else "POLICY_FILE", str(exc))
 
 
-
 def _existing_ancestor(path: Path) -> Path:
     path = path.absolute()
     while not path.exists() and path != path.parent:
