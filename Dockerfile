@@ -33,7 +33,7 @@ COPY extauthz ./extauthz
 # Envoy binary the tests run; production Envoy is its own image), less `login` (the OS keyring
 # for `extauthz login`, on engineers' machines) and less `dev`.
 # tests/test_dockerfile.py keeps this list and the one below equal to pyproject.toml's.
-RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[hsm,yubikey,redis,rego]"
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[hsm,yubikey,redis,rego,tracing]"
 
 
 FROM python:3.11.7-slim-bookworm
@@ -55,7 +55,7 @@ RUN apt-get update \
 # are bind-mounted (BuildKit), so they are not left in a layer of the image.
 RUN --mount=type=bind,from=builder,source=/wheels,target=/tmp/wheels \
     pip install --no-cache-dir --no-index --find-links=/tmp/wheels \
-        "keymint[hsm,yubikey,redis,rego]==0.1.0"
+        "keymint[hsm,yubikey,redis,rego,tracing]==0.1.0"
 
 # An unprivileged user with the fixed UID/GID the Kubernetes manifests run as.
 RUN groupadd --system --gid 10001 keymint \

@@ -3,16 +3,16 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := swig libpcsclite-dev pcscd softhsm2 opensc redis-server nodejs
+APT_PACKAGES := swig libpcsclite-dev pcscd softhsm2 opensc redis-server nodejs prometheus
 STAMP := $(VENV)/.installed
 NODE_STAMP := tests/interop/node_modules/.installed
 
-.PHONY: setup apt test lint typecheck unit demo demo-check demo-frost bench bench-frost bench-sign bench-check bench-e2e fuzz clean
+.PHONY: setup apt test lint typecheck unit rules demo demo-check demo-frost bench bench-frost bench-sign bench-check bench-e2e fuzz clean
 
 setup: apt $(STAMP) $(NODE_STAMP)
 
 # Debian packages: pyscard (yubikey-manager) builds against PC/SC, the vault tests use SoftHSM2,
-# the shared-cache tests start a real redis-server.
+# the shared-cache tests start a real redis-server, promtool (prometheus) checks k8s/monitoring/.
 apt:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -45,7 +45,12 @@ typecheck: setup
 unit: setup
 	$(PY) -m pytest -q
 
-test: lint typecheck unit
+# The alert rules and their unit tests (tests/k8s/test_monitoring.py runs them in `unit` too).
+rules: apt
+	promtool check rules k8s/monitoring/alerts.yaml
+	cd k8s/monitoring && promtool test rules alerts.test.yaml
+
+test: lint typecheck rules unit
 
 # The whole stack on loopback with real Envoy, a DKG among 3 signers, and three flows.
 demo: setup

@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -134,7 +135,19 @@ def start_cli_gateway(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int
         process.kill()
         raise RuntimeError(f"gateway did not start: {line!r}")
     fields = dict(part.split("=") for part in line.split()[2:])
+    wait_ready(int(fields["http_port"]))  # it listens before it is ready (extauthz.startup)
     return process, int(fields["grpc_port"])
+
+
+def wait_ready(http_port: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/readyz", timeout=2):
+                return
+        except OSError:  # HTTPError (503) included
+            time.sleep(0.05)
+    raise RuntimeError(f"the gateway was not ready within {timeout:.0f}s")
 
 
 def tree_cpu_seconds(process: subprocess.Popen[bytes]) -> float:

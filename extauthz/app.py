@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 
 from extauthz.config import GatewaySettings, SettingsError
+from extauthz.errors import ExtAuthzError
 from extauthz.identity import (
     IdentityConfigError,
     JwksSettings,
@@ -28,9 +29,10 @@ from extauthz.identity import (
 )
 from extauthz.keyring import KeyRing, KeyRingError, RotationError, load_trust_root
 from extauthz.limits import RateLimiter, Revocations, SharedRateLimiter, StateUnavailable
+from extauthz.metrics import KEY_TIMES, READY
 from extauthz.mint import Minter, MintSettings
 from extauthz.own_tokens import OwnTokenVerifier
-from extauthz.pipeline import Identifier, Pipeline
+from extauthz.pipeline import NOT_READY, Identifier, Pipeline
 from extauthz.policy import (
     Limits,
     PolicyEngine,
@@ -41,18 +43,25 @@ from extauthz.policy import (
     parse_policy,
 )
 from extauthz.policy.model import Policy
+from extauthz.startup import KeyRingSlot, NotStarted, Readiness, Startup, watch_health
 from extauthz.state import LocalStore, SharedState, StateSettings, StateStore
 from extauthz.tokencache import TokenCache
+from signer import tracing
 from signer.audit import AsyncAuditLog, AuditLog
 from signer.coordinator import Coordinator, CoordinatorSettings, SignerEndpoint
 from signer.devca import tls_files
 from signer.endorsement import TrustRoot
+from signer.metrics import QUORUM_NEEDED, QUORUM_USABLE
 from signer.token import kid_for
 
 log = logging.getLogger(__name__)
 
 
 KEYRING_FILE = "keyring.json"
+
+
+class StartError(ExtAuthzError):
+    """The gateway cannot start listening (a port in use, an address not on this host)."""
 
 
 @dataclass
@@ -64,8 +73,10 @@ class Gateway:
     session: aiohttp.ClientSession
     audit: AsyncAuditLog
     token_cache: TokenCache
-    keyring: KeyRing
+    keyring: KeyRingSlot  # the key ring once start-up has loaded it
     state: SharedState
+    startup: Startup
+    readiness: Readiness
     started_at: float = field(default_factory=time.time)
 
     @property
@@ -73,7 +84,20 @@ class Gateway:
         return self.keyring.active_key
 
     def ready(self) -> bool:
-        return self.keyring.ready()
+        return self.readiness.ready()
+
+    async def start(self, timeout: float | None = None) -> None:
+        """Run start-up to its end: the key ring loaded (NotStarted after `timeout` seconds).
+        `serve` runs it in the background instead, serving 503 not_ready meanwhile."""
+        if not self.keyring.loaded:
+            try:
+                await asyncio.wait_for(self.startup.run(), timeout)
+            except TimeoutError:
+                raise NotStarted() from None
+        # As a started coordinator did: give the nonce pools a moment to fill.
+        deadline = time.monotonic() + 5.0
+        while not self.keyring.ready() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
 
     async def publish_key(self, kid: str, jwk: Mapping[str, Any] | None = None) -> bytes:
         """Rotation step 1: t signers endorse key `kid` (added by a DKG among them) with the
@@ -190,39 +214,23 @@ def build_store(settings: GatewaySettings) -> StateStore:
     return LocalStore(settings.state_dir)
 
 
-async def build_keyring(
-    settings: GatewaySettings, root: TrustRoot, clock: Callable[[], float], store: StateStore
-) -> KeyRing:
-    """The coordinator (keys adopted only when t signers agree) and the endorsed key ring."""
-    coordinator = Coordinator(
+def build_coordinator(settings: GatewaySettings) -> Coordinator:
+    """The coordinator of the signers; it connects on its first call, not here."""
+    return Coordinator(
         endpoints=[SignerEndpoint(s.identifier, s.address) for s in settings.signers],
         tls=tls_files(settings.tls_dir, "coordinator"),
         settings=CoordinatorSettings(attempt_timeout=settings.signer_attempt_timeout),
     )
-    try:
-        await coordinator.start()
-        keyring = await KeyRing.load(
-            coordinator,
-            root,
-            store=store,
-            # With Redis, a local copy to start from while Redis is down; without, the store
-            # is that very file.
-            cache=settings.state_dir / KEYRING_FILE if store.shared else None,
-            max_token_ttl_seconds=settings.default_ttl_seconds,
-            publish_lead_seconds=settings.key_publish_lead_seconds,
-            clock=clock,
-        )
-    except BaseException:
-        await coordinator.close()
-        raise
-    package = coordinator.package_for(keyring.active_kid)
+
+
+def _check_threshold(settings: GatewaySettings, coordinator: Coordinator, kid: str) -> None:
+    package = coordinator.package_for(kid)
     if package.min_participants != settings.frost_t:
         log.warning(
             "FROST_T is %d but the signers' key needs %d; the key wins",
             settings.frost_t,
             package.min_participants,
         )
-    return keyring
 
 
 def build_rate_limiter(
@@ -238,19 +246,18 @@ def build_rate_limiter(
 
 
 async def build_gateway(
-    settings: GatewaySettings, *, clock: Callable[[], float] = time.time
+    settings: GatewaySettings, *, clock: Callable[[], float] = time.time, wait: bool = True
 ) -> Gateway:
+    """The gateway, built without reaching anything but the state store once. With `wait`, start-up
+    runs to its end here (the key ring loaded); without, `serve` runs it in the background."""
     root = trust_root_of(settings)
     store = build_store(settings)
-    try:
-        keyring = await build_keyring(settings, root, clock, store)
-    except BaseException:
-        await store.close()
-        raise
+    coordinator = build_coordinator(settings)
+    slot = KeyRingSlot(coordinator)
     revocations = Revocations(clock=clock)
 
     async def adopt_keyring() -> None:
-        await keyring.adopt()
+        await slot.adopt()
 
     state = SharedState(
         store,
@@ -281,11 +288,11 @@ async def build_gateway(
             sign_timeout=settings.sign_timeout,
             policy_credential_headers=settings.policy_headers.credentials,
         ),
-        signer=keyring,
-        group_public_key=lambda: keyring.active_key,
+        signer=slot,
+        group_public_key=lambda: slot.active_key,
         cache=token_cache,
         clock=clock,
-        published_keys=keyring.published_keys,
+        published_keys=slot.published_keys,
     )
     settings.audit_log.parent.mkdir(parents=True, exist_ok=True)
     audit = AsyncAuditLog(AuditLog(settings.audit_log, clock=clock))
@@ -298,14 +305,74 @@ async def build_gateway(
         audit=audit,
         own_tokens=OwnTokenVerifier(
             issuer=settings.issuer,
-            group_keys=keyring.published_keys,
+            group_keys=slot.published_keys,
             clock=clock,
         ),
         clock=clock,
         fresh=state.fresh,
     )
     resets.append(pipeline.hot.clear)  # a new policy must not be bypassed by cached decisions
-    return Gateway(settings, pipeline, policy, rego, session, audit, token_cache, keyring, state)
+    pipeline.hold(NOT_READY)  # until the key ring is loaded
+
+    def loaded(ring: KeyRing) -> None:
+        _check_threshold(settings, coordinator, ring.active_kid)
+        pipeline.release()
+
+    startup = Startup(
+        slot=slot,
+        root=root,
+        store=store,
+        # With Redis, a local copy to start from while Redis is down; without, the store is
+        # that very file.
+        cache=settings.state_dir / KEYRING_FILE if store.shared else None,
+        max_token_ttl_seconds=settings.default_ttl_seconds,
+        publish_lead_seconds=settings.key_publish_lead_seconds,
+        clock=clock,
+        on_loaded=loaded,
+    )
+    readiness = Readiness(slot=slot, state=state, startup=startup)
+    export_gauges(slot, readiness, clock)
+    gateway = Gateway(
+        settings,
+        pipeline,
+        policy,
+        rego,
+        session,
+        audit,
+        token_cache,
+        slot,
+        state,
+        startup,
+        readiness,
+    )
+    if wait:
+        try:
+            await gateway.start(timeout=30.0)
+        except BaseException:
+            await gateway.close()
+            raise
+    return gateway
+
+
+def export_gauges(slot: KeyRingSlot, readiness: Readiness, clock: Callable[[], float]) -> None:
+    """The gauges read at each scrape: quorum, readiness, the keys' publish lead and retirement
+    (the alert rules in k8s/monitoring/ read them)."""
+
+    def usable() -> float:
+        return slot.coordinator.quorum(slot.active_kid)[0] if slot.loaded else 0
+
+    def needed() -> float:
+        return slot.coordinator.quorum(slot.active_kid)[1] if slot.loaded else 0
+
+    QUORUM_USABLE.set_function(usable)
+    QUORUM_NEEDED.set_function(needed)
+    READY.set_function(lambda: 1.0 if readiness.ready() else 0.0)
+
+    def key_times() -> tuple[tuple[str, float] | None, Mapping[str, float]]:
+        return slot.ring.key_times() if slot.loaded else (None, {})
+
+    KEY_TIMES.source = key_times
+    KEY_TIMES.clock = clock
 
 
 async def _prune_keys(gateway: Gateway, interval: float = 60.0) -> None:
@@ -332,13 +399,30 @@ async def serve(
     from extauthz.http_edge import start_http
 
     preflight(settings.check_port)  # a bad certificate path stops the start before anything runs
-    gateway = await build_gateway(settings)
-    grpc_server, grpc_port, health_servicer = await start_grpc(
-        gateway.pipeline, settings.check_port, reuse_port=settings.workers > 1
-    )
-    http_runner, http_port = await start_http(gateway, settings.http_listen)
-    await set_serving(health_servicer, True)
+    tracing.configure(settings.observability, "keymint-gateway")
+    gateway = await build_gateway(settings, wait=False)
+    try:
+        grpc_server, grpc_port, health_servicer = await start_grpc(
+            gateway.pipeline, settings.check_port, reuse_port=settings.workers > 1
+        )
+        try:
+            http_runner, http_port = await start_http(gateway, settings.http_listen)
+        except BaseException:
+            await grpc_server.stop(grace=None)
+            raise
+    except OSError as exc:  # a port in use, an address not on this host
+        await gateway.close()
+        raise StartError(f"cannot listen: {exc.strerror or exc}") from None
+    except BaseException:
+        await gateway.close()
+        raise
+
+    async def set_status(service: str, serving: bool) -> None:
+        await set_serving(health_servicer, serving, service)
+
     watchers = [
+        asyncio.create_task(gateway.startup.run()),
+        asyncio.create_task(watch_health(gateway.readiness, set_status)),
         asyncio.create_task(_prune_keys(gateway)),
         asyncio.create_task(gateway.state.run()),
     ]
@@ -346,7 +430,8 @@ async def serve(
         if store is not None:
             watchers.append(asyncio.create_task(store.watch()))
     log.info(
-        "gateway serving: gRPC %s (port %d), HTTP port %d",
+        "gateway listening: gRPC %s (port %d), HTTP port %d; ready once the signers agree on a "
+        "key and the key ring is loaded (/readyz)",
         settings.grpc_listen,
         grpc_port,
         http_port,
@@ -360,11 +445,12 @@ async def serve(
     try:
         await stop.wait()
     finally:
-        await set_serving(health_servicer, False)
         for task in watchers:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await set_serving(health_servicer, False)
         await grpc_server.stop(grace=1.0)
         await http_runner.cleanup()
         await gateway.close()
+        tracing.shutdown()

@@ -1,7 +1,8 @@
 """`extauthz`: run the gateway, exchange a CI job's OIDC token, self-mint a token as an engineer,
 verify tokens and audit logs.
 
-    extauthz serve [--workers N]      # settings from the environment (extauthz.config)
+    extauthz serve [--workers N] [--config FILE]  # the environment over the file (extauthz.config)
+    extauthz check-config [--config FILE]         # the same settings checked, nothing started
     extauthz exchange --audience AUD --token-url https://keymint.example/token [--export-env]
     extauthz login --idp URL --client-id ID --token-url URL --audience AUD [--scope S] [--out F]
     extauthz token-info FILE|-
@@ -20,16 +21,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from extauthz import exchange_client, offline_verify, pinned_keys, policy_cli
+from extauthz import check_config, exchange_client, offline_verify, pinned_keys, policy_cli
+from extauthz.config import SettingsError
 from extauthz.errors import ExtAuthzError
 from extauthz.login import command as login_command
 from signer.errors import SignerError
+from signer.observability import configure_logging
 
 READY_LINE = "keymint-gateway ready grpc_port={grpc_port} http_port={http_port}"
 
@@ -42,9 +44,15 @@ def _serve(args: argparse.Namespace) -> int:
     import dataclasses
 
     from extauthz import app  # the gateway's dependencies load only for this command
-    from extauthz.config import GatewaySettings, workers_problem
+    from extauthz.check_config import load
+    from extauthz.config import workers_problem
+    from signer.observability import configure_logging
+    from signer.settings import CONFIG_FILE_VARIABLE
 
-    settings = GatewaySettings.from_env(os.environ)
+    settings, _ = load(os.environ, config_file=args.config)
+    if args.config is not None:  # workers read the same file
+        os.environ[CONFIG_FILE_VARIABLE] = str(args.config)
+    configure_logging(settings.observability, verbose=args.verbose)
     if args.workers is not None:
         settings = dataclasses.replace(settings, workers=args.workers)
         problem = workers_problem(settings)
@@ -140,8 +148,15 @@ def build_parser() -> argparse.ArgumentParser:
         "Redis or the state directory (default: KEYMINT_WORKERS, else 1)",
     )
     serve.add_argument("--worker-index", type=_positive, help=argparse.SUPPRESS)
+    serve.add_argument(
+        "--config",
+        type=Path,
+        help="a TOML or YAML file of settings (or KEYMINT_CONFIG_FILE); "
+        "the environment overrides it",
+    )
     serve.set_defaults(handler=_serve)
 
+    check_config.add_command(commands)
     exchange_client.add_command(commands)
     login_command.add_commands(commands)
     offline_verify.add_command(commands)
@@ -184,14 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(verbose=args.verbose)
     try:
         code: int = args.handler(args)
-    except (ExtAuthzError, SignerError) as exc:  # e.g. no key that t signers agree on
+    except SettingsError as exc:  # every problem, one line each
+        check_config.print_problems(args.command, exc)
+        return 2
+    except (ExtAuthzError, SignerError) as exc:  # e.g. a port that cannot be bound
         print(f"extauthz {args.command}: {exc}", file=sys.stderr)
         return 2
     return code

@@ -7,8 +7,8 @@ TOKEN_DEFAULT_TTL_SECONDS, ALLOWED_SCOPES, POLICY_FILE, FROST_N / FROST_T.
 from __future__ import annotations
 
 import stat
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +21,36 @@ from extauthz.identity import (
     load_issuers_file,
 )
 from extauthz.policy.rego import DEFAULT_QUERY, PolicyHeaders, normalize_query
-from signer.redisconn import RedisSettings, RedisSettingsError
+from signer.observability import OBSERVABILITY_SETTINGS, ObservabilityError, ObservabilitySettings
+from signer.redisconn import REDIS_SETTINGS, RedisSettings, RedisSettingsError
+from signer.settings import (
+    Kind,
+    Problem,
+    Problems,
+    Setting,
+    config_file_setting,
+    render,
+    schema_of,
+)
 
 
 class SettingsError(ExtAuthzError):
-    def __init__(self, variable: str, problem: str) -> None:
+    """The configuration is refused: `problems` holds every problem found, one line each in the
+    message; `variable` and `problem` are the first one's."""
+
+    def __init__(self, variable: str, problem: str, *, example: str = "") -> None:
+        self.problems: tuple[Problem, ...] = (Problem(variable, problem, example),)
         self.variable = variable
         self.problem = problem
         super().__init__(f"{variable}: {problem}")
+
+    @classmethod
+    def of(cls, problems: Sequence[Problem]) -> SettingsError:
+        first = problems[0]
+        error = cls(first.setting, first.problem, example=first.example)
+        error.problems = tuple(problems)
+        error.args = (render(problems),)
+        return error
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,104 +162,128 @@ class GatewaySettings:
     # Every accepted token issuer: from KEYMINT_ISSUERS_FILE, or GitHub's from the OIDC settings.
     issuers_file: Path | None = None
     jwt_issuers: tuple[IssuerConfig, ...] = ()
+    # Logs (KEYMINT_LOG_FORMAT, KEYMINT_LOG_LEVEL) and tracing (KEYMINT_TRACING...).
+    observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> GatewaySettings:
-        _refuse_trust_envoy_principal(env)
-        n = _int(env, "FROST_N", 3)
-        t = _int(env, "FROST_T", 2)
-        if not 2 <= t <= n:
-            raise SettingsError("FROST_T", f"{t} must be between 2 and FROST_N ({n})")
-        signers = _signers(env.get("KEYMINT_SIGNERS", ""))
-        if signers and len(signers) != n:
-            raise SettingsError("KEYMINT_SIGNERS", f"lists {len(signers)} signers, FROST_N is {n}")
+        """Every setting read and checked; SettingsError holds every problem found, not just
+        the first (`SettingsError.problems`)."""
+        p = Problems(GATEWAY_SCHEMA, (SettingsError, RedisSettingsError, ObservabilityError))
+        p.attempt(lambda: _refuse_trust_envoy_principal(env), None)
+        n = p.attempt(lambda: _int(env, "FROST_N", 3), None)
+        t = p.attempt(lambda: _int(env, "FROST_T", 2), None)
+        if n is not None and t is not None and not 2 <= t <= n:
+            p.add("FROST_T", f"{t} must be between 2 and FROST_N ({n})")
+        signers = p.attempt(lambda: _signers(env.get("KEYMINT_SIGNERS", "")), ())
+        if signers and n is not None and len(signers) != n:
+            p.add("KEYMINT_SIGNERS", f"lists {len(signers)} signers, FROST_N is {n}")
         issuers_file = _path(env, ISSUERS_FILE_VARIABLE)
         if issuers_file is not None:
-            _refuse_github_settings_beside(env, issuers_file)
+            _refuse_github_settings_beside(p, env, issuers_file)
         default_issuers = "" if issuers_file is not None else GITHUB_ISSUER
         issuers = tuple(_list(env.get("KEYMINT_OIDC_ISSUERS", default_issuers)))
         audiences = tuple(_list(env.get("KEYMINT_OIDC_AUDIENCES", "")))
         if issuers and not audiences:
-            raise SettingsError(
+            p.add(
                 "KEYMINT_OIDC_AUDIENCES",
                 "is required when OIDC issuers are configured (GitHub's default audience is "
                 "never accepted)",
             )
-        allow_http = _bool(env, "KEYMINT_OIDC_ALLOW_HTTP", False)
+        allow_http = p.attempt(lambda: _bool(env, "KEYMINT_OIDC_ALLOW_HTTP", False), False)
         admin = env.get("KEYMINT_ADMIN_TOKEN_SHA256", "").strip().lower() or None
         if admin is not None and (
             len(admin) != 64 or any(c not in "0123456789abcdef" for c in admin)
         ):
-            raise SettingsError("KEYMINT_ADMIN_TOKEN_SHA256", "must be 64 hex characters")
+            p.add("KEYMINT_ADMIN_TOKEN_SHA256", "must be 64 hex characters")
         rego = env.get("REGO_FILE", "").strip()
         audit_log = Path(env.get("KEYMINT_AUDIT_LOG", "./state/gateway-audit.jsonl"))
         grpc_listen = env.get("KEYMINT_GRPC_LISTEN", "").strip() or DEFAULT_GRPC_LISTEN
-        settings = cls(
-            issuer=_required(env, "KEYMINT_ISSUER"),
-            default_ttl_seconds=_int(env, "TOKEN_DEFAULT_TTL_SECONDS", 900),
-            allowed_scopes=frozenset(_list(env.get("ALLOWED_SCOPES", ""))),
-            policy_file=_policy_file(env),
-            rego_file=Path(rego) if rego else None,
-            frost_n=n,
-            frost_t=t,
-            signers=signers,
-            tls_dir=Path(env.get("KEYMINT_TLS_DIR", "./state/pki")),
-            grpc_listen=grpc_listen,
-            check_port=_check_port(env, grpc_listen),
-            http_listen=env.get("KEYMINT_HTTP_LISTEN", "127.0.0.1:8080"),
-            oidc_issuers=issuers,
-            oidc_audiences=audiences,
-            oidc_max_token_age=_int(env, "KEYMINT_OIDC_MAX_TOKEN_AGE_SECONDS", 600),
-            oidc_allow_http=allow_http,
-            spiffe_bundles=_bundles(env.get("KEYMINT_SPIFFE_BUNDLES", "")),
-            trusted_proxies=tuple(_list(env.get("KEYMINT_TRUSTED_PROXIES", ""))),
-            redis_url=env.get("KEYMINT_REDIS_URL", "").strip() or None,
-            audit_log=audit_log,
-            admin_token_sha256=admin,
-            rate_per_second=_float(env, "KEYMINT_RATE_PER_SECOND", 50.0),
-            rate_burst=_int(env, "KEYMINT_RATE_BURST", 100),
-            sign_timeout=_float(env, "KEYMINT_SIGN_TIMEOUT_SECONDS", 2.0),
-            key_publish_lead_seconds=_float(env, "KEYMINT_KEY_PUBLISH_LEAD_SECONDS", 300.0),
-            signer_attempt_timeout=_float(env, "KEYMINT_SIGNER_ATTEMPT_TIMEOUT_SECONDS", 0.5),
+        values: dict[str, Any] = {
+            "issuer": p.attempt(lambda: _required(env, "KEYMINT_ISSUER"), ""),
+            "default_ttl_seconds": p.attempt(
+                lambda: _int(env, "TOKEN_DEFAULT_TTL_SECONDS", 900), 900
+            ),
+            "allowed_scopes": frozenset(_list(env.get("ALLOWED_SCOPES", ""))),
+            "policy_file": p.attempt(lambda: _policy_file(env), None),
+            "rego_file": Path(rego) if rego else None,
+            "frost_n": n,
+            "frost_t": t,
+            "signers": signers,
+            "tls_dir": Path(env.get("KEYMINT_TLS_DIR", "./state/pki")),
+            "grpc_listen": grpc_listen,
+            "check_port": p.attempt(lambda: _check_port(env, grpc_listen), None),
+            "http_listen": env.get("KEYMINT_HTTP_LISTEN", "127.0.0.1:8080"),
+            "oidc_issuers": issuers,
+            "oidc_audiences": audiences,
+            "oidc_max_token_age": p.attempt(
+                lambda: _int(env, "KEYMINT_OIDC_MAX_TOKEN_AGE_SECONDS", 600), 600
+            ),
+            "oidc_allow_http": allow_http,
+            "spiffe_bundles": p.attempt(
+                lambda: _bundles(env.get("KEYMINT_SPIFFE_BUNDLES", "")), {}
+            ),
+            "trusted_proxies": tuple(_list(env.get("KEYMINT_TRUSTED_PROXIES", ""))),
+            "redis_url": env.get("KEYMINT_REDIS_URL", "").strip() or None,
+            "audit_log": audit_log,
+            "admin_token_sha256": admin,
+            "rate_per_second": p.attempt(lambda: _float(env, "KEYMINT_RATE_PER_SECOND", 50.0), 0),
+            "rate_burst": p.attempt(lambda: _int(env, "KEYMINT_RATE_BURST", 100), 0),
+            "sign_timeout": p.attempt(lambda: _float(env, "KEYMINT_SIGN_TIMEOUT_SECONDS", 2.0), 0),
+            "key_publish_lead_seconds": p.attempt(
+                lambda: _float(env, "KEYMINT_KEY_PUBLISH_LEAD_SECONDS", 300.0), 0
+            ),
+            "signer_attempt_timeout": p.attempt(
+                lambda: _float(env, "KEYMINT_SIGNER_ATTEMPT_TIMEOUT_SECONDS", 0.5), 0
+            ),
             # Below Envoy's ext_authz timeout, so a slow issuer is keymint's answer, not Envoy's.
-            jwks_fetch_timeout=_float(env, "KEYMINT_JWKS_FETCH_TIMEOUT_SECONDS", 1.5),
-            trust_root=_path(env, "KEYMINT_TRUST_ROOT"),
-            state_dir=Path(env.get("KEYMINT_STATE_DIR", "").strip() or audit_log.parent),
+            "jwks_fetch_timeout": p.attempt(
+                lambda: _float(env, "KEYMINT_JWKS_FETCH_TIMEOUT_SECONDS", 1.5), 0
+            ),
+            "trust_root": _path(env, "KEYMINT_TRUST_ROOT"),
+            "state_dir": Path(env.get("KEYMINT_STATE_DIR", "").strip() or audit_log.parent),
             # GitHub's tokens live 300 s; one published sample 21600 s.
-            oidc_max_lifetime=_int(env, "KEYMINT_OIDC_MAX_LIFETIME_SECONDS", 3600),
-            policy_headers=_policy_headers(env),
-            rego_query=_rego_query(env),
-            rego_alone=_bool(env, "KEYMINT_REGO_ALONE", False),
-            policy_per_request_input=_rego_setting(env, "KEYMINT_POLICY_PER_REQUEST_INPUT"),
-            **_state_settings(env),
-            issuers_file=issuers_file,
-            jwt_issuers=_jwt_issuers(env, issuers_file, issuers, audiences, allow_http),
+            "oidc_max_lifetime": p.attempt(
+                lambda: _int(env, "KEYMINT_OIDC_MAX_LIFETIME_SECONDS", 3600), 3600
+            ),
+            "policy_headers": p.attempt(lambda: _policy_headers(env), None),
+            "rego_query": p.attempt(lambda: _rego_query(env), DEFAULT_QUERY),
+            "rego_alone": p.attempt(lambda: _bool(env, "KEYMINT_REGO_ALONE", False), False),
+            "policy_per_request_input": p.attempt(
+                lambda: _rego_setting(env, "KEYMINT_POLICY_PER_REQUEST_INPUT"), False
+            ),
+            **_state_settings(p, env),
+            "issuers_file": issuers_file,
+        }
+        values["observability"] = p.attempt(lambda: ObservabilitySettings.from_env(env), None)
+        values["jwt_issuers"] = p.attempt(
+            lambda: _jwt_issuers(env, issuers_file, issuers, audiences, allow_http), ()
         )
+        if p:
+            raise SettingsError.of(p.all)
+        settings = cls(**values)
         problem = workers_problem(settings)
         if problem is not None:
             raise problem
         return settings
 
 
-def _state_settings(env: Mapping[str, str]) -> dict[str, Any]:
-    try:
-        redis = RedisSettings.from_env(env)
-    except RedisSettingsError as exc:
-        raise SettingsError(exc.variable, exc.problem) from None
-    sync = _float(env, "KEYMINT_STATE_SYNC_SECONDS", 0.5)
-    stale = _float(env, "KEYMINT_STATE_MAX_STALENESS_SECONDS", 5.0)
-    if sync >= stale:
-        raise SettingsError(
+def _state_settings(p: Problems, env: Mapping[str, str]) -> dict[str, Any]:
+    redis = p.attempt(lambda: RedisSettings.from_env(env), None)
+    sync = p.attempt(lambda: _float(env, "KEYMINT_STATE_SYNC_SECONDS", 0.5), None)
+    stale = p.attempt(lambda: _float(env, "KEYMINT_STATE_MAX_STALENESS_SECONDS", 5.0), None)
+    if sync is not None and stale is not None and sync >= stale:
+        p.add(
             "KEYMINT_STATE_SYNC_SECONDS",
             f"{sync} must be below KEYMINT_STATE_MAX_STALENESS_SECONDS ({stale}): a replica "
             "that polls less often than the bound would refuse between polls",
         )
-    if sync > 1.0:
-        raise SettingsError(
+    elif sync is not None and sync > 1.0:
+        p.add(
             "KEYMINT_STATE_SYNC_SECONDS",
             f"{sync} is over 1 s: a revocation must reach every replica within a second",
         )
-    workers = _int(env, "KEYMINT_WORKERS", 1)
+    workers = p.attempt(lambda: _int(env, "KEYMINT_WORKERS", 1), 1)
     return {
         "redis": redis,
         "state_sync_seconds": sync,
@@ -335,10 +381,10 @@ def _bundles(raw: str) -> dict[str, Path]:
     return bundles
 
 
-def _refuse_github_settings_beside(env: Mapping[str, str], issuers_file: Path) -> None:
+def _refuse_github_settings_beside(p: Problems, env: Mapping[str, str], issuers_file: Path) -> None:
     for name in LEGACY_OIDC_VARIABLES:
         if env.get(name, "").strip():
-            raise SettingsError(
+            p.add(
                 name,
                 f"is replaced by {ISSUERS_FILE_VARIABLE} ({issuers_file}): configure GitHub "
                 "there as a github_actions issuer, and remove this setting",
@@ -488,11 +534,13 @@ def _check_port(env: Mapping[str, str], listen: str) -> CheckPort:
             f"unix:/path beside Envoy; or, for development only, set "
             f"KEYMINT_DEV_INSECURE_CHECK_PORT=true",
         )
-    for name in CHECK_TLS_VARIABLES:
-        if name not in tls_given:
-            raise SettingsError(
-                name, f"is required for an mTLS Check port (given: {', '.join(tls_given)})"
-            )
+    missing = [
+        Problem(name, f"is required for an mTLS Check port (given: {', '.join(tls_given)})")
+        for name in CHECK_TLS_VARIABLES
+        if name not in tls_given
+    ]
+    if missing:
+        raise SettingsError.of(missing)
     return CheckPortTls(
         address=address,
         cert=Path(env["KEYMINT_CHECK_TLS_CERT"].strip()),
@@ -567,3 +615,69 @@ def _spiffe_ids(raw: str) -> frozenset[str]:
                 f"{item!r} is not a SPIFFE ID (spiffe://trust-domain/path)",
             )
     return frozenset(ids)
+
+
+# Every setting of the gateway: the names `from_env` reads, their kinds (a config file's values are
+# checked against them) and an example of a right value, shown beside each problem. The signers'
+# evidence checker reads the same ones (extauthz.guard_checker). README.md's configuration table
+# lists each (tests/extauthz/test_settings_schema.py).
+GATEWAY_SETTINGS: tuple[Setting, ...] = (
+    Setting("KEYMINT_ISSUER", Kind.TEXT, "https://keymint.example.com"),
+    Setting("POLICY_FILE", Kind.TEXT, "/etc/keymint/policy/policy.json"),
+    Setting("REGO_FILE", Kind.TEXT, "/etc/keymint/policy/policy.rego"),
+    Setting("KEYMINT_REGO_QUERY", Kind.TEXT, "envoy/authz/allow"),
+    Setting("KEYMINT_REGO_ALONE", Kind.BOOLEAN, "true"),
+    Setting("KEYMINT_POLICY_CREDENTIAL_HEADERS", Kind.LIST, "authorization"),
+    Setting("KEYMINT_POLICY_PER_REQUEST_INPUT", Kind.BOOLEAN, "false"),
+    Setting("KEYMINT_POLICY_IGNORED_HEADERS", Kind.LIST, "x-request-id,traceparent,x-b3-*"),
+    Setting("ALLOWED_SCOPES", Kind.LIST, "deploy:read,deploy:write"),
+    Setting("TOKEN_DEFAULT_TTL_SECONDS", Kind.INTEGER, "900"),
+    Setting("FROST_N", Kind.INTEGER, "3"),
+    Setting("FROST_T", Kind.INTEGER, "2"),
+    Setting(
+        "KEYMINT_SIGNERS",
+        Kind.PAIRS,
+        "1=keymint-signer-1:9443,2=keymint-signer-2:9443,3=keymint-signer-3:9443",
+    ),
+    Setting("KEYMINT_TLS_DIR", Kind.TEXT, "/etc/keymint/tls"),
+    Setting(ISSUERS_FILE_VARIABLE, Kind.TEXT, "/etc/keymint/issuers/issuers.json"),
+    Setting("KEYMINT_OIDC_ISSUERS", Kind.LIST, GITHUB_ISSUER),
+    Setting("KEYMINT_OIDC_AUDIENCES", Kind.LIST, "https://keymint.example.com"),
+    Setting("KEYMINT_OIDC_MAX_TOKEN_AGE_SECONDS", Kind.INTEGER, "600"),
+    Setting("KEYMINT_OIDC_MAX_LIFETIME_SECONDS", Kind.INTEGER, "3600"),
+    Setting("KEYMINT_OIDC_ALLOW_HTTP", Kind.BOOLEAN, "false"),
+    Setting("KEYMINT_JWKS_FETCH_TIMEOUT_SECONDS", Kind.NUMBER, "1.5"),
+    Setting(
+        "KEYMINT_SPIFFE_BUNDLES", Kind.PAIRS, "prod.example.com=/etc/keymint/spiffe/bundle.pem"
+    ),
+    Setting("KEYMINT_TRUSTED_PROXIES", Kind.LIST, "spiffe://prod.example.com/ns/edge/sa/proxy"),
+    Setting("KEYMINT_TRUST_ENVOY_PRINCIPAL", Kind.BOOLEAN, "false"),
+    Setting("KEYMINT_STATE_SYNC_SECONDS", Kind.NUMBER, "0.5"),
+    Setting("KEYMINT_STATE_MAX_STALENESS_SECONDS", Kind.NUMBER, "5"),
+    Setting("KEYMINT_WORKERS", Kind.INTEGER, "1"),
+    Setting("KEYMINT_AUDIT_LOG", Kind.TEXT, "/var/lib/keymint/gateway-audit.jsonl"),
+    Setting(
+        "KEYMINT_ADMIN_TOKEN_SHA256",
+        Kind.TEXT,
+        "1566387083da0f47b569a8a26d1252d5fb7b818f3e8620e93b62f16a0eaf63a1",
+    ),
+    Setting("KEYMINT_TRUST_ROOT", Kind.TEXT, "/etc/keymint/trust-root/trust-root.json"),
+    Setting("KEYMINT_STATE_DIR", Kind.TEXT, "/var/lib/keymint"),
+    Setting("KEYMINT_RATE_PER_SECOND", Kind.NUMBER, "50"),
+    Setting("KEYMINT_RATE_BURST", Kind.INTEGER, "100"),
+    Setting("KEYMINT_SIGN_TIMEOUT_SECONDS", Kind.NUMBER, "2"),
+    Setting("KEYMINT_SIGNER_ATTEMPT_TIMEOUT_SECONDS", Kind.NUMBER, "0.5"),
+    Setting("KEYMINT_KEY_PUBLISH_LEAD_SECONDS", Kind.NUMBER, "300"),
+    Setting("KEYMINT_GRPC_LISTEN", Kind.TEXT, "unix:/var/run/keymint/check.sock"),
+    Setting("KEYMINT_CHECK_TLS_CERT", Kind.TEXT, "/etc/keymint/check/tls.crt"),
+    Setting("KEYMINT_CHECK_TLS_KEY", Kind.TEXT, "/etc/keymint/check/tls.key"),
+    Setting("KEYMINT_CHECK_CLIENT_CA", Kind.TEXT, "/etc/keymint/check/ca.crt"),
+    Setting("KEYMINT_CHECK_ALLOWED_CLIENTS", Kind.LIST, "spiffe://keymint.internal/keymint/envoy"),
+    Setting("KEYMINT_GRPC_SOCKET_MODE", Kind.TEXT, "0660"),
+    Setting("KEYMINT_DEV_INSECURE_CHECK_PORT", Kind.BOOLEAN, "false"),
+    Setting("KEYMINT_HTTP_LISTEN", Kind.TEXT, "0.0.0.0:8080"),
+    *REDIS_SETTINGS,
+    *OBSERVABILITY_SETTINGS,
+    config_file_setting(),
+)
+GATEWAY_SCHEMA = schema_of(GATEWAY_SETTINGS)

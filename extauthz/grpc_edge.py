@@ -20,7 +20,9 @@ from extauthz.check_port import bind, registry
 from extauthz.config import CheckPort
 from extauthz.decision import Deny
 from extauthz.pipeline import Pipeline
+from extauthz.policy.rego_decision import KEYMINT_METADATA
 from extauthz.respond import to_check_response
+from signer import tracing
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +37,36 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
         self, request: CheckRequest, context: grpc.aio.ServicerContext
     ) -> CheckResponse:
         try:
+            if tracing.enabled():  # off: one flag read, nothing else on the hot path
+                return await self._traced_check(request, context)
             return await self._pipeline.check(request)
         except Exception:
             log.exception("Check failed outside the pipeline; denying")
             return to_check_response(Deny.unavailable("internal_error", "internal error"))
+
+    async def _traced_check(
+        self, request: CheckRequest, context: grpc.aio.ServicerContext
+    ) -> CheckResponse:
+        """The Check in a server span: the child of Envoy's ext_authz span when Envoy traces (its
+        gRPC client sends the context in the call's metadata), else of the request's own
+        traceparent header, else a new trace."""
+        parent = tracing.context_from(
+            context.invocation_metadata() or (), request.attributes.request.http.headers
+        )
+        with tracing.span(f"{SERVICE}/Check", server=True, parent=parent) as span:
+            response = await self._pipeline.check(request)
+            # .get: indexing a protobuf map would add the key to a response the hot cache shares
+            keymint = response.dynamic_metadata.fields.get(KEYMINT_METADATA)
+            fields = keymint.struct_value.fields if keymint is not None else {}
+            tracing.annotate(
+                span,
+                {
+                    f"keymint.{name}": value.string_value
+                    for name in ("decision", "reason", "cache", "subject")
+                    if (value := fields.get(name)) is not None
+                },
+            )
+            return response
 
 
 async def start_grpc(
@@ -74,11 +102,14 @@ async def start_grpc(
     return server, port, health_servicer
 
 
-async def set_serving(health_servicer: health.aio.HealthServicer, serving: bool) -> None:
+async def set_serving(
+    health_servicer: health.aio.HealthServicer, serving: bool, service: str | None = None
+) -> None:
+    """Set `service`'s health (the Check service and "" when None)."""
     status = (
         health_pb2.HealthCheckResponse.SERVING
         if serving
         else health_pb2.HealthCheckResponse.NOT_SERVING
     )
-    await health_servicer.set(SERVICE, status)
-    await health_servicer.set("", status)
+    for name in (SERVICE, "") if service is None else (service,):
+        await health_servicer.set(name, status)

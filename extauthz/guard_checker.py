@@ -21,7 +21,7 @@ import aiohttp
 
 from extauthz.app import build_identifier, build_policy_engine
 from extauthz.claims import provenance_claims
-from extauthz.config import GatewaySettings, SettingsError
+from extauthz.config import GATEWAY_SETTINGS, GatewaySettings, SettingsError
 from extauthz.identity import IdentityError
 from extauthz.model import Identity, Route
 from extauthz.pipeline import Identifier
@@ -35,6 +35,7 @@ from signer.guard import (
     GuardEvidence,
     GuardRefusal,
 )
+from signer.settings import Kind, Problem, Problems, Setting, schema_of
 
 
 class GatewayEvidenceChecker:
@@ -127,6 +128,26 @@ def from_env(env: Mapping[str, str]) -> GatewayEvidenceChecker:
     return GatewayEvidenceChecker(
         identifier=build_identifier(settings, session, time.time), engine=engine, versions=versions
     )
+
+
+# The settings this checker reads, for `signer check-config` and a signer's config file: the
+# gateway's, and how long a replaced policy version is honoured.
+SETTINGS = (
+    *GATEWAY_SETTINGS,
+    Setting("KEYMINT_POLICY_OVERLAP_SECONDS", Kind.NUMBER, "300"),
+)
+
+
+def check_config(env: Mapping[str, str]) -> list[Problem]:
+    """Every problem with the settings and files this checker would read in a signer."""
+    from extauthz.check_config import file_problems_of
+
+    p = Problems(schema_of(SETTINGS), (SettingsError,))
+    p.attempt(lambda: _overlap_seconds(env), None)
+    settings = p.attempt(lambda: GatewaySettings.from_env(env), None)
+    if settings is not None:
+        p.extend(file_problems_of(settings, serving=False))
+    return list(p)
 
 
 def _overlap_seconds(env: Mapping[str, str]) -> float:

@@ -60,6 +60,7 @@ from extauthz.token_exchange import (
     error_answer,
     parse_exchange,
 )
+from signer.observability import request_context
 from signer.token import public_jwk
 
 if TYPE_CHECKING:
@@ -90,6 +91,9 @@ class HttpBackend(Protocol):
 
     def ready(self) -> bool: ...  # a signing quorum answers
 
+    # /readyz's document: "status" (ready or not_ready), and why not ("reason", a stable code)
+    def readiness(self) -> Mapping[str, object]: ...
+
     def jwks_keys(self) -> list[bytes]: ...  # group keys that may still verify a live token
 
     # {"issuer", "roots": [kid], "endorsements": [compact JWS], "keys": [published kid]}
@@ -114,6 +118,7 @@ class PipelineBackend:
     audit_log: AuditWriter | None = None
     published_keys: Callable[[], list[bytes]] | None = None  # rotation: active, next, retiring
     endorsements: Callable[[], Mapping[str, object]] | None = None  # the key ring's chain
+    report: Callable[[], Mapping[str, object]] | None = None  # extauthz.startup.Readiness
 
     @classmethod
     def from_gateway(cls, gateway: Gateway) -> PipelineBackend:
@@ -126,6 +131,7 @@ class PipelineBackend:
             endorsements=gateway.keyring.endorsements_document,
             quorum_ready=gateway.ready,
             audit_log=gateway.audit,
+            report=gateway.readiness.report,
         )
 
     @property
@@ -134,6 +140,13 @@ class PipelineBackend:
 
     def ready(self) -> bool:
         return self.quorum_ready()
+
+    def readiness(self) -> Mapping[str, object]:
+        if self.report is not None:
+            return self.report()
+        if self.ready():
+            return {"status": "ready"}
+        return {"status": "not_ready", "reason": "no_signing_quorum"}
 
     def jwks_keys(self) -> list[bytes]:
         if self.published_keys is not None:
@@ -233,6 +246,11 @@ def _json(status: int, document: object, headers: Mapping[str, str] | None = Non
     return web.json_response(document, status=status, headers=headers)
 
 
+def _not_ready() -> web.Response:
+    document = {"error": "not_ready", "error_description": "the key ring is not loaded yet"}
+    return _json(503, document, {"Cache-Control": "no-store", "Retry-After": "1"})
+
+
 def _exchange_response(answer: ExchangeAnswer) -> web.Response:
     return _json(answer.status, answer.body, answer.headers)
 
@@ -254,9 +272,13 @@ class _Handlers:
 
     async def jwks(self, request: web.Request) -> web.Response:
         keys = [public_jwk(key) for key in self._backend.jwks_keys()]
+        if not keys:  # starting: an empty set must not be cached by any verifier
+            return _not_ready()
         return self._cacheable(request, {"keys": keys})
 
     async def endorsements(self, request: web.Request) -> web.Response:
+        if not self._backend.jwks_keys():
+            return _not_ready()
         return self._cacheable(request, self._backend.key_endorsements())
 
     async def discovery(self, request: web.Request) -> web.Response:
@@ -289,14 +311,10 @@ class _Handlers:
         return _json(200, {"status": "ok"}, {"Cache-Control": "no-store"})
 
     async def readyz(self, request: web.Request) -> web.Response:
-        if self._backend.ready():
-            return _json(200, {"status": "ready"}, {"Cache-Control": "no-store"})
-        document = {
-            "status": "not_ready",
-            "reason": "no_signing_quorum",
-            "detail": "fewer than the threshold of signers can sign",
-        }
-        return _json(503, document, {"Cache-Control": "no-store"})
+        """200 when ready; else 503 with the reason, and per dependency what it waits for."""
+        document = self._backend.readiness()
+        status = 200 if document.get("status") == "ready" else 503
+        return _json(status, document, {"Cache-Control": "no-store"})
 
     async def metrics(self, request: web.Request) -> web.Response:
         return web.Response(
@@ -320,9 +338,11 @@ class _Handlers:
         except ExchangeError as exc:
             return _exchange_response(exc.answer())
         try:
-            decision = await self._backend.exchange(
-                exchange.subject_token, exchange.audience, exchange.scopes
-            )
+            # Envoy's x-request-id, on this request's log lines and audit record.
+            with request_context(request.headers.get("x-request-id", "")):
+                decision = await self._backend.exchange(
+                    exchange.subject_token, exchange.audience, exchange.scopes
+                )
         except Exception:
             # The pipeline turns its own failures into denials; this is the edge's last net.
             log.exception("token exchange failed outside the pipeline; denying")

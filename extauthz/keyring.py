@@ -320,6 +320,15 @@ class KeyRing:
     def published_keys(self) -> list[bytes]:
         return [self._trusted[kid] for kid in self.published_kids()]
 
+    def key_times(self) -> tuple[tuple[str, float] | None, dict[str, float]]:
+        """The next key and when its publish lead ends (it may be activated from then), and
+        each retiring key and when it leaves the JWKS: for the metrics operators alert on."""
+        state = self._state
+        following = (
+            None if state.next is None else (state.next, state.next_published_at + self._lead)
+        )
+        return following, dict(state.retiring)
+
     def endorsements_document(self) -> dict[str, object]:
         """What a verifier needs to trust the published keys from its pinned root."""
         return {

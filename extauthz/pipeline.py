@@ -43,9 +43,12 @@ from extauthz.policy import (
     RequestAttributes,
 )
 from extauthz.respond import to_check_response, token_ref
+from signer import tracing
 from signer.coordinator import QuorumUnavailable, SigningRefused
+from signer.observability import clean_request_id, current_request_id, request_context
 
 log = logging.getLogger(__name__)
+DECISION_LOG = logging.getLogger("extauthz.decision")
 
 # The hot path's metric children, looked up once: label resolution costs more than the lookup.
 _HIT = DECISIONS.labels("allow", "ok", "hit")
@@ -54,6 +57,13 @@ _HIT_SECONDS = CHECK_SECONDS.labels("hit")
 BEARER = "bearer "
 NO_QUORUM = "no signing quorum"  # all a caller learns of a quorum failure
 STALE = "shared state unavailable"  # revocations cannot be confirmed: nothing is served
+
+
+NOT_READY = Deny.unavailable(
+    "not_ready",
+    "keymint is not ready",
+    internal="the gateway is starting: the key ring is not loaded yet (see /readyz)",
+)
 
 
 def _stale() -> Deny:
@@ -198,15 +208,23 @@ class Pipeline:
         self._audit = audit
         self._clock = clock
         self.hot = HotCache()
+        self._held: Deny | None = None
 
     @property
     def revocations(self) -> Revocations:
         return self._revocations
 
+    def hold(self, denial: Deny) -> None:
+        """Answer every Check and exchange with `denial` until `release` (start-up)."""
+        self._held = denial
+
+    def release(self) -> None:
+        self._held = None
+
     async def check(self, request: CheckRequest) -> CheckResponse:
         started = time.perf_counter()
-        if not self._fresh():
-            return to_check_response(await self._record(_stale()))
+        if self._held is not None or not self._fresh():
+            return await self._answer(request, self._held or _stale())
         # The same selection feeds the key and the Rego input: a cached allow was decided on
         # exactly the headers and attributes policy would read now.
         headers = self._engine.readable_headers(request.attributes.request.http.headers)
@@ -223,22 +241,35 @@ class Pipeline:
                     _HIT.inc()
                     _HIT_SECONDS.observe(time.perf_counter() - started)
                     return entry.response
-                return to_check_response(await self._record(limited))
+                return await self._answer(request, limited)
         attributes = NO_ATTRIBUTES
         if values:  # the dataclass's fields, in order (tests/extauthz/test_pipeline.py pins it)
             attributes = RequestAttributes(*values)  # type: ignore[arg-type]
-        decision = await self._decide_safely(request, headers, attributes)
-        response = to_check_response(decision)
+        request_id = request_id_of(request)
+        with request_context(request_id):
+            decision = await self._decide_safely(request, headers, attributes)
+        # The request id goes to this answer only: the hot cache's copy answers later requests,
+        # as hits (its metadata says so, for Envoy's access log).
+        response = to_check_response(decision, request_id=request_id)
         if isinstance(decision, Allow) and key is not None:
             fresh_until = decision.token.expires_at - 0.1 * decision.token.lifetime
-            self.hot.put(key, HotEntry(decision, response, fresh_until), generation=generation)
+            stored = to_check_response(dataclasses.replace(decision, cached=True))
+            self.hot.put(key, HotEntry(decision, stored, fresh_until), generation=generation)
         CHECK_SECONDS.labels("miss").observe(time.perf_counter() - started)
         return response
+
+    async def _answer(self, request: CheckRequest, denial: Deny) -> CheckResponse:
+        """A denial decided before the pipeline ran (starting, stale state, rate limited)."""
+        request_id = request_id_of(request)
+        with request_context(request_id):
+            return to_check_response(await self._record(denial), request_id=request_id)
 
     async def exchange(
         self, subject_token: str, audience: str | None, scopes: tuple[str, ...]
     ) -> Decision:
         """RFC 8693 /token: the same pipeline with an explicit subject token and target."""
+        if self._held is not None:
+            return await self._record(self._held)
         if not self._fresh():
             return await self._record(_stale())
         try:
@@ -286,7 +317,9 @@ class Pipeline:
         if passed is not None:
             return passed
         try:
-            identity = await self._identifier.identify(request)
+            with tracing.span("extauthz.identify") as span:
+                identity = await self._identifier.identify(request)
+                tracing.annotate(span, {"keymint.identity_kind": identity.kind.value})
         except IdentityError as exc:
             return await self._record(Deny.unauthenticated(str(exc.reason), exc.message))
         return await self._authorize_and_mint(
@@ -303,8 +336,10 @@ class Pipeline:
         if limited is not None:
             return await self._record(limited)
         policy = self._engine.snapshot()
-        verdict = self._engine.judge(authz, policy)
-        outcome = verdict.decision
+        with tracing.span("extauthz.authorize") as span:
+            verdict = self._engine.judge(authz, policy)
+            outcome = verdict.decision
+            tracing.annotate(span, {"keymint.allowed": not isinstance(outcome, Denial)})
         if isinstance(outcome, Denial):
             denial = Deny.forbidden(str(outcome.reason), outcome.detail, identity)
             if verdict.response is not None:  # a Rego denial's own status, headers and body
@@ -312,10 +347,18 @@ class Pipeline:
                 denial = dataclasses.replace(denial, status=status, response=verdict.response)
             return await self._record(denial)
         try:
-            token, cached = await self._minter.mint(authz, outcome, policy.digest)
-            if cached and self._revocations.jti_revoked(token.jti):
-                await self._minter.forget(identity, outcome)
+            with tracing.span("extauthz.mint") as span:
                 token, cached = await self._minter.mint(authz, outcome, policy.digest)
+                if cached and self._revocations.jti_revoked(token.jti):
+                    await self._minter.forget(identity, outcome)
+                    token, cached = await self._minter.mint(authz, outcome, policy.digest)
+                tracing.annotate(
+                    span,
+                    {
+                        "keymint.cached": cached,
+                        "keymint.signers": ",".join(map(str, token.signers)),
+                    },
+                )
         except QuorumUnavailable as exc:
             MINTS.labels("no_quorum").inc()
             # Which signers failed, where and why is the operator's business: log and audit.
@@ -380,7 +423,10 @@ class Pipeline:
         return Deny.rate_limited("too many requests for this identity", identity, retry_after)
 
     async def _record(self, decision: Decision) -> Decision:
-        """Count the decision and write it to the audit log (mints and every denial)."""
+        """Count the decision, log it (one line, with the request id) and write it to the audit
+        log (mints and every denial)."""
+        request_id = current_request_id()
+        log_decision(decision, request_id)
         if isinstance(decision, Allow):
             DECISIONS.labels("allow", "ok", "hit" if decision.cached else "miss").inc()
             if decision.cached or self._audit is None:
@@ -389,6 +435,7 @@ class Pipeline:
             await self._write(
                 "mint",
                 {
+                    **({"request_id": request_id} if request_id else {}),
                     "subject": decision.identity.subject,
                     "identity_kind": decision.identity.kind.value,
                     "rule": decision.grant.rule,
@@ -406,6 +453,7 @@ class Pipeline:
             await self._write(
                 "deny",
                 {
+                    **({"request_id": request_id} if request_id else {}),
                     "status": decision.status,
                     "reason": decision.reason,
                     "detail": decision.detail,
@@ -418,3 +466,35 @@ class Pipeline:
     async def _write(self, event: str, data: Mapping[str, object]) -> None:
         if self._audit is not None:
             await self._audit.append(event, data)
+
+
+def request_id_of(request: CheckRequest) -> str:
+    """Envoy's x-request-id (the same id its access log shows), or else the Check's http id."""
+    http = request.attributes.request.http
+    return clean_request_id(http.headers.get("x-request-id", "") or http.id)
+
+
+def log_decision(decision: Decision, request_id: str) -> None:
+    """One line per decision made here (a hot-cache answer is not one: Envoy's access log has
+    it). Fields, never secrets: the token only as its SHA-256 reference."""
+    if isinstance(decision, Allow):
+        token = decision.token
+        fields: dict[str, object] = {
+            "decision": "allow",
+            "reason": "cached_token" if decision.cached else "minted",
+            "subject": decision.identity.subject,
+            "audience": token.audience,
+            "jti": token.jti,
+            "token": token_ref(token.token),
+            "signers": list(token.signers),
+        }
+    else:
+        fields = {
+            "decision": "deny",
+            "status": decision.status,
+            "reason": decision.reason,
+            "subject": decision.identity.subject if decision.identity else "",
+        }
+    if request_id:
+        fields["request_id"] = request_id
+    DECISION_LOG.info("%s %s", fields["decision"], fields["reason"], extra={"fields": fields})

@@ -50,10 +50,11 @@ def token_ref(token: str) -> str:
     return "sha256:" + hashlib.sha256(token.encode()).hexdigest()[:16]
 
 
-def to_check_response(decision: Decision) -> CheckResponse:
+def to_check_response(decision: Decision, *, request_id: str = "") -> CheckResponse:
+    """`request_id` (Envoy's x-request-id) joins the metadata, as in the log and audit record."""
     if isinstance(decision, Allow):
-        return _allow(decision)
-    return _deny(decision)
+        return _allow(decision, request_id)
+    return _deny(decision, request_id)
 
 
 def _header(key: str, value: str) -> HeaderValueOption:
@@ -65,7 +66,7 @@ def _policy_headers(pairs: Iterable[tuple[str, str]]) -> list[HeaderValueOption]
     return [HeaderValueOption(header=HeaderValue(key=k, value=v)) for k, v in pairs]
 
 
-def _allow(allow: Allow) -> CheckResponse:
+def _allow(allow: Allow, request_id: str = "") -> CheckResponse:
     token = allow.token
     policy = allow.response or PolicyResponse()
     metadata = {
@@ -79,6 +80,8 @@ def _allow(allow: Allow) -> CheckResponse:
         "token": token_ref(token.token),
         "cache": "hit" if allow.cached else "miss",
     }
+    if request_id:
+        metadata["request_id"] = request_id
     return CheckResponse(
         status=status_pb2.Status(code=code_pb2.OK),
         ok_response=OkHttpResponse(
@@ -97,7 +100,7 @@ def _allow(allow: Allow) -> CheckResponse:
     )
 
 
-def _deny(deny: Deny) -> CheckResponse:
+def _deny(deny: Deny, request_id: str = "") -> CheckResponse:
     policy = deny.response or PolicyResponse()
     headers = [_header("cache-control", "no-store")]
     if policy.body is None:
@@ -120,6 +123,8 @@ def _deny(deny: Deny) -> CheckResponse:
     metadata = {"decision": "deny", "status": str(deny.status), "reason": deny.reason}
     if deny.identity is not None:
         metadata["subject"] = deny.identity.subject
+    if request_id:
+        metadata["request_id"] = request_id
     return CheckResponse(
         status=status_pb2.Status(code=_GRPC_CODE.get(deny.status, code_pb2.PERMISSION_DENIED)),
         denied_response=DeniedHttpResponse(

@@ -262,6 +262,9 @@ class FuzzContext:
     def auth_context(self) -> dict[str, list[bytes]]:
         return {"x509_pem_cert": [world.coordinator_certificate()]}
 
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return ()
+
     async def abort(self, code: grpc.StatusCode, details: str = "") -> None:
         raise Aborted(code, details)
 

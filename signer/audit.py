@@ -39,6 +39,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from signer.errors import SignerError
+from signer.metrics import AUDIT_WRITE_FAILURES
 
 GENESIS_HASH = "0" * 64
 _FIELDS = frozenset({"seq", "ts", "prev", "event", "data", "hash"})
@@ -325,6 +326,7 @@ class AsyncAuditLog:
                     self.log.append_batch, [(event, data) for event, data, _ in batch]
                 )
             except Exception as exc:  # every waiter learns its record is not durable
+                AUDIT_WRITE_FAILURES.inc(len(batch))
                 for _, _, future in batch:
                     if not future.done():
                         future.set_exception(exc)

@@ -4,26 +4,41 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from signer.errors import SignerError
+from signer.observability import configure_logging
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from signer.server import SignerSettings, serve
+    from signer import tracing
+    from signer.config_check import load
+    from signer.observability import configure_logging
+    from signer.server import serve
 
-    env = dict(os.environ)
-    settings = SignerSettings.from_env(env)
+    settings, env = load(os.environ, config_file=args.config)
+    configure_logging(settings.observability, verbose=args.verbose)
+    tracing.configure(settings.observability, f"keymint-signer-{settings.identifier}")
 
     def announce(port: int) -> None:
         # A machine-readable line for supervisors and tests that start signers on port 0.
         print(f"keymint-signer ready id={settings.identifier} port={port}", flush=True)
 
-    asyncio.run(serve(settings, env, started=announce))
+    try:
+        asyncio.run(serve(settings, env, started=announce))
+    finally:
+        tracing.shutdown()
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from signer.config_check import load, summary
+
+    settings, _ = load(os.environ, config_file=args.config)
+    print(summary(settings))
     return 0
 
 
@@ -68,7 +83,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run a signer sidecar (configured by environment)")
+    serve.add_argument(
+        "--config",
+        type=Path,
+        help="a TOML or YAML file of settings (or KEYMINT_CONFIG_FILE); the environment "
+        "overrides it",
+    )
     serve.set_defaults(handler=_serve)
+
+    check = sub.add_parser(
+        "check-config",
+        help="check this signer's configuration whole, without starting (exit 2 on a problem)",
+        description="Read the environment and the config file as `serve` would, and the files "
+        "they name; print every problem, one line each, and exit 2; or a summary and exit 0. "
+        "Unseals nothing and opens no device.",
+    )
+    check.add_argument("--config", type=Path, help="a TOML or YAML file (or KEYMINT_CONFIG_FILE)")
+    check.set_defaults(handler=_check_config)
 
     certs = sub.add_parser("certs", help="make a development CA and mTLS certificates")
     certs.add_argument("--out", required=True, help="directory for ca.pem and the certificates")
@@ -119,14 +150,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(verbose=args.verbose)
     try:
         code: int = args.handler(args)
     except SignerError as exc:
-        print(f"signer: {exc}", file=sys.stderr)
+        problems = getattr(exc, "problems", ())
+        if len(problems) > 1:
+            print(
+                f"signer {args.command}: the configuration has {len(problems)} problems:",
+                file=sys.stderr,
+            )
+            for problem in problems:
+                print(f"  {problem.line()}", file=sys.stderr)
+        elif problems:
+            print(f"signer {args.command}: {problems[0].line()}", file=sys.stderr)
+        else:
+            print(f"signer: {exc}", file=sys.stderr)
         return 2
     return code
 

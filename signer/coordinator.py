@@ -26,6 +26,7 @@ from types import MappingProxyType
 
 import grpc
 
+from signer import tracing
 from signer.devca import TlsFiles, signer_name
 from signer.errors import SignerError
 from signer.frost import (
@@ -52,6 +53,7 @@ from signer.metrics import (
     THRESHOLD_SIGN_SECONDS,
     THRESHOLD_SIGNATURES,
 )
+from signer.observability import current_request_id
 from signer.proto import signer_pb2, signer_pb2_grpc
 from signer.tls import secure_channel
 
@@ -154,6 +156,10 @@ class _Member:
     def label(self) -> str:
         return str(self.endpoint.identifier)
 
+    @property
+    def span_attributes(self) -> dict[str, str | int]:
+        return {"keymint.signer": self.endpoint.identifier, "rpc.method": "Sign"}
+
 
 class Coordinator:
     def __init__(
@@ -195,9 +201,13 @@ class Coordinator:
     async def start(self) -> None:
         """Learn the keys from the signers (`refresh_keys`) and fill the pools."""
         await self.refresh_keys(at_start=True)
-        for member in self._members.values():
-            member.refill = asyncio.create_task(self._keep_filled(member))
+        self.keep_filled()
         await self._wait_for_pools()
+
+    def keep_filled(self) -> None:
+        """From now on, keep every signer's pool of commitments filled in the background."""
+        for member in self._members.values():
+            self._kick_refill(member)
 
     async def refresh_keys(self, *, at_start: bool = False) -> Mapping[str, PublicKeyPackage]:
         """Ask every signer which keys it holds; adopt each package that at least its threshold
@@ -270,20 +280,26 @@ class Coordinator:
 
     def ready(self, kid: str | None = None) -> bool:
         """Whether a signature by key `kid` (by any adopted key if None) can start right now."""
-        now = self._clock()
         kids = list(self._encoded) if kid is None else [kid]
         for candidate in kids:
-            encoded = self._encoded.get(candidate)
-            if encoded is None:
-                continue
-            usable = sum(
-                1
-                for m in self._members.values()
-                if m.down_until <= now and m.pool and m.holds(candidate, encoded)
-            )
-            if usable >= self._packages[candidate].min_participants:
+            usable, needed = self.quorum(candidate)
+            if needed and usable >= needed:
                 return True
         return False
+
+    def quorum(self, kid: str) -> tuple[int, int]:
+        """(signers that could sign with key `kid` right now, signers it needs); (0, 0) for a
+        key not adopted."""
+        encoded = self._encoded.get(kid)
+        if encoded is None:
+            return 0, 0
+        now = self._clock()
+        usable = sum(
+            1
+            for m in self._members.values()
+            if m.down_until <= now and m.pool and m.holds(kid, encoded)
+        )
+        return usable, self._packages[kid].min_participants
 
     def health(self) -> dict[int, str]:
         now = self._clock()
@@ -406,7 +422,10 @@ class Coordinator:
     ) -> SignatureShare | str:
         started = self._clock()
         try:
-            response = await member.stub.Sign(request, timeout=timeout)
+            with tracing.span(tracing.SIGN_SPAN, client=True, attributes=member.span_attributes):
+                response = await member.stub.Sign(
+                    request, timeout=timeout, metadata=_outgoing_metadata()
+                )
             share = decode_signature_share(response.signature_share)
         except grpc.aio.AioRpcError as exc:
             details = exc.details() or ""
@@ -562,6 +581,14 @@ async def _decode_commitments(encoded: Sequence[bytes]) -> list[SigningCommitmen
         if i % 4 == 3:
             await asyncio.sleep(0)
     return decoded
+
+
+def _outgoing_metadata() -> tuple[tuple[str, str], ...]:
+    """What the signer learns of the request beside the message: its trace context (when
+    tracing) and Envoy's request id (for its log lines), nothing else."""
+    request_id = current_request_id()
+    extra = (("x-request-id", request_id),) if request_id else ()
+    return (*tracing.outgoing_metadata(), *extra)
 
 
 def _describe(exc: BaseException) -> str:

@@ -23,3 +23,14 @@ THRESHOLD_SIGN_SECONDS = Histogram(
     "Time to a verified threshold signature, retries included",
     buckets=(0.001, 0.002, 0.003, 0.005, 0.008, 0.013, 0.021, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
+QUORUM_USABLE = Gauge(
+    "keymint_quorum_signers_usable",
+    "Signers that could sign with the active key right now (up, holding it, nonces ready)",
+)
+QUORUM_NEEDED = Gauge(
+    "keymint_quorum_signers_needed", "Signers a signature with the active key needs (its t)"
+)
+AUDIT_WRITE_FAILURES = Counter(
+    "keymint_audit_write_failures_total",
+    "Audit records that could not be made durable (each failed batch counts its records)",
+)

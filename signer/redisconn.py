@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from signer.errors import SignerError
+from signer.settings import Kind, Setting
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -271,3 +272,14 @@ KEYRING_KEY = "keymint:keyring"
 KEYRING_VERSION_KEY = "keymint:keyring:version"
 BUCKET_PREFIX = "keymint:rate:"
 EVENTS_CHANNEL = "keymint:events"  # JSON: {"kind": "subject"|"jti", "value", "until"} or keyring
+
+
+# The settings above, for the schemas of the processes that read them (signer.settings).
+REDIS_SETTINGS = (
+    Setting("KEYMINT_REDIS_URL", Kind.TEXT, "rediss://keymint-redis:6379/0"),
+    Setting("KEYMINT_REDIS_CREDENTIALS_FILE", Kind.TEXT, "/etc/keymint/redis/credentials"),
+    Setting("KEYMINT_REDIS_CA_FILE", Kind.TEXT, "/etc/keymint/redis/ca.crt"),
+    Setting("KEYMINT_REDIS_CLIENT_CERT", Kind.TEXT, "/etc/keymint/redis/tls.crt"),
+    Setting("KEYMINT_REDIS_CLIENT_KEY", Kind.TEXT, "/etc/keymint/redis/tls.key"),
+    Setting("KEYMINT_REDIS_TIMEOUT_SECONDS", Kind.NUMBER, "0.5"),
+)

@@ -18,9 +18,10 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -43,8 +44,9 @@ from signer.guard import (
 )
 from signer.keyfiles import KeyFileError, KeyFiles
 from signer.keystate import KeyState, message_header
+from signer.observability import OBSERVABILITY_SETTINGS, ObservabilityError, ObservabilitySettings
 from signer.proto import signer_pb2_grpc
-from signer.redisconn import RedisSettings, RedisSettingsError, connect
+from signer.redisconn import REDIS_SETTINGS, RedisSettings, RedisSettingsError, connect
 from signer.revocations import (
     AnyRevocations,
     LearnedRevocations,
@@ -53,9 +55,18 @@ from signer.revocations import (
     RevocationFileError,
 )
 from signer.service import SignerService
+from signer.settings import (
+    Kind,
+    Problem,
+    Problems,
+    Setting,
+    config_file_setting,
+    render,
+    schema_of,
+)
 from signer.tls import SERVER_OPTIONS, server_credentials
 from signer.vault.base import ShareVault
-from signer.vault.config import open_vault, parse_vault_config
+from signer.vault.config import VAULT_SETTINGS, open_vault, parse_vault_config
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +75,22 @@ EvidenceCheckerFactory = Callable[[Mapping[str, str]], EvidenceChecker]
 
 
 class SignerSettingsError(SignerError):
-    def __init__(self, setting: str, problem: str) -> None:
+    """The signer's configuration is refused: `problems` holds every problem found, one line
+    each in the message; `setting` is the first one's."""
+
+    def __init__(self, setting: str, problem: str, *, example: str = "") -> None:
         self.setting = setting
+        self.problem = problem
+        self.problems: tuple[Problem, ...] = (Problem(setting, problem, example),)
         super().__init__(f"{setting}: {problem}")
+
+    @classmethod
+    def of(cls, problems: Sequence[Problem]) -> SignerSettingsError:
+        first = problems[0]
+        error = cls(first.setting, first.problem, example=first.example)
+        error.problems = tuple(problems)
+        error.args = (render(problems),)
+        return error
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +110,8 @@ class SignerSettings:
     revocations_file: Path | None = None
     budget: BudgetSettings = field(default_factory=BudgetSettings)
     redis: RedisSettings | None = None  # follow the gateways' revocations (read only)
+    # Logs (KEYMINT_LOG_FORMAT, KEYMINT_LOG_LEVEL) and tracing (KEYMINT_TRACING...).
+    observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
 
     @property
     def package_file(self) -> Path:
@@ -99,30 +125,43 @@ class SignerSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> SignerSettings:
-        identifier = _int(env, "KEYMINT_SIGNER_ID", None)
-        state = Path(env.get("KEYMINT_SIGNER_STATE_DIR", f"./state/signer-{identifier}"))
-        tls_dir = Path(_required(env, "KEYMINT_TLS_DIR"))
-        coordinator_id = env.get("KEYMINT_COORDINATOR_ID", spiffe_id("coordinator"))
-        return cls(
-            identifier=identifier,
-            listen=env.get("KEYMINT_SIGNER_LISTEN", "127.0.0.1:0"),
-            tls=tls_files(tls_dir, signer_name(identifier)),
-            share_file=Path(env.get("KEYMINT_SHARE_FILE", str(state / "share.sealed"))),
-            audit_log=Path(env.get("KEYMINT_SIGNER_AUDIT_LOG", str(state / "audit.jsonl"))),
-            issuer=_required(env, "KEYMINT_ISSUER"),
-            max_ttl_seconds=_int(env, "TOKEN_MAX_TTL_SECONDS", 3600),
-            coordinator_id=coordinator_id,
-            evidence_checker=_required(env, "KEYMINT_EVIDENCE_CHECKER"),
-            state_dir=state,
-            operator_ids=_operator_ids(env, coordinator_id),
-            allow_trusted_dealer=_bool(env, "KEYMINT_DEV_ALLOW_TRUSTED_DEALER"),
-            revocations_file=_path(env, "KEYMINT_SIGNER_REVOCATIONS_FILE"),
-            budget=BudgetSettings(
-                limit=_int(env, "KEYMINT_EVIDENCE_BUDGET", 32),
-                window_seconds=_int(env, "KEYMINT_EVIDENCE_BUDGET_WINDOW_SECONDS", 900),
-            ),
-            redis=_redis(env),
+        """Every setting read and checked; SignerSettingsError holds every problem found."""
+        p = Problems(
+            SIGNER_SCHEMA,
+            (SignerSettingsError, RedisSettingsError, ObservabilityError),
         )
+        identifier = p.attempt(lambda: _int(env, "KEYMINT_SIGNER_ID", None), 0)
+        state = Path(env.get("KEYMINT_SIGNER_STATE_DIR", f"./state/signer-{identifier}"))
+        tls_dir = Path(p.attempt(lambda: _required(env, "KEYMINT_TLS_DIR"), "."))
+        coordinator_id = env.get("KEYMINT_COORDINATOR_ID", spiffe_id("coordinator"))
+        values: dict[str, Any] = {
+            "identifier": identifier,
+            "listen": env.get("KEYMINT_SIGNER_LISTEN", "127.0.0.1:0"),
+            "tls": tls_files(tls_dir, signer_name(identifier or 1)),
+            "share_file": Path(env.get("KEYMINT_SHARE_FILE", str(state / "share.sealed"))),
+            "audit_log": Path(env.get("KEYMINT_SIGNER_AUDIT_LOG", str(state / "audit.jsonl"))),
+            "issuer": p.attempt(lambda: _required(env, "KEYMINT_ISSUER"), ""),
+            "max_ttl_seconds": p.attempt(lambda: _int(env, "TOKEN_MAX_TTL_SECONDS", 3600), 0),
+            "coordinator_id": coordinator_id,
+            "evidence_checker": p.attempt(lambda: _required(env, "KEYMINT_EVIDENCE_CHECKER"), ""),
+            "state_dir": state,
+            "operator_ids": p.attempt(lambda: _operator_ids(env, coordinator_id), frozenset()),
+            "allow_trusted_dealer": p.attempt(
+                lambda: _bool(env, "KEYMINT_DEV_ALLOW_TRUSTED_DEALER"), False
+            ),
+            "revocations_file": _path(env, "KEYMINT_SIGNER_REVOCATIONS_FILE"),
+            "budget": BudgetSettings(
+                limit=p.attempt(lambda: _int(env, "KEYMINT_EVIDENCE_BUDGET", 32), 32),
+                window_seconds=p.attempt(
+                    lambda: _int(env, "KEYMINT_EVIDENCE_BUDGET_WINDOW_SECONDS", 900), 900
+                ),
+            ),
+            "redis": p.attempt(lambda: _redis(env), None),
+            "observability": p.attempt(lambda: ObservabilitySettings.from_env(env), None),
+        }
+        if p:
+            raise SignerSettingsError.of(p.all)
+        return cls(**values)
 
 
 class KeyedGuard:
@@ -196,8 +235,12 @@ def load_evidence_checker(spec: str, env: Mapping[str, str]) -> EvidenceChecker:
     try:
         return factory(env)
     except Exception as exc:
-        # The checker reads the gateway's settings; their errors name the variable themselves.
-        # This package cannot name their type (it never imports the gateway's).
+        # The checker reads the gateway's settings; their errors name the variable themselves
+        # (every problem, in `problems`). This package cannot name their type (it never imports
+        # the gateway's).
+        carried = getattr(exc, "problems", None)
+        if carried:
+            raise SignerSettingsError.of(list(carried)) from None
         raise SignerSettingsError("KEYMINT_EVIDENCE_CHECKER", f"{spec}: {exc}") from None
 
 
@@ -393,3 +436,29 @@ def _int(env: Mapping[str, str], name: str, default: int | None) -> int:
 
 def main_env() -> Mapping[str, str]:
     return dict(os.environ)
+
+
+# Every setting of a signer process but the evidence checker's (the gateway's, for
+# extauthz.guard_checker: its module's SETTINGS); `signer check-config` reads both.
+SIGNER_SETTINGS: tuple[Setting, ...] = (
+    Setting("KEYMINT_SIGNER_ID", Kind.INTEGER, "1"),
+    Setting("KEYMINT_SIGNER_LISTEN", Kind.TEXT, "0.0.0.0:9443"),
+    Setting("KEYMINT_SIGNER_STATE_DIR", Kind.TEXT, "/var/lib/keymint"),
+    Setting("KEYMINT_SHARE_FILE", Kind.TEXT, "/var/lib/keymint/share.sealed"),
+    Setting("KEYMINT_SIGNER_AUDIT_LOG", Kind.TEXT, "/var/lib/keymint/audit.jsonl"),
+    Setting("KEYMINT_TLS_DIR", Kind.TEXT, "/etc/keymint/tls"),
+    Setting("KEYMINT_ISSUER", Kind.TEXT, "https://keymint.example.com"),
+    Setting("TOKEN_MAX_TTL_SECONDS", Kind.INTEGER, "3600"),
+    Setting("KEYMINT_COORDINATOR_ID", Kind.TEXT, "spiffe://keymint.internal/keymint/coordinator"),
+    Setting("KEYMINT_EVIDENCE_CHECKER", Kind.TEXT, "extauthz.guard_checker:from_env"),
+    Setting("KEYMINT_OPERATOR_IDS", Kind.LIST, "spiffe://keymint.internal/keymint/operator"),
+    Setting("KEYMINT_DEV_ALLOW_TRUSTED_DEALER", Kind.BOOLEAN, "false"),
+    Setting("KEYMINT_SIGNER_REVOCATIONS_FILE", Kind.TEXT, "/etc/keymint/revocations.json"),
+    Setting("KEYMINT_EVIDENCE_BUDGET", Kind.INTEGER, "32"),
+    Setting("KEYMINT_EVIDENCE_BUDGET_WINDOW_SECONDS", Kind.INTEGER, "900"),
+    *VAULT_SETTINGS,
+    *REDIS_SETTINGS,
+    *OBSERVABILITY_SETTINGS,
+    config_file_setting(),
+)
+SIGNER_SCHEMA = schema_of(SIGNER_SETTINGS)

@@ -20,6 +20,7 @@ from typing import Protocol
 
 import grpc
 
+from signer import tracing
 from signer.errors import SignerError
 from signer.frost import FrostError, sign
 from signer.frost.encoding import (
@@ -33,6 +34,7 @@ from signer.frost.group import serialize_scalar
 from signer.guard import GuardEvidence, GuardRefusal
 from signer.keystate import KeyState, NoKey
 from signer.nonces import KnownCommitments, NoncePool, PeerCommitments
+from signer.observability import request_context
 from signer.proto import signer_pb2, signer_pb2_grpc
 from signer.tls import require_peer
 from signer.token import TokenFormatError, parse_signing_input
@@ -113,6 +115,30 @@ class SignerService(signer_pb2_grpc.SignerServicer):
         return signer_pb2.AnnounceResponse(accepted=accepted)
 
     async def Sign(
+        self, request: signer_pb2.SignRequest, context: grpc.aio.ServicerContext
+    ) -> signer_pb2.SignResponse:
+        """`_sign`, with the caller's request id on this request's log lines and, when tracing,
+        in a span that continues the coordinator's (its context comes in the call's metadata)."""
+        metadata = tuple(context.invocation_metadata() or ())
+        request_id = next((str(v) for k, v in metadata if k == "x-request-id"), "")
+        with request_context(request_id):
+            if not tracing.enabled():
+                return await self._sign(request, context)
+            with tracing.span(
+                tracing.SIGN_SPAN,
+                server=True,
+                parent=tracing.context_from(metadata),
+                attributes={"keymint.signer": self._identifier_or_zero(), "rpc.method": "Sign"},
+            ):
+                return await self._sign(request, context)
+
+    def _identifier_or_zero(self) -> int:
+        try:
+            return self._keys.current.share.identifier
+        except NoKey:
+            return 0
+
+    async def _sign(
         self, request: signer_pb2.SignRequest, context: grpc.aio.ServicerContext
     ) -> signer_pb2.SignResponse:
         await require_peer(context, self._allowed)

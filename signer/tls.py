@@ -20,6 +20,12 @@ CHANNEL_OPTIONS: list[tuple[str, int | str]] = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+    # gRPC waits longer and longer between reconnects to a peer that went away (up to two minutes
+    # by default), failing calls at once meanwhile: a signer back up would stay unreachable, and a
+    # gateway started before its signers would wait minutes after they came up. A refused TCP
+    # connection a quarter second is what trying costs.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 250),
 ]
 
 

@@ -45,8 +45,27 @@ from extauthz.identity.keys import (
     is_rs256_signing_key,
     parse_jwks,
 )
+from extauthz.metrics import JWKS_FETCHES
 
 log = logging.getLogger(__name__)
+
+# The last fetch of each issuer's keys in this process, for /readyz (`fetch_status`).
+_LAST_FETCH: dict[str, tuple[bool, float, str]] = {}
+
+
+def _fetched(issuer: str, at: float, problem: str | None) -> None:
+    JWKS_FETCHES.labels(issuer, "error" if problem else "ok").inc()
+    _LAST_FETCH[issuer] = (problem is None, at, problem or "")
+
+
+def fetch_status() -> dict[str, dict[str, object]]:
+    """Each issuer whose keys this process fetched: whether the last fetch worked, when, and
+    what was wrong. An issuer not fetched yet (keys are fetched on first use) is absent."""
+    return {
+        issuer: {"ok": ok, "at": at, **({"problem": problem} if problem else {})}
+        for issuer, (ok, at, problem) in sorted(_LAST_FETCH.items())
+    }
+
 
 Clock = Callable[[], float]
 __all__ = ["JwksCache", "JwksSettings", "is_rs256_signing_key"]
@@ -200,9 +219,11 @@ class JwksCache:
             record = await self._fetch_record(previous)
         except FetchError as error:
             log.warning("JWKS fetch for %s failed: %s", self.issuer, error)
+            _fetched(self.issuer, self._clock(), str(error))
             raise IdentityError(
                 Reason.ISSUER_UNREACHABLE, f"cannot fetch keys of {self.issuer}: {error}"
             ) from None
+        _fetched(self.issuer, self._clock(), None)
         await self._write(record)
         return record
 

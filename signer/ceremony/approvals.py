@@ -118,7 +118,8 @@ class ReplaceApprovals:
         return self.directory / f"replace-{check_kid(kid)}.json"
 
     def command(self, kid: str) -> str:
-        return f"signer approve-replace --state-dir {self.state_dir} --kid {kid}"
+        # `--kid=` keeps a kid that begins with "-" (base64url allows it) from reading as an option.
+        return f"signer approve-replace --state-dir {self.state_dir} --kid={kid}"
 
     def approve(
         self, kid: str, *, valid_for: datetime.timedelta = DEFAULT_VALIDITY

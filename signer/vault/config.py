@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from signer.files import write_atomically
+from signer.settings import Kind, Setting
 from signer.vault.base import ShareVault, VaultConfigError, VaultUnavailable, validate_label
 from signer.vault.sealed_file import SealedFileVault
 
@@ -44,6 +45,20 @@ PKCS11_PIN_ENV = "KEYMINT_PKCS11_PIN"
 YUBIKEY_SLOT_ENV = "KEYMINT_YUBIKEY_SLOT"
 YUBIKEY_SERIAL_ENV = "KEYMINT_YUBIKEY_SERIAL"
 YUBIKEY_PIN_ENV = "KEYMINT_YUBIKEY_PIN"
+
+# The settings above, for the signer's schema (signer.settings); secrets are never echoed.
+VAULT_SETTINGS = (
+    Setting(VAULT_ENV, Kind.TEXT, "pkcs11"),
+    Setting(LABEL_ENV, Kind.TEXT, "signer-1"),
+    Setting(PASSPHRASE_ENV, Kind.TEXT, "<the passphrase, from a secret>", secret=True),
+    Setting(PKCS11_MODULE_ENV, Kind.TEXT, "/usr/lib/softhsm/libsofthsm2.so"),
+    Setting(PKCS11_TOKEN_LABEL_ENV, Kind.TEXT, "keymint-signer-1"),
+    Setting(PKCS11_KEY_LABEL_ENV, Kind.TEXT, "keymint-share-wrap"),
+    Setting(PKCS11_PIN_ENV, Kind.TEXT, "<the user PIN, from a secret>", secret=True),
+    Setting(YUBIKEY_SLOT_ENV, Kind.TEXT, "9d"),
+    Setting(YUBIKEY_SERIAL_ENV, Kind.INTEGER, "12345678"),
+    Setting(YUBIKEY_PIN_ENV, Kind.TEXT, "<the PIV PIN, from a secret>", secret=True),
+)
 
 DEFAULT_PKCS11_KEY_LABEL = "keymint-share-wrap"
 DEFAULT_YUBIKEY_SLOT = 0x9D

@@ -124,7 +124,7 @@ def _approve_everywhere(cluster: SignerCluster, kid: str, *, on: tuple[int, ...]
     """What each signer host's operator runs locally: `signer approve-replace`."""
     for i in on:
         state = str(cluster.state_dir(i))
-        assert signer_command(["approve-replace", "--state-dir", state, "--kid", kid]) == 0
+        assert signer_command(["approve-replace", "--state-dir", state, f"--kid={kid}"]) == 0
 
 
 def _approval(cluster: SignerCluster, i: int, kid: str) -> Path:
@@ -136,7 +136,7 @@ def _not_approved(cluster: SignerCluster, i: int, kid: str, problem: str) -> str
     return (
         f"signer {i}: FAILED_PRECONDITION: replace_existing_key would destroy key {kid} here and "
         f"is not approved: {problem}; the operator of this signer's host approves it with "
-        f"`signer approve-replace --state-dir {state} --kid {kid}`"
+        f"`signer approve-replace --state-dir {state} --kid={kid}`"
     )
 
 

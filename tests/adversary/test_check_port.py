@@ -235,7 +235,11 @@ def test_a_gateway_on_plaintext_tcp_without_the_dev_switch_refuses_to_start(
         for key, value in {**os.environ, **stack.env}.items()
         if key not in CHECK_TLS_VARIABLES and key != "KEYMINT_DEV_INSECURE_CHECK_PORT"
     }
-    env |= {"KEYMINT_GRPC_LISTEN": "127.0.0.1:0", "PYTHONPATH": str(REPO)}
+    env |= {
+        "KEYMINT_GRPC_LISTEN": "127.0.0.1:0",
+        "KEYMINT_SIGNERS": stack.gateway.env["KEYMINT_SIGNERS"],
+        "PYTHONPATH": str(REPO),
+    }
     result = subprocess.run(
         [sys.executable, "-m", "extauthz.cli", "serve"],
         env=env,
@@ -252,7 +256,8 @@ def test_a_gateway_on_plaintext_tcp_without_the_dev_switch_refuses_to_start(
         "without mTLS lets anyone who reaches it obtain tokens: set KEYMINT_CHECK_TLS_CERT, "
         "KEYMINT_CHECK_TLS_KEY, KEYMINT_CHECK_CLIENT_CA, KEYMINT_CHECK_ALLOWED_CLIENTS; or listen "
         "on unix:/path beside Envoy; or, for development only, set "
-        "KEYMINT_DEV_INSECURE_CHECK_PORT=true\n"
+        "KEYMINT_DEV_INSECURE_CHECK_PORT=true "
+        "(for example KEYMINT_GRPC_LISTEN=unix:/var/run/keymint/check.sock)\n"
     )
 
 

@@ -16,12 +16,15 @@ OS (port 0) and read back: the gateway prints them, Envoy's admin API lists its 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import select
 import ssl
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,7 +76,7 @@ class GatewayProcess:
     grpc_port: int = 0
     http_port: int = 0
 
-    def start(self, timeout: float = 60.0) -> None:
+    def start(self, timeout: float = 60.0, *, wait_ready: bool = True) -> None:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "extauthz.cli", "serve"],
@@ -100,8 +103,33 @@ class GatewayProcess:
                 fields = dict(part.split(b"=") for part in line.split()[2:])
                 self.grpc_port = int(fields[b"grpc_port"])
                 self.http_port = int(fields[b"http_port"])
+                if wait_ready:
+                    self.wait_ready(deadline - time.monotonic())
                 return
         raise RuntimeError(f"gateway did not start within {timeout}s: see {self.log}")
+
+    def readiness(self) -> tuple[int, dict[str, Any]]:
+        """GET /readyz: its status and document (0 and {} when the edge does not answer)."""
+        url = f"http://127.0.0.1:{self.http_port}/readyz"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                return int(answer.status), json.loads(answer.read())
+        except urllib.error.HTTPError as refused:
+            return int(refused.code), json.loads(refused.read())
+        except OSError:
+            return 0, {}
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """The gateway listens before it is ready (extauthz.startup): wait for /readyz's 200."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status, document = self.readiness()
+            if status == 200:
+                return
+            if not self.alive():
+                raise RuntimeError(f"gateway exited: see {self.log}")
+            time.sleep(0.05)
+        raise RuntimeError(f"gateway not ready within {timeout:.0f}s: {document}; see {self.log}")
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None

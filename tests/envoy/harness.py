@@ -117,6 +117,26 @@ def with_rego_settings(rendered: str) -> str:
     return text
 
 
+TRACING = "tracing.yaml"  # an addition to envoy.yaml, not a config of its own
+
+
+def with_tracing(rendered: str, **values: object) -> str:
+    """A rendered envoy.yaml with envoy/tracing.yaml merged in as that file says: its `tracing:`
+    block in the http_connection_manager, its cluster among the clusters."""
+    addition = yaml.safe_load(render_text(TRACING, **values))
+    config = yaml.safe_load(rendered)
+    listener = config["static_resources"]["listeners"][0]
+    (manager,) = [
+        f
+        for f in listener["filter_chains"][0]["filters"]
+        if f["name"] == "envoy.filters.network.http_connection_manager"
+    ]
+    manager["typed_config"].update(addition["http_connection_manager"])
+    config["static_resources"]["clusters"].extend(addition["clusters"])
+    text: str = yaml.safe_dump(config, sort_keys=False)
+    return text
+
+
 def with_unix_check_port(rendered: str, socket: Path) -> str:
     """A rendered envoy.yaml whose keymint_grpc cluster is the documented Unix socket one, with
     the socket at `socket`."""

@@ -43,6 +43,7 @@ from signer.devca import (
     spiffe_id,
 )
 from signer.tls import secure_channel
+from tests.extauthz.configs import serving_env
 
 OK = CheckResponse(status=status_pb2.Status(code=0))
 
@@ -147,9 +148,7 @@ def test_serve_stops_on_a_bad_certificate_before_reaching_the_signers(
     monkeypatch.setattr(app, "build_gateway", never)
     server = pki[gateway_name()]
     for name, value in {
-        "KEYMINT_ISSUER": "https://keymint.test",
-        "POLICY_FILE": str(tmp_path / "policy.json"),
-        "KEYMINT_OIDC_AUDIENCES": "https://keymint.test",
+        **serving_env(tmp_path),
         "KEYMINT_GRPC_LISTEN": "127.0.0.1:0",
         "KEYMINT_CHECK_TLS_CERT": str(tmp_path / "nope.pem"),
         "KEYMINT_CHECK_TLS_KEY": str(server.key),
@@ -160,7 +159,8 @@ def test_serve_stops_on_a_bad_certificate_before_reaching_the_signers(
     assert main(["serve"]) == 2
     assert capsys.readouterr().err == (
         f"extauthz serve: KEYMINT_CHECK_TLS_CERT: cannot read {tmp_path / 'nope.pem'}: "
-        "No such file or directory\n"
+        "No such file or directory "
+        "(for example KEYMINT_CHECK_TLS_CERT=/etc/keymint/check/tls.crt)\n"
     )
 
 

@@ -90,7 +90,8 @@ def test_plaintext_tcp_without_the_switch_names_the_settings_to_give() -> None:
         "KEYMINT_GRPC_LISTEN: 0.0.0.0:9001 is a TCP address, and a Check port without mTLS lets "
         "anyone who reaches it obtain tokens: set KEYMINT_CHECK_TLS_CERT, KEYMINT_CHECK_TLS_KEY, "
         "KEYMINT_CHECK_CLIENT_CA, KEYMINT_CHECK_ALLOWED_CLIENTS; or listen on unix:/path beside "
-        "Envoy; or, for development only, set KEYMINT_DEV_INSECURE_CHECK_PORT=true"
+        "Envoy; or, for development only, set KEYMINT_DEV_INSECURE_CHECK_PORT=true "
+        "(for example KEYMINT_GRPC_LISTEN=unix:/var/run/keymint/check.sock)"
     )
 
 
@@ -140,7 +141,10 @@ def test_the_dev_switch_is_for_tcp_only() -> None:
 
 def test_the_dev_switch_must_be_a_boolean() -> None:
     error = refusal(KEYMINT_GRPC_LISTEN="127.0.0.1:9001", KEYMINT_DEV_INSECURE_CHECK_PORT="maybe")
-    assert str(error) == "KEYMINT_DEV_INSECURE_CHECK_PORT: 'maybe' is not a boolean (true/false)"
+    assert str(error) == (
+        "KEYMINT_DEV_INSECURE_CHECK_PORT: 'maybe' is not a boolean (true/false) "
+        "(for example KEYMINT_DEV_INSECURE_CHECK_PORT=false)"
+    )
 
 
 def test_tls_settings_with_a_unix_socket_are_refused() -> None:

@@ -14,6 +14,7 @@ from extauthz.cli import build_parser, main
 from extauthz.config import GatewaySettings
 from extauthz.errors import ExtAuthzError
 from signer.audit import AuditLog
+from tests.extauthz.configs import serving_env
 
 
 def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
@@ -101,9 +102,8 @@ def test_other_exceptions_are_not_swallowed(monkeypatch: pytest.MonkeyPatch) -> 
 
 @pytest.fixture
 def gateway_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("KEYMINT_ISSUER", "https://keymint.test")
-    monkeypatch.setenv("POLICY_FILE", str(tmp_path / "policy.json"))
-    monkeypatch.setenv("KEYMINT_OIDC_AUDIENCES", "https://keymint.test")
+    for name, value in serving_env(tmp_path).items():
+        monkeypatch.setenv(name, value)
 
 
 def test_serve_prints_the_ready_line(
@@ -128,13 +128,16 @@ def test_serve_prints_the_ready_line(
 
 
 def test_serve_with_bad_settings_exits_2(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    for name, value in serving_env(tmp_path).items():
+        monkeypatch.setenv(name, value)
     monkeypatch.delenv("KEYMINT_ISSUER", raising=False)
-    monkeypatch.setenv("POLICY_FILE", "policy.json")
-    monkeypatch.setenv("KEYMINT_OIDC_AUDIENCES", "https://keymint.test")
     assert main(["serve"]) == 2
-    assert capsys.readouterr().err == "extauthz serve: KEYMINT_ISSUER: is required\n"
+    assert capsys.readouterr().err == (
+        "extauthz serve: KEYMINT_ISSUER: is required "
+        "(for example KEYMINT_ISSUER=https://keymint.example.com)\n"
+    )
 
 
 def test_serve_refuses_trust_envoy_principal_without_a_traceback(

@@ -97,6 +97,11 @@ class FakeBackend:
     def ready(self) -> bool:
         return self.quorum
 
+    def readiness(self) -> Mapping[str, object]:
+        if self.quorum:
+            return {"status": "ready"}
+        return {"status": "not_ready", "reason": "no_signing_quorum"}
+
     def jwks_keys(self) -> list[bytes]:
         return list(self.keys)
 

@@ -148,7 +148,7 @@ def test_rotation_publishes_first_and_never_drops_a_request(tmp_path: Path) -> N
                 assert verify(after, document)["sub"]
 
                 # Once the last old token has expired, the old key leaves the JWKS.
-                keyring = stack.gateway.keyring
+                keyring = stack.gateway.keyring.ring
                 keyring._clock = lambda: time.time() + 3600
                 assert [kid_for(k) for k in await keyring.prune()] == [kid_for(old_key)]
                 assert [k["kid"] for k in (await jwks(port))["keys"]] == [kid_for(new_key)]  # type: ignore[attr-defined, index]

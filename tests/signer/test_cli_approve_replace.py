@@ -57,3 +57,12 @@ def test_without_a_state_directory_it_says_which_is_needed(
     monkeypatch.delenv("KEYMINT_SIGNER_STATE_DIR", raising=False)
     assert main(["approve-replace", "--kid", KID]) == 2
     assert "--state-dir (or KEYMINT_SIGNER_STATE_DIR) is required" in capsys.readouterr().err
+
+
+def test_a_kid_that_begins_with_a_dash_is_approved_as_the_refusal_says(tmp_path: Path) -> None:
+    kid = "-" + KID[1:]  # base64url: one kid in 64 begins with "-"
+    hint = ReplaceApprovals(tmp_path).command(kid)
+
+    assert main(["approve-replace", "--state-dir", str(tmp_path), f"--kid={kid}"]) == 0
+    assert f"--kid={kid}" in hint
+    assert ReplaceApprovals(tmp_path).path(kid).exists()

@@ -65,7 +65,7 @@ def test_an_approval_allows_its_kid_until_it_expires(
 def test_a_missing_approval_names_its_path_and_the_command(approvals: ReplaceApprovals) -> None:
     refusal = _refusal(approvals)
     assert refusal.problem == f"no approval at {approvals.path(KID)}"
-    assert f"signer approve-replace --state-dir {approvals.state_dir} --kid {KID}" in str(refusal)
+    assert f"signer approve-replace --state-dir {approvals.state_dir} --kid={KID}" in str(refusal)
 
 
 def test_an_approval_for_another_kid_does_not_count(approvals: ReplaceApprovals) -> None:
