@@ -53,9 +53,16 @@ RUN apt-get update \
 
 # Installed from the builder's wheels only: no index, no build tools in this stage. The wheels
 # are bind-mounted (BuildKit), so they are not left in a layer of the image.
+# DL3013 (unpinned pip version): opentelemetry-proto is reinstalled from the same wheels, which
+# hold exactly the one version the builder resolved.
+# hadolint ignore=DL3013
 RUN --mount=type=bind,from=builder,source=/wheels,target=/tmp/wheels \
     pip install --no-cache-dir --no-index --find-links=/tmp/wheels \
-        "keymint[hsm,yubikey,redis,rego,tracing]==0.1.0"
+        "keymint[hsm,yubikey,redis,rego,tracing]==0.1.0" \
+    # xds-protos carries an older copy of the OpenTelemetry protos at the same paths: the
+    # exporter's own must be the ones installed last (as `make setup` does).
+    && pip install --no-cache-dir --no-index --find-links=/tmp/wheels --force-reinstall --no-deps \
+        opentelemetry-proto
 
 # An unprivileged user with the fixed UID/GID the Kubernetes manifests run as.
 RUN groupadd --system --gid 10001 keymint \

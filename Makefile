@@ -28,6 +28,10 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[all,dev]'
+	# xds-protos ships its own, older copy of the OpenTelemetry protos under the same paths as
+	# opentelemetry-proto; whichever pip installed last wins. The exporter needs the newer ones.
+	$(PY) -m pip install -q --force-reinstall --no-deps \
+	  "opentelemetry-proto==$$($(PY) -c 'import importlib.metadata as m; print(m.version("opentelemetry-proto"))')"
 	touch $(STAMP)
 
 # jose (panva) is the independent JWT verifier of the interop tests.
