@@ -7,9 +7,16 @@ a message's header names (`kid`), using only signers that reported that key's ad
 
 It keeps a pool of round-one commitments from each signer, refilled in the background, so one
 signature is one round trip to t signers in parallel. A signer that is down, slow past the attempt
-deadline, or returns a share that fails verification is named, set aside with exponential back-off,
-and the signature is retried with another subset. A signature fails only when fewer than t signers
-can serve, and then fails at once with an error that says so.
+deadline, or returns a share that fails verification is named, set aside, and the signature is
+retried with another subset. A signature fails only when fewer than t signers can serve, and then
+fails at once with an error that says so.
+
+A set-aside signer is probed with GetInfo every `probe_interval` (one small call, no nonces). One
+that was unreachable or too slow comes back as soon as it answers; one that answered wrongly (an
+invalid share, another identifier, a refusal to serve) stays aside for its exponential back-off,
+unless it answers with a new boot id: it restarted, and a new process is given a new chance. Either
+way the pool is refilled at once, so a restarted signer is a spare again within a probe interval
+of being ready.
 """
 
 from __future__ import annotations
@@ -53,9 +60,19 @@ from signer.metrics import (
     THRESHOLD_SIGNATURES,
 )
 from signer.proto import signer_pb2, signer_pb2_grpc
+from signer.service import REFUSING_SERVICE
 from signer.tls import secure_channel
 
 log = logging.getLogger(__name__)
+
+
+# gRPC waits longer and longer between attempts to reconnect to a signer that went away (up to two
+# minutes); RPCs fail at once meanwhile, so a signer back up would stay unreachable. Reconnecting at
+# least every quarter second costs a refused TCP connection per attempt while it is down.
+RECONNECT_OPTIONS: tuple[tuple[str, int | str], ...] = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 250),
+)
 
 
 class QuorumUnavailable(SignerError):
@@ -125,8 +142,9 @@ class CoordinatorSettings:
     refill_batch: int = 8  # small batches keep each signer's event loop responsive
     announce: bool = True  # let peers validate commitments before they are used
     commitment_margin: float = 30.0  # drop commitments this long before the signer expires them
-    backoff_base: float = 0.5
+    backoff_base: float = 0.5  # a signer that answered wrongly stays aside this long, doubling
     backoff_max: float = 30.0
+    probe_interval: float = 0.2  # how often a set-aside signer is asked whether it is back
 
 
 @dataclass(slots=True)
@@ -138,6 +156,7 @@ class _Member:
     boot_id: bytes = b""
     down_until: float = 0.0
     failures: int = 0
+    misbehaved: bool = False  # set aside for a wrong answer: only its back-off or a restart ends it
     reason: str = "not yet contacted"
     latency: float = 0.0
     refill: asyncio.Task[None] | None = None
@@ -172,7 +191,7 @@ class Coordinator:
         self._encoded: dict[str, bytes] = {}
         self._members: dict[int, _Member] = {}
         for endpoint in endpoints:
-            channel = secure_channel(endpoint.address, tls, endpoint.server_name)
+            channel = secure_channel(endpoint.address, tls, endpoint.server_name, RECONNECT_OPTIONS)
             self._members[endpoint.identifier] = _Member(
                 endpoint,
                 signer_pb2_grpc.SignerStub(channel),  # type: ignore[no-untyped-call]
@@ -196,7 +215,7 @@ class Coordinator:
         """Learn the keys from the signers (`refresh_keys`) and fill the pools."""
         await self.refresh_keys(at_start=True)
         for member in self._members.values():
-            member.refill = asyncio.create_task(self._keep_filled(member))
+            self._kick_refill(member)
         await self._wait_for_pools()
 
     async def refresh_keys(self, *, at_start: bool = False) -> Mapping[str, PublicKeyPackage]:
@@ -221,7 +240,7 @@ class Coordinator:
             identifier = deserialize_scalar(info.identifier)
             if identifier != member.identifier:
                 unreachable[member.identifier] = f"reports identifier {identifier}"
-                self._mark_down(member, f"reports identifier {identifier}")
+                self._mark_down(member, f"reports identifier {identifier}", misbehaved=True)
                 continue
             if member.boot_id and info.boot_id != member.boot_id:
                 member.pool.clear()  # it restarted: the commitments it gave are void
@@ -380,22 +399,26 @@ class Coordinator:
             for member, result in zip(chosen, results, strict=True):
                 if isinstance(result, SignatureShare):
                     shares.append(result)
+                elif isinstance(result, _Failure):
+                    self._mark_down(member, result.reason, misbehaved=result.misbehaved)
                 elif result.startswith("guard:"):
                     refusals[member.identifier] = result
-                elif result.startswith("commitment_unknown"):
+                else:  # commitment_unknown
                     # The signer restarted or expired our commitments: forget them, keep it.
                     member.pool.clear()
                     SIGNER_FAULTS.labels(member.label, "commitment_unknown").inc()
                     self._kick_refill(member)
-                else:
-                    self._mark_down(member, result)
             if len(shares) < t:
                 continue
             try:
                 signature = finish_aggregate(prepared, shares)
             except InvalidSignatureShare as bad:
                 for culprit in bad.culprits:
-                    self._mark_down(self._members[culprit], "returned an invalid signature share")
+                    self._mark_down(
+                        self._members[culprit],
+                        "returned an invalid signature share",
+                        misbehaved=True,
+                    )
                 continue
             for member in chosen:
                 self._mark_up(member)
@@ -403,7 +426,9 @@ class Coordinator:
 
     async def _call_sign(
         self, member: _Member, request: signer_pb2.SignRequest, timeout: float
-    ) -> SignatureShare | str:
+    ) -> SignatureShare | _Failure | str:
+        """The share; or a failure; or the signer's refusal ("guard:..." or
+        "commitment_unknown...") as it sent it."""
         started = self._clock()
         try:
             response = await member.stub.Sign(request, timeout=timeout)
@@ -416,11 +441,11 @@ class Coordinator:
                 "commitment_unknown"
             ):
                 return details
-            return _describe(exc)
+            return _Failure.of(exc)
         except FrostError as exc:
-            return f"sent an undecodable signature share: {exc}"
+            return _Failure(f"sent an undecodable signature share: {exc}", misbehaved=True)
         if share.identifier != member.identifier:
-            return f"sent a share for participant {share.identifier}"
+            return _Failure(f"sent a share for participant {share.identifier}", misbehaved=True)
         member.latency = 0.8 * member.latency + 0.2 * (self._clock() - started)
         return share
 
@@ -465,29 +490,35 @@ class Coordinator:
                 why[i] = "no commitments available"
         return why
 
-    def _mark_down(self, member: _Member, reason: str) -> None:
+    def _mark_down(self, member: _Member, reason: str, *, misbehaved: bool = False) -> None:
+        """Set `member` aside: for its back-off if it answered wrongly (`misbehaved`), else
+        until a probe finds it answering again (`_probe`), and at most its back-off."""
         member.failures += 1
         backoff = min(
             self._settings.backoff_base * 2 ** (member.failures - 1), self._settings.backoff_max
         )
         member.down_until = self._clock() + backoff
+        member.misbehaved = misbehaved
         member.reason = reason
         member.pool.clear()
         SIGNER_UP.labels(member.label).set(0)
         SIGNER_FAULTS.labels(member.label, _reason_label(reason)).inc()
         COMMITMENT_POOL.labels(member.label).set(0)
         log.warning(
-            "signer %s (%s) set aside for %.1fs: %s",
+            "signer %s (%s) set aside%s: %s",
             member.identifier,
             member.endpoint.address,
-            backoff,
+            f" for {backoff:.1f}s" if misbehaved else " until it answers",
             reason,
         )
+        self._kick_refill(member)  # which probes it meanwhile
 
     def _mark_up(self, member: _Member) -> None:
+        """A signature with `member`'s share verified: its failures are forgiven."""
         if member.failures:
             log.info("signer %s is serving again", member.identifier)
         member.failures = 0
+        member.misbehaved = False
         member.reason = "up"
         SIGNER_UP.labels(member.label).set(1)
 
@@ -498,12 +529,14 @@ class Coordinator:
             member.refill = asyncio.create_task(self._keep_filled(member))
 
     async def _keep_filled(self, member: _Member) -> None:
-        """Top the pool up whenever it runs low; after a failure, this is the health probe."""
+        """Top the pool up whenever it runs low; while the signer is set aside, probe it."""
         settings = self._settings
         while not self._closed:
             now = self._clock()
             if member.down_until > now:
-                await asyncio.sleep(member.down_until - now)
+                if not await self._probe(member):
+                    wait = min(settings.probe_interval, member.down_until - self._clock())
+                    await asyncio.sleep(max(wait, 0.0))
                 continue
             if len(member.pool) >= settings.pool_target:
                 return
@@ -514,11 +547,21 @@ class Coordinator:
                     timeout=max(settings.attempt_timeout * 4, 1.0),
                 )
                 fresh = await _decode_commitments(response.commitments)
-            except (grpc.aio.AioRpcError, FrostError) as exc:
-                self._mark_down(member, f"commitments unavailable: {_describe(exc)}")
+            except grpc.aio.AioRpcError as exc:
+                failure = _Failure.of(exc)
+                self._mark_down(
+                    member,
+                    f"commitments unavailable: {failure.reason}",
+                    misbehaved=failure.misbehaved,
+                )
+                continue
+            except FrostError as exc:
+                self._mark_down(member, f"sent a bad commitment: {exc}", misbehaved=True)
                 continue
             if any(c.identifier != member.identifier for c in fresh):
-                self._mark_down(member, "sent commitments under another identifier")
+                self._mark_down(
+                    member, "sent commitments under another identifier", misbehaved=True
+                )
                 continue
             if member.boot_id and response.boot_id != member.boot_id:
                 log.info("signer %s restarted; its old commitments are void", member.identifier)
@@ -528,9 +571,51 @@ class Coordinator:
             member.pool.extend((c, expires) for c in fresh)
             self._refilled.set()
             COMMITMENT_POOL.labels(member.label).set(len(member.pool))
-            self._mark_up(member)
+            if member.reason != "up":
+                member.reason = "up"
+                SIGNER_UP.labels(member.label).set(1)
             if settings.announce:
                 self._announce(member, list(response.commitments))
+
+    async def _probe(self, member: _Member) -> bool:
+        """Ask a set-aside signer who it is (GetInfo: no nonces, no crypto). True when it is
+        back in service: it answers and was only unreachable or slow, or it answers with a new
+        boot id (a new process, whatever its predecessor did)."""
+        settings = self._settings
+        try:
+            info = await self._info(member, timeout=max(settings.attempt_timeout, 0.1))
+        except grpc.aio.AioRpcError:
+            return False
+        if deserialize_scalar(info.identifier) != member.identifier:
+            return False
+        restarted = bool(member.boot_id) and info.boot_id != member.boot_id
+        if member.misbehaved and not restarted:
+            return False
+        if restarted:
+            member.pool.clear()  # its predecessor's commitments are void
+            member.failures, member.misbehaved = 0, False
+            member.latency = 0.0  # no history: the next signature tries it
+        if restarted or not member.reported:
+            self._learn_keys(member, info)
+        member.boot_id = info.boot_id
+        member.down_until = self._clock()
+        log.info(
+            "signer %s answers again%s: back in service",
+            member.identifier,
+            " (restarted)" if restarted else "",
+        )
+        return True
+
+    def _learn_keys(self, member: _Member, info: signer_pb2.InfoResponse) -> None:
+        """What a signer that restarted (or was never reached) holds now; adoption is redone
+        only if that changed (t signers must still agree on any package)."""
+        keys = ((key.kid, key.public_key_package) for key in info.keys)
+        reported, problems = readable_reports(member.identifier, keys)
+        for problem in problems:
+            log.warning("signer %s reports %s", member.label, problem)
+        if reported != member.reported:
+            member.reported = reported
+            self._adopt({})
 
     def _announce(self, source: _Member, commitments: list[bytes]) -> None:
         """Tell the other signers about fresh commitments so they validate them off the path."""
@@ -547,9 +632,10 @@ class Coordinator:
         while not self.ready() and self._clock() < deadline:
             await asyncio.sleep(0.01)
 
-    async def _info(self, member: _Member) -> signer_pb2.InfoResponse:
+    async def _info(self, member: _Member, timeout: float | None = None) -> signer_pb2.InfoResponse:
         response: signer_pb2.InfoResponse = await member.stub.GetInfo(
-            signer_pb2.InfoRequest(), timeout=max(self._settings.attempt_timeout * 4, 1.0)
+            signer_pb2.InfoRequest(),
+            timeout=timeout or max(self._settings.attempt_timeout * 4, 1.0),
         )
         return response
 
@@ -562,6 +648,27 @@ async def _decode_commitments(encoded: Sequence[bytes]) -> list[SigningCommitmen
         if i % 4 == 3:
             await asyncio.sleep(0)
     return decoded
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    """Why a call to a signer failed; `misbehaved` when the signer answered, but wrongly (as
+    opposed to not answering in time, or not at all)."""
+
+    reason: str
+    misbehaved: bool
+
+    @classmethod
+    def of(cls, exc: grpc.aio.AioRpcError) -> _Failure:
+        code, details = exc.code(), exc.details() or ""
+        unreachable = code in _UNREACHABLE and not details.startswith(REFUSING_SERVICE)
+        return cls(_describe(exc), misbehaved=not unreachable)
+
+
+# Status codes of a signer that did not answer (transport failures, deadlines); any other status,
+# or UNAVAILABLE with details starting `REFUSING_SERVICE` (a signer saying it cannot serve, e.g.
+# its audit log is unwritable), is an answer.
+_UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
 
 def _describe(exc: BaseException) -> str:

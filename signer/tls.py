@@ -7,7 +7,7 @@ talks only to the signer it meant to reach.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 import grpc
 
@@ -40,11 +40,20 @@ def server_credentials(files: TlsFiles) -> grpc.ServerCredentials:
     )
 
 
-def secure_channel(address: str, files: TlsFiles, server_name: str) -> grpc.aio.Channel:
+def secure_channel(
+    address: str,
+    files: TlsFiles,
+    server_name: str,
+    extra_options: Sequence[tuple[str, int | str]] = (),
+) -> grpc.aio.Channel:
     """An aio channel to `address` that accepts only a certificate for `server_name`."""
     ca, cert, key = files.read()
     credentials = grpc.ssl_channel_credentials(ca, key, cert)
-    options = [*CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", dns_name(server_name))]
+    options = [
+        *CHANNEL_OPTIONS,
+        *extra_options,
+        ("grpc.ssl_target_name_override", dns_name(server_name)),
+    ]
     return grpc.aio.secure_channel(address, credentials, options=options)
 
 
