@@ -32,11 +32,12 @@ from extauthz.identity import (
 )
 from extauthz.limits import Limiter, LocalLimiter, RateLimiter, Revocations, rate_key
 from extauthz.metrics import CHECK_SECONDS, DECISIONS, MINTS
-from extauthz.mint import Minter, MintError
-from extauthz.model import Identity, Route
+from extauthz.mint import Minter, MintError, MintNotRecorded
+from extauthz.model import Grant, Identity, Route
 from extauthz.own_tokens import OwnTokenVerifier, certificate_sha256, passthrough
 from extauthz.policy import AuthzRequest, Denial, PolicyEngine
 from extauthz.respond import to_check_response, token_ref
+from extauthz.tokencache import MintedToken
 from signer.coordinator import QuorumUnavailable, SigningRefused
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ _HIT_SECONDS = CHECK_SECONDS.labels("hit")
 
 BEARER = "bearer "
 NO_QUORUM = "no signing quorum"  # all a caller learns of a quorum failure
+NOT_RECORDED = "audit log unavailable"  # a token that cannot be recorded is not released
 STALE = "shared state unavailable"  # revocations cannot be confirmed: nothing is served
 
 
@@ -164,6 +166,8 @@ class Pipeline:
         self._audit = audit
         self._clock = clock
         self.hot = HotCache()
+        if audit is not None:
+            minter.record_with(self._record_mint)
 
     @property
     def revocations(self) -> Revocations:
@@ -270,6 +274,12 @@ class Pipeline:
             return await self._record(
                 Deny.unavailable("no_signing_quorum", NO_QUORUM, identity, internal=str(exc))
             )
+        except MintNotRecorded as exc:
+            MINTS.labels("not_recorded").inc()
+            log.error("%s", exc)
+            return await self._record(
+                Deny.unavailable("audit_unavailable", NOT_RECORDED, identity, internal=str(exc))
+            )
         except SigningRefused as exc:
             MINTS.labels("refused").inc()
             denial = Deny.forbidden("signer_refused", f"signers refused: {exc.rule}", identity)
@@ -327,40 +337,50 @@ class Pipeline:
         return Deny.rate_limited("too many requests for this identity", identity, retry_after)
 
     async def _record(self, decision: Decision) -> Decision:
-        """Count the decision and write it to the audit log (mints and every denial)."""
+        """Count the decision and write a denial to the audit log (the minter has written each
+        fresh mint's record before the token was released: `_record_mint`). A denial stands
+        even when its record cannot be written."""
         if isinstance(decision, Allow):
             DECISIONS.labels("allow", "ok", "hit" if decision.cached else "miss").inc()
-            if decision.cached or self._audit is None:
-                return decision
-            token = decision.token
-            await self._write(
-                "mint",
-                {
-                    "subject": decision.identity.subject,
-                    "identity_kind": decision.identity.kind.value,
-                    "rule": decision.grant.rule,
-                    "audience": token.audience,
-                    "scope": " ".join(token.scopes),
-                    "jti": token.jti,
-                    "token_ref": token_ref(token.token),
-                    "signers": list(token.signers),
-                    "expires_at": token.expires_at,
-                },
-            )
             return decision
         DECISIONS.labels("deny", decision.reason, "miss").inc()
         if self._audit is not None:
-            await self._write(
-                "deny",
-                {
-                    "status": decision.status,
-                    "reason": decision.reason,
-                    "detail": decision.detail,
-                    "subject": decision.identity.subject if decision.identity else None,
-                    **({"internal": decision.internal} if decision.internal else {}),
-                },
-            )
+            try:
+                await self._write(
+                    "deny",
+                    {
+                        "status": decision.status,
+                        "reason": decision.reason,
+                        "detail": decision.detail,
+                        "subject": decision.identity.subject if decision.identity else None,
+                        **({"internal": decision.internal} if decision.internal else {}),
+                    },
+                )
+            except Exception as exc:
+                log.error(
+                    "a %s denial (%s) could not be recorded: %s",
+                    decision.status,
+                    decision.reason,
+                    exc,
+                )
         return decision
+
+    async def _record_mint(self, request: AuthzRequest, grant: Grant, token: MintedToken) -> None:
+        identity = request.identity
+        await self._write(
+            "mint",
+            {
+                "subject": identity.subject,
+                "identity_kind": identity.kind.value,
+                "rule": grant.rule,
+                "audience": token.audience,
+                "scope": " ".join(token.scopes),
+                "jti": token.jti,
+                "token_ref": token_ref(token.token),
+                "signers": list(token.signers),
+                "expires_at": token.expires_at,
+            },
+        )
 
     async def _write(self, event: str, data: Mapping[str, object]) -> None:
         if self._audit is not None:
