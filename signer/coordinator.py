@@ -399,7 +399,7 @@ class Coordinator:
             for member, result in zip(chosen, results, strict=True):
                 if isinstance(result, SignatureShare):
                     shares.append(result)
-                elif isinstance(result, _Failure):
+                elif isinstance(result, SignerFault):
                     self._mark_down(member, result.reason, misbehaved=result.misbehaved)
                 elif result.startswith("guard:"):
                     refusals[member.identifier] = result
@@ -426,7 +426,7 @@ class Coordinator:
 
     async def _call_sign(
         self, member: _Member, request: signer_pb2.SignRequest, timeout: float
-    ) -> SignatureShare | _Failure | str:
+    ) -> SignatureShare | SignerFault | str:
         """The share; or a failure; or the signer's refusal ("guard:..." or
         "commitment_unknown...") as it sent it."""
         started = self._clock()
@@ -441,11 +441,11 @@ class Coordinator:
                 "commitment_unknown"
             ):
                 return details
-            return _Failure.of(exc)
+            return SignerFault.of(exc)
         except FrostError as exc:
-            return _Failure(f"sent an undecodable signature share: {exc}", misbehaved=True)
+            return SignerFault(f"sent an undecodable signature share: {exc}", misbehaved=True)
         if share.identifier != member.identifier:
-            return _Failure(f"sent a share for participant {share.identifier}", misbehaved=True)
+            return SignerFault(f"sent a share for participant {share.identifier}", misbehaved=True)
         member.latency = 0.8 * member.latency + 0.2 * (self._clock() - started)
         return share
 
@@ -548,7 +548,7 @@ class Coordinator:
                 )
                 fresh = await _decode_commitments(response.commitments)
             except grpc.aio.AioRpcError as exc:
-                failure = _Failure.of(exc)
+                failure = SignerFault.of(exc)
                 self._mark_down(
                     member,
                     f"commitments unavailable: {failure.reason}",
@@ -651,7 +651,7 @@ async def _decode_commitments(encoded: Sequence[bytes]) -> list[SigningCommitmen
 
 
 @dataclass(frozen=True, slots=True)
-class _Failure:
+class SignerFault:
     """Why a call to a signer failed; `misbehaved` when the signer answered, but wrongly (as
     opposed to not answering in time, or not at all)."""
 
@@ -659,7 +659,7 @@ class _Failure:
     misbehaved: bool
 
     @classmethod
-    def of(cls, exc: grpc.aio.AioRpcError) -> _Failure:
+    def of(cls, exc: grpc.aio.AioRpcError) -> SignerFault:
         code, details = exc.code(), exc.details() or ""
         unreachable = code in _UNREACHABLE and not details.startswith(REFUSING_SERVICE)
         return cls(_describe(exc), misbehaved=not unreachable)
