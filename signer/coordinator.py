@@ -16,7 +16,8 @@ that was unreachable or too slow comes back as soon as it answers; one that answ
 invalid share, another identifier, a refusal to serve) stays aside for its exponential back-off,
 unless it answers with a new boot id: it restarted, and a new process is given a new chance. Either
 way the pool is refilled at once, so a restarted signer is a spare again within a probe interval
-of being ready.
+of being ready. A signer in service is asked the same every `watch_interval`, so one that is not
+picked for signatures (a spare) is still known to be there, or not, and a restart is noticed.
 """
 
 from __future__ import annotations
@@ -145,6 +146,7 @@ class CoordinatorSettings:
     backoff_base: float = 0.5  # a signer that answered wrongly stays aside this long, doubling
     backoff_max: float = 30.0
     probe_interval: float = 0.2  # how often a set-aside signer is asked whether it is back
+    watch_interval: float = 1.0  # how often a signer in service is asked whether it is still there
 
 
 @dataclass(slots=True)
@@ -160,6 +162,7 @@ class _Member:
     reason: str = "not yet contacted"
     latency: float = 0.0
     refill: asyncio.Task[None] | None = None
+    watch: asyncio.Task[None] | None = None
     reported: dict[str, bytes] = field(default_factory=dict)  # kid -> encoded package
 
     def holds(self, kid: str, encoded: bytes) -> bool:
@@ -216,6 +219,7 @@ class Coordinator:
         await self.refresh_keys(at_start=True)
         for member in self._members.values():
             self._kick_refill(member)
+            member.watch = asyncio.create_task(self._watch(member))
         await self._wait_for_pools()
 
     async def refresh_keys(self, *, at_start: bool = False) -> Mapping[str, PublicKeyPackage]:
@@ -278,10 +282,10 @@ class Coordinator:
 
     async def close(self) -> None:
         self._closed = True
-        refills = [m.refill for m in self._members.values() if m.refill is not None]
-        for task in refills:
+        tasks = [t for m in self._members.values() for t in (m.refill, m.watch) if t is not None]
+        for task in tasks:
             task.cancel()
-        for task in refills:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         for member in self._members.values():  # only once nothing can start a call on them
@@ -566,6 +570,7 @@ class Coordinator:
             if member.boot_id and response.boot_id != member.boot_id:
                 log.info("signer %s restarted; its old commitments are void", member.identifier)
                 member.pool.clear()
+                member.failures, member.misbehaved, member.latency = 0, False, 0.0
             member.boot_id = response.boot_id
             expires = self._clock() + response.ttl_seconds - settings.commitment_margin
             member.pool.extend((c, expires) for c in fresh)
@@ -592,10 +597,8 @@ class Coordinator:
         if member.misbehaved and not restarted:
             return False
         if restarted:
-            member.pool.clear()  # its predecessor's commitments are void
-            member.failures, member.misbehaved = 0, False
-            member.latency = 0.0  # no history: the next signature tries it
-        if restarted or not member.reported:
+            self._restarted(member, info)
+        elif not member.reported:
             self._learn_keys(member, info)
         member.boot_id = info.boot_id
         member.down_until = self._clock()
@@ -605,6 +608,39 @@ class Coordinator:
             " (restarted)" if restarted else "",
         )
         return True
+
+    async def _watch(self, member: _Member) -> None:
+        """Ask a signer in service who it is, every `watch_interval`: one that does not answer
+        is set aside (and probed); one that answers with a new boot id restarted, so the
+        commitments held for it are void."""
+        settings = self._settings
+        while not self._closed:
+            await asyncio.sleep(settings.watch_interval)
+            if member.down_until > self._clock():
+                continue  # set aside: `_keep_filled` probes it
+            try:
+                info = await self._info(member, timeout=max(settings.attempt_timeout, 0.1))
+            except grpc.aio.AioRpcError as exc:
+                if member.down_until <= self._clock():
+                    failure = SignerFault.of(exc)
+                    self._mark_down(
+                        member, f"health probe: {failure.reason}", misbehaved=failure.misbehaved
+                    )
+                continue
+            if member.boot_id and info.boot_id != member.boot_id:
+                self._restarted(member, info)
+                self._kick_refill(member)
+
+    def _restarted(self, member: _Member, info: signer_pb2.InfoResponse) -> None:
+        """`member` answered with a new boot id: a new process, with none of the old one's
+        commitments, failures or latency."""
+        log.info("signer %s restarted; its old commitments are void", member.identifier)
+        member.pool.clear()
+        member.failures, member.misbehaved = 0, False
+        member.latency = 0.0  # no history: the next signature tries it
+        member.boot_id = info.boot_id
+        self._learn_keys(member, info)
+        COMMITMENT_POOL.labels(member.label).set(0)
 
     def _learn_keys(self, member: _Member, info: signer_pb2.InfoResponse) -> None:
         """What a signer that restarted (or was never reached) holds now; adoption is redone
