@@ -234,70 +234,75 @@ def build_rate_limiter(
 async def build_gateway(
     settings: GatewaySettings, *, clock: Callable[[], float] = time.time
 ) -> Gateway:
+    """Everything, from settings. The audit log is opened first: a gateway that could not record
+    what it mints does not start, nor reach signers or Redis. If any part fails, what was built
+    before it is closed again."""
     root = trust_root_of(settings)
-    store = build_store(settings)
-    try:
+    async with contextlib.AsyncExitStack() as built:
+        settings.audit_log.parent.mkdir(parents=True, exist_ok=True)
+        audit = AsyncAuditLog(AuditLog(settings.audit_log, clock=clock))
+        built.callback(audit.log.close)
+        store = build_store(settings)
+        built.push_async_callback(store.close)
         keyring = await build_keyring(settings, root, clock, store)
-    except BaseException:
-        await store.close()
-        raise
-    revocations = Revocations(clock=clock)
+        built.push_async_callback(keyring.close)
+        revocations = Revocations(clock=clock)
 
-    async def adopt_keyring() -> None:
-        await keyring.adopt()
+        async def adopt_keyring() -> None:
+            await keyring.adopt()
 
-    state = SharedState(
-        store,
-        revocations,
-        StateSettings(settings.state_sync_seconds, settings.state_max_staleness_seconds),
-        on_keyring=adopt_keyring,
-    )
-    if not await state.sync_once():
-        log.warning("starting without shared state: refusing every request until it answers")
-    session = aiohttp.ClientSession()
-    resets: list[Callable[[], None]] = []
+        state = SharedState(
+            store,
+            revocations,
+            StateSettings(settings.state_sync_seconds, settings.state_max_staleness_seconds),
+            on_keyring=adopt_keyring,
+        )
+        if not await state.sync_once():
+            log.warning("starting without shared state: refusing every request until it answers")
+        resets: list[Callable[[], None]] = []
 
-    def reset_all() -> None:
-        for reset in resets:
-            reset()
+        def reset_all() -> None:
+            for reset in resets:
+                reset()
 
-    engine, policy, rego = build_policy_engine(settings, reset_all)
-    token_cache = TokenCache()
-    if settings.redis is not None:
-        from extauthz.state.redis_store import RedisStore
+        engine, policy, rego = build_policy_engine(settings, reset_all)
+        token_cache = TokenCache()
+        if settings.redis is not None:
+            from extauthz.state.redis_store import RedisStore
 
-        assert isinstance(store, RedisStore)
-        token_cache = TokenCache.on_redis(store.client)
-    minter = Minter(
-        settings=MintSettings(
-            issuer=settings.issuer,
-            default_ttl_seconds=settings.default_ttl_seconds,
-            sign_timeout=settings.sign_timeout,
-        ),
-        signer=keyring,
-        group_public_key=lambda: keyring.active_key,
-        cache=token_cache,
-        clock=clock,
-        published_keys=keyring.published_keys,
-    )
-    settings.audit_log.parent.mkdir(parents=True, exist_ok=True)
-    audit = AsyncAuditLog(AuditLog(settings.audit_log, clock=clock))
-    pipeline = Pipeline(
-        identifier=build_identifier(settings, session, clock),
-        engine=engine,
-        minter=minter,
-        revocations=revocations,
-        rate_limiter=build_rate_limiter(settings, store),
-        audit=audit,
-        own_tokens=OwnTokenVerifier(
-            issuer=settings.issuer,
-            group_keys=keyring.published_keys,
+            assert isinstance(store, RedisStore)
+            token_cache = TokenCache.on_redis(store.client)
+        minter = Minter(
+            settings=MintSettings(
+                issuer=settings.issuer,
+                default_ttl_seconds=settings.default_ttl_seconds,
+                sign_timeout=settings.sign_timeout,
+            ),
+            signer=keyring,
+            group_public_key=lambda: keyring.active_key,
+            cache=token_cache,
             clock=clock,
-        ),
-        clock=clock,
-        fresh=state.fresh,
-    )
-    resets.append(pipeline.hot.clear)  # a new policy must not be bypassed by cached decisions
+            published_keys=keyring.published_keys,
+        )
+        session = aiohttp.ClientSession()
+        built.push_async_callback(session.close)
+        pipeline = Pipeline(
+            identifier=build_identifier(settings, session, clock),
+            engine=engine,
+            minter=minter,
+            revocations=revocations,
+            rate_limiter=build_rate_limiter(settings, store),
+            audit=audit,
+            own_tokens=OwnTokenVerifier(
+                issuer=settings.issuer,
+                group_keys=keyring.published_keys,
+                clock=clock,
+            ),
+            clock=clock,
+            fresh=state.fresh,
+        )
+        resets.append(pipeline.hot.clear)  # a new policy must not be bypassed by cached decisions
+        built.pop_all()  # the gateway owns them now (`Gateway.close`)
     return Gateway(settings, pipeline, policy, rego, session, audit, token_cache, keyring, state)
 
 
