@@ -11,6 +11,9 @@ deadline, or returns a share that fails verification is named, set aside, and th
 retried with another subset. A signature fails only when fewer than t signers can serve, and then
 fails at once with an error that says so.
 
+A signer that refuses a token by a rule about its times (`CLOCK_RULES`) while t others sign it
+has a clock that is off: it is set aside with back-off too, rather than asked again and again.
+
 A set-aside signer is probed with GetInfo every `probe_interval` (one small call, no nonces). One
 that was unreachable or too slow comes back as soon as it answers; one that answered wrongly (an
 invalid share, another identifier, a refusal to serve) stays aside for its exponential back-off,
@@ -426,6 +429,16 @@ class Coordinator:
                 continue
             for member in chosen:
                 self._mark_up(member)
+            for identifier, refusal in refusals.items():
+                if refusal.split(":", 2)[1] in CLOCK_RULES:
+                    # t others signed this very message: the refuser's clock is off, not the
+                    # message's times, and it would refuse every token until that is fixed.
+                    self._mark_down(
+                        self._members[identifier],
+                        f"refused a token that {t} others signed ({refusal[:120]}): is its "
+                        "clock wrong?",
+                        misbehaved=True,
+                    )
             return SignOutcome(signature, tuple(c.identifier for c in commitments), attempts)
 
     async def _call_sign(
@@ -567,6 +580,8 @@ class Coordinator:
                     member, "sent commitments under another identifier", misbehaved=True
                 )
                 continue
+            if member.down_until > self._clock():
+                continue  # set aside while the batch was on its way: not for use now
             if member.boot_id and response.boot_id != member.boot_id:
                 log.info("signer %s restarted; its old commitments are void", member.identifier)
                 member.pool.clear()
@@ -700,6 +715,10 @@ class SignerFault:
         unreachable = code in _UNREACHABLE and not details.startswith(REFUSING_SERVICE)
         return cls(_describe(exc), misbehaved=not unreachable)
 
+
+# Guard rules about the token's times: a signer refusing by one of them while t others sign the
+# same message has a clock that is off (signer.guard.RULES).
+CLOCK_RULES = frozenset({"iat_skew", "nbf_skew", "expired"})
 
 # Status codes of a signer that did not answer (transport failures, deadlines); any other status,
 # or UNAVAILABLE with details starting `REFUSING_SERVICE` (a signer saying it cannot serve, e.g.
