@@ -195,7 +195,12 @@ class Pipeline:
         response = to_check_response(decision)
         if isinstance(decision, Allow) and key is not None:
             fresh_until = decision.token.expires_at - 0.1 * decision.token.lifetime
-            self.hot.put(key, HotEntry(decision, response, fresh_until), generation=generation)
+            self.hot.put(
+                key,
+                HotEntry(decision, response, fresh_until),
+                generation=generation,
+                now=self._clock(),
+            )
         CHECK_SECONDS.labels("miss").observe(time.perf_counter() - started)
         return response
 
