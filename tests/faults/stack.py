@@ -222,6 +222,7 @@ def fault_stack(
     *,
     mount_audit: tuple[str, ...] = (),
     gateway_env: Mapping[str, str] | None = None,
+    signer_env: Mapping[str, str] | None = None,
 ) -> Iterator[FaultStack]:
     """Start everything; stop whatever is still running at the end, whatever happened.
 
@@ -272,6 +273,7 @@ def fault_stack(
             signer.env.update(env)
             signer.env["KEYMINT_REDIS_CREDENTIALS_FILE"] = str(signer_credentials)
             signer.env["KEYMINT_SIGNER_AUDIT_LOG"] = str(audit_dir / "audit.jsonl")
+            signer.env.update(signer_env or {})
         stack.callback(_stop_signers, cluster.signers)
         cluster.start()
 
