@@ -601,9 +601,8 @@ class Coordinator:
         """Ask a set-aside signer who it is (GetInfo: no nonces, no crypto). True when it is
         back in service: it answers and was only unreachable or slow, or it answers with a new
         boot id (a new process, whatever its predecessor did)."""
-        settings = self._settings
         try:
-            info = await self._info(member, timeout=max(settings.attempt_timeout, 0.1))
+            info = await self._info(member, timeout=self._probe_timeout())
         except grpc.aio.AioRpcError:
             return False
         if deserialize_scalar(info.identifier) != member.identifier:
@@ -625,18 +624,20 @@ class Coordinator:
         return True
 
     async def _watch(self, member: _Member) -> None:
-        """Ask a signer in service who it is, every `watch_interval`: one that does not answer
-        is set aside (and probed); one that answers with a new boot id restarted, so the
-        commitments held for it are void."""
+        """Ask a signer in service who it is, every `watch_interval`: one that cannot be reached
+        (or answers wrongly) is set aside and probed; one that answers with a new boot id
+        restarted, so the commitments held for it are void. A slow answer is no evidence here
+        (a busy machine is slow everywhere): signatures' own deadlines judge slowness."""
         settings = self._settings
         while not self._closed:
             await asyncio.sleep(settings.watch_interval)
             if member.down_until > self._clock():
                 continue  # set aside: `_keep_filled` probes it
             try:
-                info = await self._info(member, timeout=max(settings.attempt_timeout, 0.1))
+                info = await self._info(member, timeout=self._probe_timeout() * 2)
             except grpc.aio.AioRpcError as exc:
-                if member.down_until <= self._clock():
+                late = exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+                if not late and member.down_until <= self._clock():
                     failure = SignerFault.of(exc)
                     self._mark_down(
                         member, f"health probe: {failure.reason}", misbehaved=failure.misbehaved
@@ -645,6 +646,11 @@ class Coordinator:
             if member.boot_id and info.boot_id != member.boot_id:
                 self._restarted(member, info)
                 self._kick_refill(member)
+
+    def _probe_timeout(self) -> float:
+        """Long enough for a busy machine: a probe is not on any request's path, and a hung
+        signer answers the probe already waiting as soon as it resumes."""
+        return max(self._settings.attempt_timeout * 2, 1.0)
 
     def _restarted(self, member: _Member, info: signer_pb2.InfoResponse) -> None:
         """`member` answered with a new boot id: a new process, with none of the old one's
