@@ -123,6 +123,8 @@ class SignerService(signer_pb2_grpc.SignerServicer):
             )
         except FrostError as exc:
             return await self._refuse(context, request, "bad_commitment_list", str(exc))
+        # Whatever happens next, every commitment named here is spent at its own signer.
+        self._peers.forget(commitment_key(c) for c in commitment_list if c.identifier != me)
         own = next((c for c in commitment_list if c.identifier == me), None)
         nonces = self._nonces.take(commitment_key(own)) if own is not None else None
         if nonces is None:
