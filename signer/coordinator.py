@@ -64,19 +64,16 @@ from signer.metrics import (
     THRESHOLD_SIGNATURES,
 )
 from signer.proto import signer_pb2, signer_pb2_grpc
-from signer.service import REFUSING_SERVICE
+from signer.signer_faults import (
+    CLOCK_RULES,
+    RECONNECT_OPTIONS,
+    SignerFault,
+    describe,
+    reason_label,
+)
 from signer.tls import secure_channel
 
 log = logging.getLogger(__name__)
-
-
-# gRPC waits longer and longer between attempts to reconnect to a signer that went away (up to two
-# minutes); RPCs fail at once meanwhile, so a signer back up would stay unreachable. Reconnecting at
-# least every quarter second costs a refused TCP connection per attempt while it is down.
-RECONNECT_OPTIONS: tuple[tuple[str, int | str], ...] = (
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 250),
-)
 
 
 class QuorumUnavailable(SignerError):
@@ -162,6 +159,7 @@ class _Member:
     down_until: float = 0.0
     failures: int = 0
     misbehaved: bool = False  # set aside for a wrong answer: only its back-off or a restart ends it
+    late: bool = False  # set aside for missing a deadline: it may well answer the next probe
     reason: str = "not yet contacted"
     latency: float = 0.0
     refill: asyncio.Task[None] | None = None
@@ -239,7 +237,7 @@ class Coordinator:
         unreachable: dict[int, str] = {}
         for member, info in zip(self._members.values(), infos, strict=True):
             if isinstance(info, BaseException):
-                why = _describe(info)
+                why = describe(info)
                 unreachable[member.identifier] = why
                 if at_start:
                     self._mark_down(member, f"unreachable at start: {why}")
@@ -368,11 +366,18 @@ class Coordinator:
             now = self._clock()
             exclude = excluded | refusals.keys()
             chosen = self._choose(t, now, exclude=exclude)
-            if chosen is None and self._count_up(now, exclude) >= t and now < deadline:
-                # Enough signers are up, their pools are just empty: wait for a refill.
+            if (
+                chosen is None
+                and self._count_up(now, exclude, late_too=True) >= t
+                and now < deadline
+            ):
+                # Enough signers are up with their pools just empty, or were set aside only for
+                # missing a deadline (on a busy machine, everything is late): wait, within the
+                # deadline, for a refill or for them to answer a probe.
                 self._refilled.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._refilled.wait(), deadline - now)
+                    wait = min(deadline - now, self._settings.probe_interval)
+                    await asyncio.wait_for(self._refilled.wait(), wait)
                 continue
             if chosen is None:
                 if refusals:
@@ -407,7 +412,9 @@ class Coordinator:
                 if isinstance(result, SignatureShare):
                     shares.append(result)
                 elif isinstance(result, SignerFault):
-                    self._mark_down(member, result.reason, misbehaved=result.misbehaved)
+                    self._mark_down(
+                        member, result.reason, misbehaved=result.misbehaved, late=result.late
+                    )
                 elif result.startswith("guard:"):
                     refusals[member.identifier] = result
                 else:  # commitment_unknown
@@ -483,9 +490,11 @@ class Coordinator:
         usable.sort(key=lambda m: m.latency * (1 + 0.5 * self._rng.random()))
         return usable[:t]
 
-    def _count_up(self, now: float, exclude: Collection[int]) -> int:
+    def _count_up(self, now: float, exclude: Collection[int], *, late_too: bool = False) -> int:
         return sum(
-            1 for m in self._members.values() if m.down_until <= now and m.identifier not in exclude
+            1
+            for m in self._members.values()
+            if m.identifier not in exclude and (m.down_until <= now or (late_too and m.late))
         )
 
     def _count_usable(self, now: float, exclude: Collection[int]) -> int:
@@ -507,19 +516,23 @@ class Coordinator:
                 why[i] = "no commitments available"
         return why
 
-    def _mark_down(self, member: _Member, reason: str, *, misbehaved: bool = False) -> None:
+    def _mark_down(
+        self, member: _Member, reason: str, *, misbehaved: bool = False, late: bool = False
+    ) -> None:
         """Set `member` aside: for its back-off if it answered wrongly (`misbehaved`), else
-        until a probe finds it answering again (`_probe`), and at most its back-off."""
+        until a probe finds it answering again (`_probe`), and at most its back-off. `late`: it
+        missed a deadline, so a signature short of signers may wait for it to answer."""
         member.failures += 1
         backoff = min(
             self._settings.backoff_base * 2 ** (member.failures - 1), self._settings.backoff_max
         )
         member.down_until = self._clock() + backoff
         member.misbehaved = misbehaved
+        member.late = late and not misbehaved
         member.reason = reason
         member.pool.clear()
         SIGNER_UP.labels(member.label).set(0)
-        SIGNER_FAULTS.labels(member.label, _reason_label(reason)).inc()
+        SIGNER_FAULTS.labels(member.label, reason_label(reason)).inc()
         COMMITMENT_POOL.labels(member.label).set(0)
         log.warning(
             "signer %s (%s) set aside%s: %s",
@@ -570,6 +583,7 @@ class Coordinator:
                     member,
                     f"commitments unavailable: {failure.reason}",
                     misbehaved=failure.misbehaved,
+                    late=failure.late,
                 )
                 continue
             except FrostError as exc:
@@ -604,6 +618,7 @@ class Coordinator:
         try:
             info = await self._info(member, timeout=self._probe_timeout())
         except grpc.aio.AioRpcError:
+            member.late = False  # not just late: it does not answer a probe either
             return False
         if deserialize_scalar(info.identifier) != member.identifier:
             return False
@@ -705,50 +720,6 @@ async def _decode_commitments(encoded: Sequence[bytes]) -> list[SigningCommitmen
         if i % 4 == 3:
             await asyncio.sleep(0)
     return decoded
-
-
-@dataclass(frozen=True, slots=True)
-class SignerFault:
-    """Why a call to a signer failed; `misbehaved` when the signer answered, but wrongly (as
-    opposed to not answering in time, or not at all)."""
-
-    reason: str
-    misbehaved: bool
-
-    @classmethod
-    def of(cls, exc: grpc.aio.AioRpcError) -> SignerFault:
-        code, details = exc.code(), exc.details() or ""
-        unreachable = code in _UNREACHABLE and not details.startswith(REFUSING_SERVICE)
-        return cls(_describe(exc), misbehaved=not unreachable)
-
-
-# Guard rules about the token's times: a signer refusing by one of them while t others sign the
-# same message has a clock that is off (signer.guard.RULES).
-CLOCK_RULES = frozenset({"iat_skew", "nbf_skew", "expired"})
-
-# Status codes of a signer that did not answer (transport failures, deadlines); any other status,
-# or UNAVAILABLE with details starting `REFUSING_SERVICE` (a signer saying it cannot serve, e.g.
-# its audit log is unwritable), is an answer.
-_UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, grpc.aio.AioRpcError):
-        code = exc.code()
-        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            return "too slow: missed the deadline"
-        return f"{code.name.lower()}: {exc.details()}"
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _reason_label(reason: str) -> str:
-    if "invalid signature share" in reason:
-        return "invalid_share"
-    if "deadline" in reason:
-        return "slow"
-    if "unavailable" in reason:
-        return "unavailable"
-    return "error"
 
 
 def _ignore_failure(task: asyncio.Future[object]) -> None:

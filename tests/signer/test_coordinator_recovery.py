@@ -214,3 +214,32 @@ def test_a_signer_whose_clock_is_ahead_is_set_aside_once_others_sign_what_it_ref
     # one in every other signature (about 100).
     assert 1 <= refused <= 6
     assert "clock" in health[3] or health[3] == "up"
+
+
+def test_a_signer_that_is_only_late_is_waited_for_when_no_other_can_stand_in(
+    three: SignerCluster,
+) -> None:
+    """With signer 1 dead, signers 2 and 3 are the quorum. Signer 2 stalls for 0.8 s (past the
+    0.5 s attempt deadline; a machine short of CPU does this) three times: each signature in
+    flight waits, within its 2 s deadline, for it to answer again, instead of failing at once."""
+    assert three.package is not None
+
+    async def run() -> list[str]:
+        coordinator = Coordinator(endpoints=three.endpoints(), tls=three.coordinator_tls)
+        await coordinator.start()
+        traffic = Traffic(coordinator, three.package.group_public_key)
+        three.signers[1].kill()
+        traffic.start()
+        try:
+            await asyncio.sleep(1.0)
+            for _ in range(3):
+                three.signers[2].hang()
+                await asyncio.sleep(0.8)
+                three.signers[2].resume()
+                await asyncio.sleep(1.5)
+            return traffic.failures
+        finally:
+            await traffic.stop()
+            await coordinator.close()
+
+    assert asyncio.run(run()) == []

@@ -17,7 +17,6 @@ import grpc
 import pytest
 
 from signer.audit import AuditError
-from signer.coordinator import SignerFault
 from signer.devca import signer_name, spiffe_id, tls_files
 from signer.frost import commit
 from signer.frost.encoding import decode_signing_commitment, encode_commitment_list
@@ -25,6 +24,7 @@ from signer.keystate import KeyState, SigningKey
 from signer.proto import signer_pb2, signer_pb2_grpc
 from signer.server import KeyedGuard
 from signer.service import REFUSING_SERVICE, SignerService
+from signer.signer_faults import SignerFault
 from signer.tls import secure_channel, server_credentials
 from tests.signer.evidence import StandInEvidenceChecker
 from tests.signer.harness import ISSUER, SignerCluster, evidence_for, token_message
