@@ -468,17 +468,19 @@ def _gateway_audit_full_holds(measured: Measured) -> list[str]:
 
 def _signer_audit_full(run: Run) -> None:
     disk = run.stack.disks["signer-3"]
+    log_offset = len(run.stack.cluster.signers[3].log.read_text(errors="replace"))
     run.wait(BASELINE_SECONDS)
-    started = run.mark("fault")
+    run.mark("fault")
     run.notes["filler_bytes"] = disk.fill()
     run.wait(8)
     run.mark("recover")
     disk.free()
     ready = run.mark("recovered")
-    run.notes["back_in_use_s"] = back_in_use(run, 3, ready, timeout=BACKOFF_MAX_SECONDS + 5)
+    # Its commitments never needed the disk, so the coordinator holds some whenever its back-off
+    # ends: only a signature with its share says it is back.
+    run.notes["signing_again_s"] = first_signature(run, 3, ready, timeout=BACKOFF_MAX_SECONDS + 5)
     log = run.stack.cluster.signers[3].log.read_text(errors="replace")
-    run.notes["shares_withheld"] = log.count("its record could not be written")
-    run.notes["fault_started"] = round(started, 2)
+    run.notes["shares_withheld"] = log[log_offset:].count("its record could not be written")
     run.wait(2)
 
 
@@ -489,7 +491,7 @@ def _signer_audit_full_holds(measured: Measured) -> list[str]:
     )
     return (
         no_failures(measured)
-        + back_within(measured, "back_in_use_s", BACKOFF_MAX_SECONDS + 1)
+        + back_within(measured, "signing_again_s", BACKOFF_MAX_SECONDS + 1)
         + quiet
     )
 
@@ -616,8 +618,8 @@ SCENARIOS: tuple[Scenario, ...] = (
         "signer_audit_disk_full",
         "signer 3's audit log file system filled up for 8 s, then freed",
         "zero failed requests: signer 3 releases no share it cannot record (it answers "
-        "refusing_service) and is set aside with back-off; it is used again at most one back-off "
-        f"(up to {BACKOFF_MAX_SECONDS:g} s) after space returns",
+        "refusing_service) and is set aside with back-off; every replica signs with it again at "
+        f"most one back-off (up to {BACKOFF_MAX_SECONDS:g} s) after space returns",
         _signer_audit_full,
         _signer_audit_full_holds,
         needs_root=True,
