@@ -3,16 +3,17 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := swig libpcsclite-dev pcscd softhsm2 opensc redis-server nodejs prometheus
+APT_PACKAGES := swig libpcsclite-dev pcscd softhsm2 opensc redis-server nodejs prometheus libfaketime
 STAMP := $(VENV)/.installed
 NODE_STAMP := tests/interop/node_modules/.installed
 
-.PHONY: setup apt test lint typecheck unit rules demo demo-check demo-frost bench bench-frost bench-sign bench-check bench-e2e fuzz clean
+.PHONY: setup apt test lint typecheck unit rules test-faults soak demo demo-check demo-frost bench bench-frost bench-sign bench-check bench-e2e fuzz clean
 
 setup: apt $(STAMP) $(NODE_STAMP)
 
 # Debian packages: pyscard (yubikey-manager) builds against PC/SC, the vault tests use SoftHSM2,
-# the shared-cache tests start a real redis-server, promtool (prometheus) checks k8s/monitoring/.
+# the shared-cache tests start a real redis-server, promtool (prometheus) checks k8s/monitoring/,
+# the fault tests run a signer with its clock ahead (libfaketime).
 apt:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -55,6 +56,17 @@ rules: apt
 	cd k8s/monitoring && promtool test rules alerts.test.yaml
 
 test: lint typecheck rules unit
+
+# Faults one at a time under steady traffic through Envoy (2 replicas, 3 signers, Redis), each
+# with its expected outcome; ends with one JSON line. As root: the audit-disk faults mount a
+# tmpfs. A quick subset (tests/faults/test_quick.py) runs in `make test`.
+test-faults: setup
+	$(PY) -m tests.faults.run
+
+# Ten minutes at a steady rate with a key rotation, a signer restart and a gateway restart; RSS
+# and open files of every process against their level after warm-up. Ends with one JSON line.
+soak: setup
+	$(PY) -m tests.faults.soak
 
 # The whole stack on loopback with real Envoy, a DKG among 3 signers, and three flows.
 demo: setup

@@ -248,103 +248,111 @@ def build_rate_limiter(
 async def build_gateway(
     settings: GatewaySettings, *, clock: Callable[[], float] = time.time, wait: bool = True
 ) -> Gateway:
-    """The gateway, built without reaching anything but the state store once. With `wait`, start-up
+    """The gateway, built without reaching anything but the state store once. The audit log is
+    opened first: a gateway that could not record what it mints does not start, nor reach signers
+    or Redis. If any part fails, what was built before it is closed again. With `wait`, start-up
     runs to its end here (the key ring loaded); without, `serve` runs it in the background."""
     root = trust_root_of(settings)
-    store = build_store(settings)
-    coordinator = build_coordinator(settings)
-    slot = KeyRingSlot(coordinator)
-    revocations = Revocations(clock=clock)
+    async with contextlib.AsyncExitStack() as built:
+        settings.audit_log.parent.mkdir(parents=True, exist_ok=True)
+        audit = AsyncAuditLog(AuditLog(settings.audit_log, clock=clock))
+        built.callback(audit.log.close)
+        store = build_store(settings)
+        built.push_async_callback(store.close)
+        coordinator = build_coordinator(settings)
+        slot = KeyRingSlot(coordinator)
+        built.push_async_callback(slot.close)
+        revocations = Revocations(clock=clock)
 
-    async def adopt_keyring() -> None:
-        await slot.adopt()
+        async def adopt_keyring() -> None:
+            await slot.adopt()
 
-    state = SharedState(
-        store,
-        revocations,
-        StateSettings(settings.state_sync_seconds, settings.state_max_staleness_seconds),
-        on_keyring=adopt_keyring,
-    )
-    if not await state.sync_once():
-        log.warning("starting without shared state: refusing every request until it answers")
-    session = aiohttp.ClientSession()
-    resets: list[Callable[[], None]] = []
+        state = SharedState(
+            store,
+            revocations,
+            StateSettings(settings.state_sync_seconds, settings.state_max_staleness_seconds),
+            on_keyring=adopt_keyring,
+        )
+        if not await state.sync_once():
+            log.warning("starting without shared state: refusing every request until it answers")
+        resets: list[Callable[[], None]] = []
 
-    def reset_all() -> None:
-        for reset in resets:
-            reset()
+        def reset_all() -> None:
+            for reset in resets:
+                reset()
 
-    engine, policy, rego = build_policy_engine(settings, reset_all)
-    token_cache = TokenCache()
-    if settings.redis is not None:
-        from extauthz.state.redis_store import RedisStore
+        engine, policy, rego = build_policy_engine(settings, reset_all)
+        token_cache = TokenCache()
+        if settings.redis is not None:
+            from extauthz.state.redis_store import RedisStore
 
-        assert isinstance(store, RedisStore)
-        token_cache = TokenCache.on_redis(store.client)
-    minter = Minter(
-        settings=MintSettings(
-            issuer=settings.issuer,
-            default_ttl_seconds=settings.default_ttl_seconds,
-            sign_timeout=settings.sign_timeout,
-            policy_credential_headers=settings.policy_headers.credentials,
-        ),
-        signer=slot,
-        group_public_key=lambda: slot.active_key,
-        cache=token_cache,
-        clock=clock,
-        published_keys=slot.published_keys,
-    )
-    settings.audit_log.parent.mkdir(parents=True, exist_ok=True)
-    audit = AsyncAuditLog(AuditLog(settings.audit_log, clock=clock))
-    pipeline = Pipeline(
-        identifier=build_identifier(settings, session, clock),
-        engine=engine,
-        minter=minter,
-        revocations=revocations,
-        rate_limiter=build_rate_limiter(settings, store),
-        audit=audit,
-        own_tokens=OwnTokenVerifier(
-            issuer=settings.issuer,
-            group_keys=slot.published_keys,
+            assert isinstance(store, RedisStore)
+            token_cache = TokenCache.on_redis(store.client)
+        minter = Minter(
+            settings=MintSettings(
+                issuer=settings.issuer,
+                default_ttl_seconds=settings.default_ttl_seconds,
+                sign_timeout=settings.sign_timeout,
+                policy_credential_headers=settings.policy_headers.credentials,
+            ),
+            signer=slot,
+            group_public_key=lambda: slot.active_key,
+            cache=token_cache,
             clock=clock,
-        ),
-        clock=clock,
-        fresh=state.fresh,
-    )
-    resets.append(pipeline.hot.clear)  # a new policy must not be bypassed by cached decisions
-    pipeline.hold(NOT_READY)  # until the key ring is loaded
+            published_keys=slot.published_keys,
+        )
+        session = aiohttp.ClientSession()
+        built.push_async_callback(session.close)
+        pipeline = Pipeline(
+            identifier=build_identifier(settings, session, clock),
+            engine=engine,
+            minter=minter,
+            revocations=revocations,
+            rate_limiter=build_rate_limiter(settings, store),
+            audit=audit,
+            own_tokens=OwnTokenVerifier(
+                issuer=settings.issuer,
+                group_keys=slot.published_keys,
+                clock=clock,
+            ),
+            clock=clock,
+            fresh=state.fresh,
+        )
+        resets.append(pipeline.hot.clear)  # a new policy must not be bypassed by cached decisions
+        pipeline.hold(NOT_READY)  # until the key ring is loaded
 
-    def loaded(ring: KeyRing) -> None:
-        _check_threshold(settings, coordinator, ring.active_kid)
-        pipeline.release()
+        def loaded(ring: KeyRing) -> None:
+            _check_threshold(settings, coordinator, ring.active_kid)
+            pipeline.release()
 
-    startup = Startup(
-        slot=slot,
-        root=root,
-        store=store,
-        # With Redis, a local copy to start from while Redis is down; without, the store is
-        # that very file.
-        cache=settings.state_dir / KEYRING_FILE if store.shared else None,
-        max_token_ttl_seconds=settings.default_ttl_seconds,
-        publish_lead_seconds=settings.key_publish_lead_seconds,
-        clock=clock,
-        on_loaded=loaded,
-    )
-    readiness = Readiness(slot=slot, state=state, startup=startup)
-    export_gauges(slot, readiness, clock)
-    gateway = Gateway(
-        settings,
-        pipeline,
-        policy,
-        rego,
-        session,
-        audit,
-        token_cache,
-        slot,
-        state,
-        startup,
-        readiness,
-    )
+        startup = Startup(
+            slot=slot,
+            root=root,
+            store=store,
+            # With Redis, a local copy to start from while Redis is down; without, the store is
+            # that very file.
+            cache=settings.state_dir / KEYRING_FILE if store.shared else None,
+            max_token_ttl_seconds=settings.default_ttl_seconds,
+            publish_lead_seconds=settings.key_publish_lead_seconds,
+            clock=clock,
+            on_loaded=loaded,
+        )
+        readiness = Readiness(slot=slot, state=state, startup=startup)
+        export_gauges(slot, readiness, clock)
+        gateway = Gateway(
+            settings,
+            pipeline,
+            policy,
+            rego,
+            session,
+            audit,
+            token_cache,
+            slot,
+            state,
+            startup,
+            readiness,
+        )
+        built.pop_all()  # the gateway owns them now (`Gateway.close`)
     if wait:
         try:
             await gateway.start(timeout=30.0)

@@ -45,10 +45,19 @@ class GatewayEvidenceChecker:
         identifier: Identifier,
         engine: PolicyEngine,
         versions: PolicyVersions | None = None,
+        session: aiohttp.ClientSession | None = None,
     ) -> None:
+        """`session`, if given, is the checker's own (issuers' keys are fetched with it): `close`
+        closes it."""
         self._identifier = identifier
         self._engine = engine
         self._versions = versions or PolicyVersions(engine)
+        self._session = session
+
+    async def close(self) -> None:
+        """The signer calls this when it stops."""
+        if self._session is not None:
+            await self._session.close()
 
     async def check(self, evidence: GuardEvidence, now: float) -> EvidenceDecision:
         snapshot = self._versions.snapshot_for(evidence.policy_sha256)
@@ -122,11 +131,14 @@ def from_env(env: Mapping[str, str]) -> GatewayEvidenceChecker:
     """The factory a signer process names: the same settings the gateway reads, plus
     KEYMINT_POLICY_OVERLAP_SECONDS (how long a replaced policy version is still honoured)."""
     settings = GatewaySettings.from_env(env)
-    session = aiohttp.ClientSession()
     engine, _policy, _rego = build_policy_engine(settings)
     versions = PolicyVersions(engine, overlap_seconds=_overlap_seconds(env))
+    session = aiohttp.ClientSession()  # last: nothing after it can fail and leave it open
     return GatewayEvidenceChecker(
-        identifier=build_identifier(settings, session, time.time), engine=engine, versions=versions
+        identifier=build_identifier(settings, session, time.time),
+        engine=engine,
+        versions=versions,
+        session=session,
     )
 
 

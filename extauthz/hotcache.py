@@ -49,15 +49,25 @@ class HotCache:
             return None
         return entry
 
-    def put(self, key: RequestKey, entry: HotEntry, *, generation: int) -> bool:
+    def put(self, key: RequestKey, entry: HotEntry, *, generation: int, now: float) -> bool:
         """Store `entry`, decided when `generation` was current; a decision that a `clear` has
-        overtaken (a policy reload while it was being made) is dropped. True if stored."""
+        overtaken (a policy reload while it was being made) is dropped. True if stored.
+
+        Entries that went stale by `now` are dropped from the oldest end first: a credential
+        seen once (a CI job's token for one step) does not keep its entry until the bound
+        pushes it out."""
         if generation != self._generation:
             return False
         self._entries[key] = entry
-        if len(self._entries) > self._max:
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._max or (
+            self._entries and next(iter(self._entries.values())).fresh_until <= now
+        ):
             self._entries.popitem(last=False)
         return True
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
     def clear(self) -> None:
         self._generation += 1

@@ -4,6 +4,10 @@ The hot path is a cache hit: a hash and a lookup. A miss builds the claims, clam
 what policy grants and to the caller's own credential expiry, and asks the coordinator for a
 threshold signature with the evidence attached for the signers' guards. Concurrent misses for the
 same key share one mint.
+
+A fresh token is recorded (`record_with`: the gateway's audit log) before anyone sees it: not the
+caller, not the callers waiting on the same mint, not the cache other replicas read. If the record
+cannot be made, nobody gets the token (`MintNotRecorded`).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -41,6 +45,18 @@ class MintError(ExtAuthzError):
         self.reason = reason
         self.detail = detail
         super().__init__(f"{reason}: {detail}")
+
+
+class MintNotRecorded(ExtAuthzError):
+    """A token was signed but its record could not be made durable, so it was not released."""
+
+    def __init__(self, jti: str, problem: str) -> None:
+        self.jti = jti
+        self.problem = problem
+        super().__init__(f"token {jti} was signed but not recorded, so not released: {problem}")
+
+
+MintRecorder = Callable[[AuthzRequest, Grant, "MintedToken"], Awaitable[object]]
 
 
 class SignResult(Protocol):
@@ -95,6 +111,12 @@ class Minter:
         self._clock = clock
         self._new_jti = new_jti
         self._inflight: dict[str, asyncio.Future[MintedToken]] = {}
+        self._record: MintRecorder | None = None
+
+    def record_with(self, recorder: MintRecorder) -> None:
+        """Make each fresh token durable through `recorder` before it is released; an exception
+        from it keeps the token from everyone (`MintNotRecorded`)."""
+        self._record = recorder
 
     @property
     def cache(self) -> TokenCache:
@@ -130,6 +152,11 @@ class Minter:
         self._inflight[key] = future
         try:
             token = await self._mint(request, grant, policy_sha256)
+            if self._record is not None:
+                try:
+                    await self._record(request, grant, token)
+                except Exception as exc:
+                    raise MintNotRecorded(token.jti, str(exc)) from exc
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # retrieved: waiters re-raise it, nobody else must log it

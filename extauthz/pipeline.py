@@ -32,8 +32,8 @@ from extauthz.identity import (
 )
 from extauthz.limits import Limiter, LocalLimiter, RateLimiter, Revocations, rate_key
 from extauthz.metrics import CHECK_SECONDS, DECISIONS, MINTS
-from extauthz.mint import Minter, MintError
-from extauthz.model import Identity, Route
+from extauthz.mint import Minter, MintError, MintNotRecorded
+from extauthz.model import Grant, Identity, Route
 from extauthz.own_tokens import OwnTokenVerifier, certificate_sha256, passthrough
 from extauthz.policy import (
     NO_ATTRIBUTES,
@@ -43,6 +43,7 @@ from extauthz.policy import (
     RequestAttributes,
 )
 from extauthz.respond import to_check_response, token_ref
+from extauthz.tokencache import MintedToken
 from signer import tracing
 from signer.coordinator import QuorumUnavailable, SigningRefused
 from signer.observability import clean_request_id, current_request_id, request_context
@@ -56,6 +57,7 @@ _HIT_SECONDS = CHECK_SECONDS.labels("hit")
 
 BEARER = "bearer "
 NO_QUORUM = "no signing quorum"  # all a caller learns of a quorum failure
+NOT_RECORDED = "audit log unavailable"  # a token that cannot be recorded is not released
 STALE = "shared state unavailable"  # revocations cannot be confirmed: nothing is served
 
 
@@ -209,6 +211,8 @@ class Pipeline:
         self._clock = clock
         self.hot = HotCache()
         self._held: Deny | None = None
+        if audit is not None:
+            minter.record_with(self._record_mint)
 
     @property
     def revocations(self) -> Revocations:
@@ -254,7 +258,12 @@ class Pipeline:
         if isinstance(decision, Allow) and key is not None:
             fresh_until = decision.token.expires_at - 0.1 * decision.token.lifetime
             stored = to_check_response(dataclasses.replace(decision, cached=True))
-            self.hot.put(key, HotEntry(decision, stored, fresh_until), generation=generation)
+            self.hot.put(
+                key,
+                HotEntry(decision, stored, fresh_until),
+                generation=generation,
+                now=self._clock(),
+            )
         CHECK_SECONDS.labels("miss").observe(time.perf_counter() - started)
         return response
 
@@ -366,6 +375,12 @@ class Pipeline:
             return await self._record(
                 Deny.unavailable("no_signing_quorum", NO_QUORUM, identity, internal=str(exc))
             )
+        except MintNotRecorded as exc:
+            MINTS.labels("not_recorded").inc()
+            log.error("%s", exc)
+            return await self._record(
+                Deny.unavailable("audit_unavailable", NOT_RECORDED, identity, internal=str(exc))
+            )
         except SigningRefused as exc:
             MINTS.labels("refused").inc()
             denial = Deny.forbidden("signer_refused", f"signers refused: {exc.rule}", identity)
@@ -423,45 +438,55 @@ class Pipeline:
         return Deny.rate_limited("too many requests for this identity", identity, retry_after)
 
     async def _record(self, decision: Decision) -> Decision:
-        """Count the decision, log it (one line, with the request id) and write it to the audit
-        log (mints and every denial)."""
+        """Count the decision, log it (one line, with the request id) and write a denial to the
+        audit log (the minter has written each fresh mint's record before the token was released:
+        `_record_mint`). A denial stands even when its record cannot be written."""
         request_id = current_request_id()
         log_decision(decision, request_id)
         if isinstance(decision, Allow):
             DECISIONS.labels("allow", "ok", "hit" if decision.cached else "miss").inc()
-            if decision.cached or self._audit is None:
-                return decision
-            token = decision.token
-            await self._write(
-                "mint",
-                {
-                    **({"request_id": request_id} if request_id else {}),
-                    "subject": decision.identity.subject,
-                    "identity_kind": decision.identity.kind.value,
-                    "rule": decision.grant.rule,
-                    "audience": token.audience,
-                    "scope": " ".join(token.scopes),
-                    "jti": token.jti,
-                    "token_ref": token_ref(token.token),
-                    "signers": list(token.signers),
-                    "expires_at": token.expires_at,
-                },
-            )
             return decision
         DECISIONS.labels("deny", decision.reason, "miss").inc()
         if self._audit is not None:
-            await self._write(
-                "deny",
-                {
-                    **({"request_id": request_id} if request_id else {}),
-                    "status": decision.status,
-                    "reason": decision.reason,
-                    "detail": decision.detail,
-                    "subject": decision.identity.subject if decision.identity else None,
-                    **({"internal": decision.internal} if decision.internal else {}),
-                },
-            )
+            try:
+                await self._write(
+                    "deny",
+                    {
+                        **({"request_id": request_id} if request_id else {}),
+                        "status": decision.status,
+                        "reason": decision.reason,
+                        "detail": decision.detail,
+                        "subject": decision.identity.subject if decision.identity else None,
+                        **({"internal": decision.internal} if decision.internal else {}),
+                    },
+                )
+            except Exception as exc:
+                log.error(
+                    "a %s denial (%s) could not be recorded: %s",
+                    decision.status,
+                    decision.reason,
+                    exc,
+                )
         return decision
+
+    async def _record_mint(self, request: AuthzRequest, grant: Grant, token: MintedToken) -> None:
+        identity = request.identity
+        request_id = current_request_id()
+        await self._write(
+            "mint",
+            {
+                **({"request_id": request_id} if request_id else {}),
+                "subject": identity.subject,
+                "identity_kind": identity.kind.value,
+                "rule": grant.rule,
+                "audience": token.audience,
+                "scope": " ".join(token.scopes),
+                "jti": token.jti,
+                "token_ref": token_ref(token.token),
+                "signers": list(token.signers),
+                "expires_at": token.expires_at,
+            },
+        )
 
     async def _write(self, event: str, data: Mapping[str, object]) -> None:
         if self._audit is not None:

@@ -9,7 +9,10 @@ chain: detecting that needs the head (`last_hash`) kept somewhere else.
 
 `append` returns only after the line is fsynced, so a crash loses no acknowledged record. A
 crash mid-write leaves a final line without its newline, which was never acknowledged:
-verification reports it, and opening the log for append cuts it off (with a warning).
+verification reports it, and opening the log for append cuts it off (with a warning). A write that
+fails (disk full, file system read-only) is cut off the same way and raises; each later append
+first checks that the file again ends on the last acknowledged record, and only then writes, so
+the log resumes by itself once the disk does.
 
 Record data passes through `scrub` first. Values often come from whoever sent a request, so one
 shaped like a secret (a token, a private key) becomes a reference and the record is still
@@ -209,7 +212,7 @@ class AuditLog:
             if self._fd < 0:
                 raise AuditError(f"{self.path}: closed")
             if self._failure is not None:
-                raise AuditError(f"{self.path}: an earlier write failed: {self._failure}")
+                self._recover()
             records = []
             seq, head = self._seq, self._hash
             for event, plain in prepared:
@@ -249,12 +252,41 @@ class AuditLog:
         self.close()
 
     def _failed_write(self, exc: OSError) -> AuditError:
-        # Cut back any partial line, so the file still ends on an acknowledged record; refuse
-        # further appends since the chain's durability is no longer known.
+        # Cut back any partial line, so the file still ends on an acknowledged record; the next
+        # append makes sure of that before it writes (`_recover`).
         self._failure = exc.strerror or str(exc)
         with contextlib.suppress(OSError):
             os.ftruncate(self._fd, self._size)
         return AuditError(f"{self.path}: write failed: {self._failure}")
+
+    def _recover(self) -> None:
+        """After a failed write: cut the file back to the last acknowledged record, make that
+        durable, and read the record back as the chain's head. Raises AuditError (the log stays
+        stopped) unless all of that works."""
+        lost = AuditError(
+            f"{self.path}: an earlier write failed ({self._failure}) and the file no longer "
+            "ends on the last acknowledged record; run the audit verifier"
+        )
+        try:
+            if os.fstat(self._fd).st_size < self._size:
+                raise lost
+            os.ftruncate(self._fd, self._size)
+            os.fsync(self._fd)
+            start = _last_newline(self._fd, self._size - 1) + 1 if self._size else 0
+            tail = os.pread(self._fd, self._size - start, start)
+        except OSError as exc:
+            raise AuditError(
+                f"{self.path}: an earlier write failed ({self._failure}) and the log cannot be "
+                f"cut back to its last record: {exc.strerror or exc}"
+            ) from None
+        try:
+            head = parse_record(tail).hash if tail else GENESIS_HASH
+        except BadRecordError:
+            raise lost from None
+        if head != self._hash:
+            raise lost
+        _log.warning("%s: writable again after a failed write (%s)", self.path, self._failure)
+        self._failure = None
 
     def _continue_chain(self) -> tuple[int, int, str]:
         """(size, last seq, last hash) from the tail, after dropping a torn final line."""

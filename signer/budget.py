@@ -65,9 +65,19 @@ class EvidenceBudget:
         if len(times) >= self.settings.limit:
             return False
         times.append(now)
-        while len(self._spent) > self._max_tracked:
+        # Least recently used first: a credential with no share left in the window counts for
+        # nothing and is forgotten (one seen once, like a CI step's token, does not stay until
+        # the bound pushes it out).
+        while len(self._spent) > self._max_tracked or (
+            self._spent and next(iter(self._spent.values()))[-1] <= horizon
+        ):
             self._spent.popitem(last=False)
         return True
+
+    @property
+    def tracked(self) -> int:
+        """Credentials with shares counted in the window (or not yet forgotten)."""
+        return len(self._spent)
 
     def remaining(self, credential: bytes, now: float | None = None) -> int:
         now = self._clock() if now is None else now

@@ -7,9 +7,20 @@ a message's header names (`kid`), using only signers that reported that key's ad
 
 It keeps a pool of round-one commitments from each signer, refilled in the background, so one
 signature is one round trip to t signers in parallel. A signer that is down, slow past the attempt
-deadline, or returns a share that fails verification is named, set aside with exponential back-off,
-and the signature is retried with another subset. A signature fails only when fewer than t signers
-can serve, and then fails at once with an error that says so.
+deadline, or returns a share that fails verification is named, set aside, and the signature is
+retried with another subset. A signature fails only when fewer than t signers can serve, and then
+fails at once with an error that says so.
+
+A signer that refuses a token by a rule about its times (`CLOCK_RULES`) while t others sign it
+has a clock that is off: it is set aside with back-off too, rather than asked again and again.
+
+A set-aside signer is probed with GetInfo every `probe_interval` (one small call, no nonces). One
+that was unreachable or too slow comes back as soon as it answers; one that answered wrongly (an
+invalid share, another identifier, a refusal to serve) stays aside for its exponential back-off,
+unless it answers with a new boot id: it restarted, and a new process is given a new chance. Either
+way the pool is refilled at once, so a restarted signer is a spare again within a probe interval
+of being ready. A signer in service is asked the same every `watch_interval`, so one that is not
+picked for signatures (a spare) is still known to be there, or not, and a restart is noticed.
 """
 
 from __future__ import annotations
@@ -55,6 +66,12 @@ from signer.metrics import (
 )
 from signer.observability import current_request_id
 from signer.proto import signer_pb2, signer_pb2_grpc
+from signer.signer_faults import (
+    CLOCK_RULES,
+    SignerFault,
+    describe,
+    reason_label,
+)
 from signer.tls import secure_channel
 
 log = logging.getLogger(__name__)
@@ -127,8 +144,10 @@ class CoordinatorSettings:
     refill_batch: int = 8  # small batches keep each signer's event loop responsive
     announce: bool = True  # let peers validate commitments before they are used
     commitment_margin: float = 30.0  # drop commitments this long before the signer expires them
-    backoff_base: float = 0.5
+    backoff_base: float = 0.5  # a signer that answered wrongly stays aside this long, doubling
     backoff_max: float = 30.0
+    probe_interval: float = 0.2  # how often a set-aside signer is asked whether it is back
+    watch_interval: float = 1.0  # how often a signer in service is asked whether it is still there
 
 
 @dataclass(slots=True)
@@ -140,9 +159,12 @@ class _Member:
     boot_id: bytes = b""
     down_until: float = 0.0
     failures: int = 0
+    misbehaved: bool = False  # set aside for a wrong answer: only its back-off or a restart ends it
+    late: bool = False  # set aside for missing a deadline: it may well answer the next probe
     reason: str = "not yet contacted"
     latency: float = 0.0
     refill: asyncio.Task[None] | None = None
+    watch: asyncio.Task[None] | None = None
     reported: dict[str, bytes] = field(default_factory=dict)  # kid -> encoded package
 
     def holds(self, kid: str, encoded: bytes) -> bool:
@@ -205,9 +227,12 @@ class Coordinator:
         await self._wait_for_pools()
 
     def keep_filled(self) -> None:
-        """From now on, keep every signer's pool of commitments filled in the background."""
+        """From now on, keep every signer's pool of commitments filled in the background, and
+        ask each signer in service every `watch_interval` whether it is still there."""
         for member in self._members.values():
             self._kick_refill(member)
+            if member.watch is None or member.watch.done():
+                member.watch = asyncio.create_task(self._watch(member))
 
     async def refresh_keys(self, *, at_start: bool = False) -> Mapping[str, PublicKeyPackage]:
         """Ask every signer which keys it holds; adopt each package that at least its threshold
@@ -223,7 +248,7 @@ class Coordinator:
         unreachable: dict[int, str] = {}
         for member, info in zip(self._members.values(), infos, strict=True):
             if isinstance(info, BaseException):
-                why = _describe(info)
+                why = describe(info)
                 unreachable[member.identifier] = why
                 if at_start:
                     self._mark_down(member, f"unreachable at start: {why}")
@@ -231,7 +256,7 @@ class Coordinator:
             identifier = deserialize_scalar(info.identifier)
             if identifier != member.identifier:
                 unreachable[member.identifier] = f"reports identifier {identifier}"
-                self._mark_down(member, f"reports identifier {identifier}")
+                self._mark_down(member, f"reports identifier {identifier}", misbehaved=True)
                 continue
             if member.boot_id and info.boot_id != member.boot_id:
                 member.pool.clear()  # it restarted: the commitments it gave are void
@@ -269,10 +294,10 @@ class Coordinator:
 
     async def close(self) -> None:
         self._closed = True
-        refills = [m.refill for m in self._members.values() if m.refill is not None]
-        for task in refills:
+        tasks = [t for m in self._members.values() for t in (m.refill, m.watch) if t is not None]
+        for task in tasks:
             task.cancel()
-        for task in refills:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         for member in self._members.values():  # only once nothing can start a call on them
@@ -358,11 +383,18 @@ class Coordinator:
             now = self._clock()
             exclude = excluded | refusals.keys()
             chosen = self._choose(t, now, exclude=exclude)
-            if chosen is None and self._count_up(now, exclude) >= t and now < deadline:
-                # Enough signers are up, their pools are just empty: wait for a refill.
+            if (
+                chosen is None
+                and self._count_up(now, exclude, late_too=True) >= t
+                and now < deadline
+            ):
+                # Enough signers are up with their pools just empty, or were set aside only for
+                # missing a deadline (on a busy machine, everything is late): wait, within the
+                # deadline, for a refill or for them to answer a probe.
                 self._refilled.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._refilled.wait(), deadline - now)
+                    wait = min(deadline - now, self._settings.probe_interval)
+                    await asyncio.wait_for(self._refilled.wait(), wait)
                 continue
             if chosen is None:
                 if refusals:
@@ -396,30 +428,48 @@ class Coordinator:
             for member, result in zip(chosen, results, strict=True):
                 if isinstance(result, SignatureShare):
                     shares.append(result)
+                elif isinstance(result, SignerFault):
+                    self._mark_down(
+                        member, result.reason, misbehaved=result.misbehaved, late=result.late
+                    )
                 elif result.startswith("guard:"):
                     refusals[member.identifier] = result
-                elif result.startswith("commitment_unknown"):
+                else:  # commitment_unknown
                     # The signer restarted or expired our commitments: forget them, keep it.
                     member.pool.clear()
                     SIGNER_FAULTS.labels(member.label, "commitment_unknown").inc()
                     self._kick_refill(member)
-                else:
-                    self._mark_down(member, result)
             if len(shares) < t:
                 continue
             try:
                 signature = finish_aggregate(prepared, shares)
             except InvalidSignatureShare as bad:
                 for culprit in bad.culprits:
-                    self._mark_down(self._members[culprit], "returned an invalid signature share")
+                    self._mark_down(
+                        self._members[culprit],
+                        "returned an invalid signature share",
+                        misbehaved=True,
+                    )
                 continue
             for member in chosen:
                 self._mark_up(member)
+            for identifier, refusal in refusals.items():
+                if refusal.split(":", 2)[1] in CLOCK_RULES:
+                    # t others signed this very message: the refuser's clock is off, not the
+                    # message's times, and it would refuse every token until that is fixed.
+                    self._mark_down(
+                        self._members[identifier],
+                        f"refused a token that {t} others signed ({refusal[:120]}): is its "
+                        "clock wrong?",
+                        misbehaved=True,
+                    )
             return SignOutcome(signature, tuple(c.identifier for c in commitments), attempts)
 
     async def _call_sign(
         self, member: _Member, request: signer_pb2.SignRequest, timeout: float
-    ) -> SignatureShare | str:
+    ) -> SignatureShare | SignerFault | str:
+        """The share; or a failure; or the signer's refusal ("guard:..." or
+        "commitment_unknown...") as it sent it."""
         started = self._clock()
         try:
             with tracing.span(tracing.SIGN_SPAN, client=True, attributes=member.span_attributes):
@@ -435,11 +485,11 @@ class Coordinator:
                 "commitment_unknown"
             ):
                 return details
-            return _describe(exc)
+            return SignerFault.of(exc)
         except FrostError as exc:
-            return f"sent an undecodable signature share: {exc}"
+            return SignerFault(f"sent an undecodable signature share: {exc}", misbehaved=True)
         if share.identifier != member.identifier:
-            return f"sent a share for participant {share.identifier}"
+            return SignerFault(f"sent a share for participant {share.identifier}", misbehaved=True)
         member.latency = 0.8 * member.latency + 0.2 * (self._clock() - started)
         return share
 
@@ -460,9 +510,11 @@ class Coordinator:
         usable.sort(key=lambda m: m.latency * (1 + 0.5 * self._rng.random()))
         return usable[:t]
 
-    def _count_up(self, now: float, exclude: Collection[int]) -> int:
+    def _count_up(self, now: float, exclude: Collection[int], *, late_too: bool = False) -> int:
         return sum(
-            1 for m in self._members.values() if m.down_until <= now and m.identifier not in exclude
+            1
+            for m in self._members.values()
+            if m.identifier not in exclude and (m.down_until <= now or (late_too and m.late))
         )
 
     def _count_usable(self, now: float, exclude: Collection[int]) -> int:
@@ -484,29 +536,39 @@ class Coordinator:
                 why[i] = "no commitments available"
         return why
 
-    def _mark_down(self, member: _Member, reason: str) -> None:
+    def _mark_down(
+        self, member: _Member, reason: str, *, misbehaved: bool = False, late: bool = False
+    ) -> None:
+        """Set `member` aside: for its back-off if it answered wrongly (`misbehaved`), else
+        until a probe finds it answering again (`_probe`), and at most its back-off. `late`: it
+        missed a deadline, so a signature short of signers may wait for it to answer."""
         member.failures += 1
         backoff = min(
             self._settings.backoff_base * 2 ** (member.failures - 1), self._settings.backoff_max
         )
         member.down_until = self._clock() + backoff
+        member.misbehaved = misbehaved
+        member.late = late and not misbehaved
         member.reason = reason
         member.pool.clear()
         SIGNER_UP.labels(member.label).set(0)
-        SIGNER_FAULTS.labels(member.label, _reason_label(reason)).inc()
+        SIGNER_FAULTS.labels(member.label, reason_label(reason)).inc()
         COMMITMENT_POOL.labels(member.label).set(0)
         log.warning(
-            "signer %s (%s) set aside for %.1fs: %s",
+            "signer %s (%s) set aside%s: %s",
             member.identifier,
             member.endpoint.address,
-            backoff,
+            f" for {backoff:.1f}s" if misbehaved else " until it answers",
             reason,
         )
+        self._kick_refill(member)  # which probes it meanwhile
 
     def _mark_up(self, member: _Member) -> None:
+        """A signature with `member`'s share verified: its failures are forgiven."""
         if member.failures:
             log.info("signer %s is serving again", member.identifier)
         member.failures = 0
+        member.misbehaved = False
         member.reason = "up"
         SIGNER_UP.labels(member.label).set(1)
 
@@ -517,12 +579,14 @@ class Coordinator:
             member.refill = asyncio.create_task(self._keep_filled(member))
 
     async def _keep_filled(self, member: _Member) -> None:
-        """Top the pool up whenever it runs low; after a failure, this is the health probe."""
+        """Top the pool up whenever it runs low; while the signer is set aside, probe it."""
         settings = self._settings
         while not self._closed:
             now = self._clock()
             if member.down_until > now:
-                await asyncio.sleep(member.down_until - now)
+                if not await self._probe(member):
+                    wait = min(settings.probe_interval, member.down_until - self._clock())
+                    await asyncio.sleep(max(wait, 0.0))
                 continue
             if len(member.pool) >= settings.pool_target:
                 return
@@ -533,23 +597,117 @@ class Coordinator:
                     timeout=max(settings.attempt_timeout * 4, 1.0),
                 )
                 fresh = await _decode_commitments(response.commitments)
-            except (grpc.aio.AioRpcError, FrostError) as exc:
-                self._mark_down(member, f"commitments unavailable: {_describe(exc)}")
+            except grpc.aio.AioRpcError as exc:
+                failure = SignerFault.of(exc)
+                self._mark_down(
+                    member,
+                    f"commitments unavailable: {failure.reason}",
+                    misbehaved=failure.misbehaved,
+                    late=failure.late,
+                )
+                continue
+            except FrostError as exc:
+                self._mark_down(member, f"sent a bad commitment: {exc}", misbehaved=True)
                 continue
             if any(c.identifier != member.identifier for c in fresh):
-                self._mark_down(member, "sent commitments under another identifier")
+                self._mark_down(
+                    member, "sent commitments under another identifier", misbehaved=True
+                )
                 continue
+            if member.down_until > self._clock():
+                continue  # set aside while the batch was on its way: not for use now
             if member.boot_id and response.boot_id != member.boot_id:
                 log.info("signer %s restarted; its old commitments are void", member.identifier)
                 member.pool.clear()
+                member.failures, member.misbehaved, member.latency = 0, False, 0.0
             member.boot_id = response.boot_id
             expires = self._clock() + response.ttl_seconds - settings.commitment_margin
             member.pool.extend((c, expires) for c in fresh)
             self._refilled.set()
             COMMITMENT_POOL.labels(member.label).set(len(member.pool))
-            self._mark_up(member)
+            if member.reason != "up":
+                member.reason = "up"
+                SIGNER_UP.labels(member.label).set(1)
             if settings.announce:
                 self._announce(member, list(response.commitments))
+
+    async def _probe(self, member: _Member) -> bool:
+        """Ask a set-aside signer who it is (GetInfo: no nonces, no crypto). True when it is
+        back in service: it answers and was only unreachable or slow, or it answers with a new
+        boot id (a new process, whatever its predecessor did)."""
+        try:
+            info = await self._info(member, timeout=self._probe_timeout())
+        except grpc.aio.AioRpcError:
+            member.late = False  # not just late: it does not answer a probe either
+            return False
+        if deserialize_scalar(info.identifier) != member.identifier:
+            return False
+        restarted = bool(member.boot_id) and info.boot_id != member.boot_id
+        if member.misbehaved and not restarted:
+            return False
+        if restarted:
+            self._restarted(member, info)
+        elif not member.reported:
+            self._learn_keys(member, info)
+        member.boot_id = info.boot_id
+        member.down_until = self._clock()
+        log.info(
+            "signer %s answers again%s: back in service",
+            member.identifier,
+            " (restarted)" if restarted else "",
+        )
+        return True
+
+    async def _watch(self, member: _Member) -> None:
+        """Ask a signer in service who it is, every `watch_interval`: one that cannot be reached
+        (or answers wrongly) is set aside and probed; one that answers with a new boot id
+        restarted, so the commitments held for it are void. A slow answer is no evidence here
+        (a busy machine is slow everywhere): signatures' own deadlines judge slowness."""
+        settings = self._settings
+        while not self._closed:
+            await asyncio.sleep(settings.watch_interval)
+            if member.down_until > self._clock():
+                continue  # set aside: `_keep_filled` probes it
+            try:
+                info = await self._info(member, timeout=self._probe_timeout() * 2)
+            except grpc.aio.AioRpcError as exc:
+                late = exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+                if not late and member.down_until <= self._clock():
+                    failure = SignerFault.of(exc)
+                    self._mark_down(
+                        member, f"health probe: {failure.reason}", misbehaved=failure.misbehaved
+                    )
+                continue
+            if member.boot_id and info.boot_id != member.boot_id:
+                self._restarted(member, info)
+                self._kick_refill(member)
+
+    def _probe_timeout(self) -> float:
+        """Long enough for a busy machine: a probe is not on any request's path, and a hung
+        signer answers the probe already waiting as soon as it resumes."""
+        return max(self._settings.attempt_timeout * 2, 1.0)
+
+    def _restarted(self, member: _Member, info: signer_pb2.InfoResponse) -> None:
+        """`member` answered with a new boot id: a new process, with none of the old one's
+        commitments, failures or latency."""
+        log.info("signer %s restarted; its old commitments are void", member.identifier)
+        member.pool.clear()
+        member.failures, member.misbehaved = 0, False
+        member.latency = 0.0  # no history: the next signature tries it
+        member.boot_id = info.boot_id
+        self._learn_keys(member, info)
+        COMMITMENT_POOL.labels(member.label).set(0)
+
+    def _learn_keys(self, member: _Member, info: signer_pb2.InfoResponse) -> None:
+        """What a signer that restarted (or was never reached) holds now; adoption is redone
+        only if that changed (t signers must still agree on any package)."""
+        keys = ((key.kid, key.public_key_package) for key in info.keys)
+        reported, problems = readable_reports(member.identifier, keys)
+        for problem in problems:
+            log.warning("signer %s reports %s", member.label, problem)
+        if reported != member.reported:
+            member.reported = reported
+            self._adopt({})
 
     def _announce(self, source: _Member, commitments: list[bytes]) -> None:
         """Tell the other signers about fresh commitments so they validate them off the path."""
@@ -566,9 +724,10 @@ class Coordinator:
         while not self.ready() and self._clock() < deadline:
             await asyncio.sleep(0.01)
 
-    async def _info(self, member: _Member) -> signer_pb2.InfoResponse:
+    async def _info(self, member: _Member, timeout: float | None = None) -> signer_pb2.InfoResponse:
         response: signer_pb2.InfoResponse = await member.stub.GetInfo(
-            signer_pb2.InfoRequest(), timeout=max(self._settings.attempt_timeout * 4, 1.0)
+            signer_pb2.InfoRequest(),
+            timeout=timeout or max(self._settings.attempt_timeout * 4, 1.0),
         )
         return response
 
@@ -589,25 +748,6 @@ def _outgoing_metadata() -> tuple[tuple[str, str], ...]:
     request_id = current_request_id()
     extra = (("x-request-id", request_id),) if request_id else ()
     return (*tracing.outgoing_metadata(), *extra)
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, grpc.aio.AioRpcError):
-        code = exc.code()
-        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            return "too slow: missed the deadline"
-        return f"{code.name.lower()}: {exc.details()}"
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _reason_label(reason: str) -> str:
-    if "invalid signature share" in reason:
-        return "invalid_share"
-    if "deadline" in reason:
-        return "slow"
-    if "unavailable" in reason:
-        return "unavailable"
-    return "error"
 
 
 def _ignore_failure(task: asyncio.Future[object]) -> None:

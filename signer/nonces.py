@@ -81,6 +81,10 @@ class PeerCommitments(Mapping[bytes, SigningCommitment]):
     """Other signers' commitments, validated when announced so signing need not re-check them.
 
     A read-only mapping from `commitment_key` to the commitment, as `decode_commitment_list` takes.
+    It is a cache: a commitment not in it is validated when it is used. Each commitment is used
+    once, so one named by a Sign request is forgotten (`forget`), and stale ones go whenever new
+    ones are announced: the signer holds its peers' outstanding commitments, not every one it was
+    ever told of.
     """
 
     def __init__(
@@ -105,9 +109,17 @@ class PeerCommitments(Mapping[bytes, SigningCommitment]):
                 continue
             self._entries[commitment_key(commitment)] = (commitment, expires)
             accepted += 1
-        while len(self._entries) > self._capacity:
-            self._entries.popitem(last=False)
+        now = self._clock()
+        while len(self._entries) > self._capacity or (
+            self._entries and next(iter(self._entries.values()))[1] <= now
+        ):
+            self._entries.popitem(last=False)  # one TTL for all: the oldest expire first
         return accepted
+
+    def forget(self, keys: Iterable[bytes]) -> None:
+        """Drop commitments a Sign request named: their signers have spent them."""
+        for key in keys:
+            self._entries.pop(key, None)
 
     def __getitem__(self, key: bytes) -> SigningCommitment:
         commitment, expires = self._entries[key]

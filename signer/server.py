@@ -1,7 +1,9 @@
 """The signer process: settings from the environment, the share unsealed, the services served.
 
 The guard's evidence checker is composed in by name (`--evidence-checker module:factory`), so the
-gateway's identity and policy code runs here without `signer` importing it.
+gateway's identity and policy code runs here without `signer` importing it. A checker that holds
+resources (the gateway's holds an HTTP session for issuers' keys) offers `async close()`, which the
+signer calls when it stops, after the server has stopped answering.
 
 Key ceremonies are served only to the operators named in KEYMINT_OPERATOR_IDS, never to the
 coordinator (whose credentials the gateway holds); the trusted dealer only with
@@ -21,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -67,6 +69,9 @@ from signer.settings import (
 from signer.tls import SERVER_OPTIONS, server_credentials
 from signer.vault.base import ShareVault
 from signer.vault.config import VAULT_SETTINGS, open_vault, parse_vault_config
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 log = logging.getLogger(__name__)
 
@@ -302,6 +307,7 @@ async def serve(
     checker = load_evidence_checker(settings.evidence_checker, env)
     follower: RedisRevocationFollower | None = None
     learned: LearnedRevocations | None = None
+    client: Redis | None = None
     if settings.redis is not None:
         try:
             learned = LearnedRevocations(settings.state_dir / LEARNED_REVOCATIONS_FILE)
@@ -355,6 +361,18 @@ async def serve(
             with contextlib.suppress(asyncio.CancelledError):
                 await following
         await server.stop(grace=1.0)
+        await close_checker(checker)
+        if client is not None:
+            await client.aclose()
+        audit.log.close()
+        log.info("signer %s stopped", settings.identifier)
+
+
+async def close_checker(checker: EvidenceChecker) -> None:
+    """Release what the checker holds, if it says how (`async close()`)."""
+    close = getattr(checker, "close", None)
+    if close is not None:
+        await close()
 
 
 def _add_ceremony(server: grpc.aio.Server, settings: SignerSettings, key_state: KeyState) -> None:

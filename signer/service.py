@@ -42,6 +42,9 @@ from signer.token import TokenFormatError, parse_signing_input
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 256
+# How a signer that cannot serve at all says so (UNAVAILABLE with these details): it answered, so
+# the coordinator sets it aside with back-off instead of taking it back once it answers a probe.
+REFUSING_SERVICE = "refusing_service:"
 
 
 class MessageGuard(Protocol):
@@ -149,6 +152,8 @@ class SignerService(signer_pb2_grpc.SignerServicer):
             )
         except FrostError as exc:
             return await self._refuse(context, request, "bad_commitment_list", str(exc))
+        # Whatever happens next, every commitment named here is spent at its own signer.
+        self._peers.forget(commitment_key(c) for c in commitment_list if c.identifier != me)
         own = next((c for c in commitment_list if c.identifier == me), None)
         nonces = self._nonces.take(commitment_key(own)) if own is not None else None
         if own is None or nonces is None:
@@ -191,7 +196,7 @@ class SignerService(signer_pb2_grpc.SignerServicer):
             )
         key = self._keys.for_message(request.message)
         if key is None:  # the guard checked the kid; a ceremony dropped the key meanwhile
-            await record
+            await _settle(record, request)
             return await self._refuse(
                 context, request, "guard:header_kid", "kid is not a key this signer holds"
             )
@@ -200,7 +205,20 @@ class SignerService(signer_pb2_grpc.SignerServicer):
         except FrostError as exc:
             await _settle(record, request)
             return await self._refuse(context, request, "bad_commitment_list", str(exc))
-        await record
+        try:
+            await record
+        except Exception as exc:  # no share leaves without its record
+            log.error(
+                "no share for request %s: its record could not be written: %s",
+                _shown(request.request_id),
+                exc,
+            )
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                f"{REFUSING_SERVICE} the audit log cannot be written; no share leaves without "
+                "its record",
+            )
+            raise
         return signer_pb2.SignResponse(signature_share=encode_signature_share(share))
 
     async def _key_or_abort(self, context: grpc.aio.ServicerContext):  # type: ignore[no-untyped-def]

@@ -168,3 +168,26 @@ def test_a_certificates_budget_follows_its_leaf_not_its_pem() -> None:
 
     assert credential_id(GuardEvidence("certificate", b"leaf"), identity) == leaf
     assert credential_id(GuardEvidence("certificate", b"leaf\nchain"), identity) == leaf
+
+
+def test_signers_close_the_checkers_session_when_they_stop(
+    tmp_path: Path, loop: asyncio.Runner
+) -> None:
+    """Every signer's checker fetched the issuer's keys with its HTTP session; a signer told to
+    stop closes that session (`GatewayEvidenceChecker.close`): exit 0, nothing left unclosed."""
+
+    async def run() -> dict[int, tuple[int | None, str]]:
+        async with running_stack(tmp_path) as stack:
+            for _ in range(3):  # enough mints that every signer has verified a token
+                assert status(await stack.check(check_request(bearer=fresh_token(stack)))) == 200
+            await asyncio.to_thread(stack.cluster.stop)
+            return {
+                i: (p.process.returncode if p.process else None, p.log.read_text())
+                for i, p in stack.cluster.signers.items()
+            }
+
+    stopped = loop.run(run())
+    for identifier, (code, log) in stopped.items():
+        assert code == 0, identifier
+        assert "Unclosed" not in log, log[-800:]
+        assert f"signer {identifier} stopped" in log

@@ -33,9 +33,9 @@ def test_a_decision_overtaken_by_a_clear_is_not_stored() -> None:
     cache = HotCache()
     before = cache.generation
     cache.clear()
-    assert cache.put(("k",), ENTRY, generation=before) is False
+    assert cache.put(("k",), ENTRY, generation=before, now=0.0) is False
     assert cache.get(("k",), now=0.0) is None
-    assert cache.put(("k",), ENTRY, generation=cache.generation) is True
+    assert cache.put(("k",), ENTRY, generation=cache.generation, now=0.0) is True
     assert cache.get(("k",), now=0.0) is ENTRY
     assert cache.get(("k",), now=100.0) is None  # stale at fresh_until
 
@@ -43,8 +43,21 @@ def test_a_decision_overtaken_by_a_clear_is_not_stored() -> None:
 def test_the_cache_is_bounded_oldest_first() -> None:
     cache = HotCache(max_entries=2)
     for key in ("a", "b", "c"):
-        cache.put((key,), ENTRY, generation=cache.generation)
+        cache.put((key,), ENTRY, generation=cache.generation, now=0.0)
     assert [cache.get((k,), now=0.0) is not None for k in "abc"] == [False, True, True]
+
+
+def test_entries_seen_once_do_not_outstay_their_freshness() -> None:
+    """A CI job's token is presented for one step, then never again: its entry goes once stale,
+    when later entries are stored, not when the bound pushes it out."""
+    cache = HotCache(max_entries=1000)
+    for i in range(10):
+        entry = HotEntry(allow=cast(Allow, None), response=CheckResponse(), fresh_until=10.0 + i)
+        cache.put((f"step-{i}",), entry, generation=cache.generation, now=float(i))
+    assert len(cache) == 10
+    cache.put(("later",), ENTRY, generation=cache.generation, now=15.0)
+    assert len(cache) == 5  # step-0 .. step-5 (fresh until 10..15) are gone
+    assert cache.get(("step-6",), now=15.0) is not None
 
 
 def test_the_key_holds_the_headers_policy_reads() -> None:

@@ -320,24 +320,51 @@ def test_concurrent_appends_keep_one_chain(log_path: Path) -> None:
     assert result.records == result.last_seq == 320
 
 
-def test_failed_write_is_an_error_and_stops_the_log(
+def test_a_failed_write_is_an_error_and_the_log_resumes_when_the_disk_does(
     log_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with AuditLog(log_path) as log:
         log.append("start")
+        real_write = os.write
 
         def disk_full(fd: int, data: bytes) -> int:
+            real_write(fd, data[: len(data) // 2])  # a partial line reaches the file
             raise OSError(28, "No space left on device")
 
         monkeypatch.setattr(os, "write", disk_full)
-        with pytest.raises(AuditError, match="No space left"):
+        for _ in range(2):  # still full: every append fails, none is acknowledged
+            with pytest.raises(AuditError, match="No space left"):
+                log.append("mint")
+        assert verify_log(log_path).ok  # the partial line was cut off
+        monkeypatch.undo()
+        assert log.append("mint").seq == 2
+    result = verify_log(log_path)
+    assert result.ok, result.problems
+    assert result.last_seq == 2
+
+
+def test_after_a_failed_write_a_log_that_no_longer_ends_on_its_head_stays_stopped(
+    log_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with AuditLog(log_path) as log:
+        log.append("start")
+        log.append("second")
+
+        def read_only(fd: int, data: bytes) -> int:
+            raise OSError(30, "Read-only file system")
+
+        monkeypatch.setattr(os, "write", read_only)
+        with pytest.raises(AuditError, match="Read-only"):
             log.append("mint")
         monkeypatch.undo()
-        with pytest.raises(AuditError, match="an earlier write failed"):
-            log.append("mint")
-    result = verify_log(log_path)
-    assert result.ok
-    assert result.last_seq == 1
+        # Meanwhile someone else cut the last record off the file.
+        lines = log_path.read_bytes().splitlines(keepends=True)
+        with open(log_path, "r+b") as handle:
+            handle.truncate(len(lines[0]))
+        for _ in range(2):
+            with pytest.raises(AuditError, match="no longer ends on the last acknowledged"):
+                log.append("mint")
+    assert verify_log(log_path).last_seq == 1
 
 
 def test_async_wrapper_appends(log_path: Path) -> None:

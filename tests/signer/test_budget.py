@@ -57,6 +57,18 @@ def test_memory_is_bounded_by_forgetting_the_least_recent_credential() -> None:
     assert spending.remaining(B, 0) == 0
 
 
+def test_a_credential_whose_shares_left_the_window_is_forgotten() -> None:
+    """Nothing of it counts any more, so remembering it costs memory and decides nothing."""
+    spending = budget(limit=1, window=100.0)
+    spending.spend(A, 0)
+    spending.spend(B, 60)
+    assert spending.tracked == 2
+
+    assert spending.spend(b"credential-c", 100.0)  # A's share at 0 has left the window
+    assert spending.tracked == 2
+    assert spending.remaining(B, 100.0) == 0  # B's share at 60 still counts, and is still known
+
+
 @pytest.mark.parametrize(("limit", "window"), [(0, 10.0), (-1, 10.0), (1, 0.0), (1, -5.0)])
 def test_settings_check_themselves(limit: int, window: float) -> None:
     with pytest.raises(SignerError):
