@@ -526,7 +526,12 @@ def _gateway_audit_read_only(run: Run) -> None:
 def _gateway_audit_read_only_holds(measured: Measured) -> list[str]:
     problems = no_failures(measured)
     refused = str(measured.notes["started_read_only"])
-    if not (refused.startswith("no: exit 2") and "Read-only file system" in refused):
+    # Named either by the settings check at start (`not writable here`) or, if the file system
+    # turned read-only after it, by opening the log (`Read-only file system`).
+    names_the_log = "KEYMINT_AUDIT_LOG" in refused and "not writable" in refused
+    if not (
+        refused.startswith("no: exit 2") and (names_the_log or "Read-only file system" in refused)
+    ):
         problems.append(
             f"a replica with a read-only audit log started or failed otherwise: {refused}"
         )
