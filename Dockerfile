@@ -24,16 +24,18 @@ RUN apt-get update \
 
 WORKDIR /src
 # .dockerignore lets in only what the wheel is built from.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements-image.lock ./
 COPY signer ./signer
 COPY extauthz ./extauthz
 
-# Same install as `make setup` (pip and the project's own extras from pyproject.toml), so CI
-# exercises this step on every run. The image takes the runtime extras: `all` less `envoy` (the
-# Envoy binary the tests run; production Envoy is its own image), less `login` (the OS keyring
-# for `extauthz login`, on engineers' machines) and less `dev`.
-# tests/test_dockerfile.py keeps this list and the one below equal to pyproject.toml's.
-RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[hsm,yubikey,redis,rego,tracing]"
+# As `make setup` installs from requirements.lock: every dependency pinned and checked against its
+# hashes (requirements-image.lock, resolved within the same pins by `make lock`), then the project
+# alone. The image takes the runtime extras: `all` less `envoy` (the Envoy binary the tests run;
+# production Envoy is its own image), less `login` (the OS keyring for `extauthz login`, on
+# engineers' machines) and less `dev`. tests/test_dockerfile.py keeps this list and the one below
+# equal to pyproject.toml's, and tests/test_lock.py the lock to pyproject.toml.
+RUN pip wheel --no-cache-dir --wheel-dir /wheels --require-hashes -r requirements-image.lock \
+    && pip wheel --no-cache-dir --wheel-dir /wheels --no-deps ".[hsm,yubikey,redis,rego,tracing]"
 
 
 FROM python:3.11.7-slim-bookworm
@@ -51,8 +53,9 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends libpcsclite1 \
     && rm -rf /var/lib/apt/lists/*
 
-# Installed from the builder's wheels only: no index, no build tools in this stage. The wheels
-# are bind-mounted (BuildKit), so they are not left in a layer of the image.
+# Installed from the builder's wheels only: no index, no build tools in this stage, and no other
+# version than the lock's to choose from. The wheels are bind-mounted (BuildKit), so they are not
+# left in a layer of the image.
 # DL3013 (unpinned pip version): opentelemetry-proto is reinstalled from the same wheels, which
 # hold exactly the one version the builder resolved.
 # hadolint ignore=DL3013

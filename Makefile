@@ -7,7 +7,7 @@ APT_PACKAGES := swig libpcsclite-dev pcscd softhsm2 opensc redis-server nodejs p
 STAMP := $(VENV)/.installed
 NODE_STAMP := tests/interop/node_modules/.installed
 
-.PHONY: setup apt test lint typecheck unit rules test-faults soak demo demo-check demo-frost bench bench-frost bench-sign bench-check bench-e2e fuzz clean
+.PHONY: setup lock apt test lint typecheck unit rules test-faults soak demo demo-check demo-frost bench bench-frost bench-sign bench-check bench-e2e fuzz clean
 
 setup: apt $(STAMP) $(NODE_STAMP)
 
@@ -25,15 +25,25 @@ apt:
 	  fi; \
 	fi
 
-$(STAMP): pyproject.toml
+# Every package from requirements.lock, each checked against its hashes; then the project itself
+# (no dependencies left to resolve). `make lock` refreshes the lock after pyproject.toml changes.
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[all,dev]'
+	$(PY) -m pip install -q --require-hashes -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
 	# xds-protos ships its own, older copy of the OpenTelemetry protos under the same paths as
 	# opentelemetry-proto; whichever pip installed last wins. The exporter needs the newer ones.
-	$(PY) -m pip install -q --force-reinstall --no-deps \
-	  "opentelemetry-proto==$$($(PY) -c 'import importlib.metadata as m; print(m.version("opentelemetry-proto"))')"
+	awk '/^opentelemetry-proto==/{p=1} p{print} p&&!/\\$$/{exit}' requirements.lock > $(VENV)/otel-proto.lock
+	$(PY) -m pip install -q --force-reinstall --no-deps --require-hashes -r $(VENV)/otel-proto.lock
 	touch $(STAMP)
+
+# Resolve pyproject.toml again into requirements.lock and requirements-image.lock (with hashes),
+# keeping the pins already there; `make lock ARGS=--upgrade` takes the newest of everything.
+lock:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q uv
+	$(PY) -m tools.lock $(ARGS)
 
 # jose (panva) is the independent JWT verifier of the interop tests.
 $(NODE_STAMP): tests/interop/package.json tests/interop/package-lock.json
@@ -41,8 +51,8 @@ $(NODE_STAMP): tests/interop/package.json tests/interop/package-lock.json
 	touch $(NODE_STAMP)
 
 lint: setup
-	$(VENV)/bin/ruff check signer extauthz tests benchmarks demo fuzz
-	$(VENV)/bin/ruff format --check signer extauthz tests benchmarks demo fuzz
+	$(VENV)/bin/ruff check signer extauthz tests benchmarks demo fuzz tools
+	$(VENV)/bin/ruff format --check signer extauthz tests benchmarks demo fuzz tools
 
 typecheck: setup
 	$(VENV)/bin/mypy signer extauthz

@@ -22,6 +22,7 @@ import re
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -216,6 +217,10 @@ def _signer_audit_dir(directory: Path, identifier: int) -> Path:
     return directory / f"audit-signer-{identifier}"
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 @contextlib.contextmanager
 def fault_stack(
     directory: Path,
@@ -227,8 +232,11 @@ def fault_stack(
     """Start everything; stop whatever is still running at the end, whatever happened.
 
     `mount_audit` names the processes ("gateway-1", "signer-3", ...) whose audit directory is a
-    tmpfs of its own (root only)."""
+    tmpfs of its own (root only). A SIGTERM to the runner stops them too (as Ctrl-C does)."""
     with contextlib.ExitStack() as stack:
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+            stack.callback(signal.signal, signal.SIGTERM, previous)
         background = BackgroundLoop()
         stack.callback(background.close)
         issuer = LocalOidcIssuer(clock=time.time, audience=OIDC_AUDIENCE)

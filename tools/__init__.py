@@ -1,0 +1,1 @@
+"""Maintenance tools run from a checkout (`make lock`); not part of the installed package."""
