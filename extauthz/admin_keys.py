@@ -23,15 +23,15 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from extauthz.admin_auth import admin_refusal
 from extauthz.errors import ExtAuthzError
-from extauthz.http_edge import admin_refusal
 from extauthz.limits import StateUnavailable
 from signer.coordinator import SigningRefused
 from signer.errors import SignerError
 from signer.token import kid_for
 
 if TYPE_CHECKING:
-    from extauthz.app import Gateway
+    from extauthz.gateway import Gateway
 
 NO_STORE = {"Cache-Control": "no-store"}
 MAX_KID_LENGTH = 64

@@ -26,7 +26,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from extauthz import check_config, exchange_client, offline_verify, pinned_keys, policy_cli
+from extauthz import check_config, exchange_client, pinned_keys, policy_cli, verify_cli
 from extauthz.config import SettingsError
 from extauthz.errors import ExtAuthzError
 from extauthz.login import command as login_command
@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     check_config.add_command(commands)
     exchange_client.add_command(commands)
     login_command.add_commands(commands)
-    offline_verify.add_command(commands)
+    verify_cli.add_command(commands)
     pinned_keys.add_command(commands)
     policy_cli.add_command(commands)
 

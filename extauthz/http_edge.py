@@ -31,7 +31,6 @@ token.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import logging
 import math
@@ -44,6 +43,8 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
+from extauthz.admin_auth import admin_refusal
+from extauthz.admin_keys import add_key_routes
 from extauthz.decision import Decision
 from extauthz.errors import ExtAuthzError
 from extauthz.limits import Revocations, StateUnavailable
@@ -64,7 +65,7 @@ from signer.observability import request_context
 from signer.token import public_jwk
 
 if TYPE_CHECKING:
-    from extauthz.app import Gateway
+    from extauthz.gateway import Gateway
 
 log = logging.getLogger(__name__)
 
@@ -485,28 +486,9 @@ async def start_app(
     return runner, int(bound)
 
 
-def admin_refusal(request: web.Request, expected: str | None) -> web.Response | None:
-    """None when the caller holds the admin token; else the answer to give."""
-    if expected is None:
-        raise web.HTTPNotFound()  # the same answer as a path that does not exist
-    scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
-    credential = credential.strip() if scheme.lower() == "bearer" else ""
-    presented = hashlib.sha256(credential.encode()).hexdigest()
-    if credential and hmac.compare_digest(presented.encode(), expected.encode()):
-        return None
-    log.warning("admin request refused from %s: missing or wrong token", request.remote)
-    return _json(
-        401,
-        {"error": "unauthorized", "error_description": "a valid admin bearer token is needed"},
-        {"WWW-Authenticate": 'Bearer realm="keymint-admin"', "Cache-Control": "no-store"},
-    )
-
-
 async def start_http(
     gateway: Gateway, listen: str, *, settings: HttpSettings | None = None
 ) -> tuple[web.AppRunner, int]:
-    from extauthz.admin_keys import add_key_routes
-
     app = build_app(PipelineBackend.from_gateway(gateway), settings=settings)
     add_key_routes(app, gateway)
     return await start_app(app, listen, reuse_port=gateway.settings.workers > 1)

@@ -21,7 +21,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings, env = load(os.environ, config_file=args.config)
     configure_logging(settings.observability, verbose=args.verbose)
-    tracing.configure(settings.observability, f"keymint-signer-{settings.identifier}")
+    settings.observability.start_tracing(f"keymint-signer-{settings.identifier}")
 
     def announce(port: int) -> None:
         # A machine-readable line for supervisors and tests that start signers on port 0.

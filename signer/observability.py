@@ -25,6 +25,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import IO, Any
 
+from signer import tracing
 from signer.errors import SignerError
 from signer.settings import Kind, Setting
 
@@ -56,6 +57,11 @@ class ObservabilitySettings:
     tracing: bool = False
     tracing_endpoint: str = DEFAULT_TRACING_ENDPOINT
     tracing_sample_ratio: float = 1.0
+
+    def start_tracing(self, service_name: str) -> None:
+        """Export spans as these settings say (nothing when tracing is off)."""
+        if self.tracing:
+            tracing.export(self.tracing_endpoint, self.tracing_sample_ratio, service_name)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ObservabilitySettings:
@@ -155,8 +161,6 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
 
 
 def _trace_ids() -> tuple[str, str] | None:
-    from signer import tracing
-
     return tracing.current_ids() if tracing.enabled() else None
 
 

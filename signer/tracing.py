@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.trace import Span, Tracer
 
-    from signer.observability import ObservabilitySettings
 
 TRACER_NAME = "keymint"
 SIGN_SPAN = "keymint.signer.v1.Signer/Sign"  # a Sign call's span, on both sides of it
@@ -42,10 +41,8 @@ def enabled() -> bool:
     return _enabled
 
 
-def configure(settings: ObservabilitySettings, service_name: str) -> None:
-    """Export spans as `settings` say (nothing when tracing is off)."""
-    if not settings.tracing:
-        return
+def export(endpoint: str, sample_ratio: float, service_name: str) -> None:
+    """Export spans over OTLP/gRPC to `endpoint`, sampling `sample_ratio` of new traces."""
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
@@ -54,9 +51,8 @@ def configure(settings: ObservabilitySettings, service_name: str) -> None:
 
     provider = TracerProvider(
         resource=Resource.create({"service.name": service_name}),
-        sampler=ParentBased(TraceIdRatioBased(settings.tracing_sample_ratio)),
+        sampler=ParentBased(TraceIdRatioBased(sample_ratio)),
     )
-    endpoint = settings.tracing_endpoint
     exporter = OTLPSpanExporter(endpoint=endpoint, insecure=endpoint.startswith("http://"))
     provider.add_span_processor(BatchSpanProcessor(exporter))
     use_provider(provider)

@@ -26,8 +26,9 @@ from envoy.service.auth.v3 import external_auth_pb2_grpc
 from envoy.service.auth.v3.attribute_context_pb2 import AttributeContext
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 
-from extauthz.app import Gateway, build_gateway
+from extauthz.app import build_gateway
 from extauthz.config import GatewaySettings
+from extauthz.gateway import Gateway
 from extauthz.grpc_edge import start_grpc
 from signer.devca import (
     TlsFiles,

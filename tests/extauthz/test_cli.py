@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from extauthz import app, offline_verify
+from extauthz import app, verify_cli
 from extauthz.cli import build_parser, main
 from extauthz.config import GatewaySettings
 from extauthz.errors import ExtAuthzError
@@ -80,7 +80,7 @@ def test_extauthz_error_becomes_exit_2_with_message(
     def failing(args: argparse.Namespace) -> int:
         raise ExtAuthzError("the thing is broken")
 
-    monkeypatch.setattr(offline_verify, "run", failing)
+    monkeypatch.setattr(verify_cli, "run", failing)
     code = main(["verify", "--jwks-file", "k.json", "--issuer", "i", "--audience", "a", "t"])
     assert code == 2
     captured = capsys.readouterr()
@@ -92,7 +92,7 @@ def test_other_exceptions_are_not_swallowed(monkeypatch: pytest.MonkeyPatch) -> 
     def buggy(args: argparse.Namespace) -> int:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(offline_verify, "run", buggy)
+    monkeypatch.setattr(verify_cli, "run", buggy)
     with pytest.raises(RuntimeError, match="a bug"):
         main(["verify", "--jwks-file", "k.json", "--issuer", "i", "--audience", "a", "t"])
 

@@ -13,8 +13,9 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-from extauthz.app import Gateway, build_gateway
+from extauthz.app import build_gateway
 from extauthz.config import GatewaySettings
+from extauthz.gateway import Gateway
 from tests.extauthz.stack import (
     OIDC_AUDIENCE,
     TRUST_DOMAIN,
