@@ -198,12 +198,13 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 
 def print_problems(command: str, error: SettingsError) -> None:
-    """One problem on the command's line; several under a line that counts them."""
+    """One problem on the command's line (`command`: as typed, e.g. "extauthz serve"); several
+    under a line that counts them."""
     count = len(error.problems)
     if count == 1:
-        print(f"extauthz {command}: {error.problems[0].line()}", file=sys.stderr)
+        print(f"{command}: {error.problems[0].line()}", file=sys.stderr)
         return
     noun = "problem" if count == 1 else "problems"
-    print(f"extauthz {command}: the configuration has {count} {noun}:", file=sys.stderr)
+    print(f"{command}: the configuration has {count} {noun}:", file=sys.stderr)
     for problem in error.problems:
         print(f"  {problem.line()}", file=sys.stderr)

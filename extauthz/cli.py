@@ -125,10 +125,13 @@ def _audit_reconcile(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(
+    prog: str = "extauthz", *, with_signer: bool = False, description: str | None = None
+) -> argparse.ArgumentParser:
+    """The `extauthz` commands; `with_signer` adds `signer`, the `signer` command's (`keymint`)."""
     parser = argparse.ArgumentParser(
-        prog="extauthz",
-        description=(__doc__ or "").split("\n\n")[0],
+        prog=prog,
+        description=description or (__doc__ or "").split("\n\n")[0],
         epilog="exit codes: 0 done, 1 a check said no, 2 the command could not run",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG")
@@ -194,19 +197,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reconcile.add_argument("--json", action="store_true", help="one JSON document on stdout")
     reconcile.set_defaults(handler=_audit_reconcile)
+    if with_signer:
+        signer = commands.add_parser(
+            "signer",
+            help="run a signer sidecar, make development certificates, run and approve key "
+            "ceremonies (as the `signer` command)",
+            add_help=False,  # `keymint signer --help` is the signer command's help
+            prefix_chars="\0",  # every argument after `signer` is the signer command's
+        )
+        signer.add_argument("signer_args", nargs=argparse.REMAINDER)
+        signer.set_defaults(handler=lambda args: _signer(args, f"{prog} signer"))
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _signer(args: argparse.Namespace, prog: str) -> int:
+    from signer import cli as signer_cli
+
+    return signer_cli.main([*(["-v"] if args.verbose else []), *args.signer_args], prog=prog)
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    prog: str = "extauthz",
+    with_signer: bool = False,
+    description: str | None = None,
+) -> int:
+    """`prog` names the command in usage and error lines (`keymint` passes its own)."""
+    parser = build_parser(prog, with_signer=with_signer, description=description)
+    args = parser.parse_args(argv)
     configure_logging(verbose=args.verbose)
     try:
         code: int = args.handler(args)
     except SettingsError as exc:  # every problem, one line each
-        check_config.print_problems(args.command, exc)
+        check_config.print_problems(f"{prog} {args.command}", exc)
         return 2
     except (ExtAuthzError, SignerError) as exc:  # e.g. a port that cannot be bound
-        print(f"extauthz {args.command}: {exc}", file=sys.stderr)
+        print(f"{prog} {args.command}: {exc}", file=sys.stderr)
         return 2
     return code
 

@@ -77,8 +77,8 @@ def _audit_verify(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="signer", description=__doc__)
+def build_parser(prog: str = "signer") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -148,8 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, *, prog: str = "signer") -> int:
+    """`prog` names the command in usage and error lines (`keymint` passes its own)."""
+    args = build_parser(prog).parse_args(argv)
     configure_logging(verbose=args.verbose)
     try:
         code: int = args.handler(args)
@@ -157,15 +158,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         problems = getattr(exc, "problems", ())
         if len(problems) > 1:
             print(
-                f"signer {args.command}: the configuration has {len(problems)} problems:",
+                f"{prog} {args.command}: the configuration has {len(problems)} problems:",
                 file=sys.stderr,
             )
             for problem in problems:
                 print(f"  {problem.line()}", file=sys.stderr)
         elif problems:
-            print(f"signer {args.command}: {problems[0].line()}", file=sys.stderr)
+            print(f"{prog} {args.command}: {problems[0].line()}", file=sys.stderr)
         else:
-            print(f"signer: {exc}", file=sys.stderr)
+            print(f"{prog}: {exc}", file=sys.stderr)
         return 2
     return code
 
