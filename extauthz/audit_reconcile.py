@@ -14,7 +14,10 @@ Each chain is verified first (`signer.audit.verify_log`); records that do not pa
   signer's summary of what it signed (`sub`, `aud`, `exp`) is what the gateway says it minted;
 - every signature in the signers' logs (an attempt for which every signer of its set whose log
   is given wrote an unrefused `sign_request`) appears in a gateway log: a token as a `mint` of its
-  jti, a key endorsement as a `key_publish` of the kid it endorses;
+  jti, a key endorsement as a `key_publish` of the kid it endorses; a signature whose jti a
+  gateway recorded as `mint_abandoned` (the signers were asked, then the mint gave up: a deadline
+  passed, the quorum was lost, the caller went away) is still a gap, `signature_abandoned`, since
+  a gateway that kept the token could write the same: hold it against the failures callers saw;
 - one jti names one token: no two mint records for it, no two different messages signed for it;
 - a sign request carries its token's own jti as its request id (the honest gateway's rule);
 - no signer used a nonce commitment twice (`commitment_sha256` of each `sign_request`).
@@ -41,6 +44,7 @@ from signer.audit import AuditRecord, BadRecordError, VerifyResult, parse_record
 from signer.service import MAX_SHOWN
 
 MINT_EVENT = "mint"
+ABANDONED_EVENT = "mint_abandoned"  # the gateway asked signers for a jti, then gave up on it
 KEY_PUBLISH_EVENT = "key_publish"  # the gateway's record of a key its signers endorsed
 SIGN_EVENT = "sign_request"
 REFUSAL_EVENT = "refusal"
@@ -56,6 +60,7 @@ class GapKind(StrEnum):
     MINT_REFUSED = "mint_refused"  # a mint that a signer it names refused
     MINT_MISMATCH = "mint_mismatch"  # what the signers signed is not what the gateway recorded
     SIGNATURE_WITHOUT_MINT = "signature_without_mint"  # a token signed, recorded by no gateway
+    SIGNATURE_ABANDONED = "signature_abandoned"  # a token signed that a gateway says it gave up
     ENDORSEMENT_NOT_RECORDED = "endorsement_not_recorded"  # a key endorsed, recorded by none
     JTI_REUSED = "jti_reused"  # one jti minted or signed as two tokens
     REQUEST_ID_MISMATCH = "request_id_mismatch"  # a sign request not named by its token's jti
@@ -243,6 +248,7 @@ def _show_signers(signers: Iterable[int]) -> str:
 class _Work:
     given: set[int]
     gaps: list[Finding] = field(default_factory=list)
+    abandoned: dict[str, list[str]] = field(default_factory=dict)  # jti -> "log: why"
     notes: list[Finding] = field(default_factory=list)
 
     def gap(self, kind: GapKind, subject: str, log: str, detail: str) -> None:
@@ -280,6 +286,12 @@ class _Work:
                         self._malformed(source, record, "jti and signers")
                         continue
                     mints[jti].append(_Mint(source.label, record.seq, jti, signers, record.data))
+                elif record.event == ABANDONED_EVENT:
+                    jti, why = record.data.get("jti"), record.data.get("why")
+                    if not isinstance(jti, str) or not jti:
+                        self._malformed(source, record, "jti")
+                        continue
+                    self.abandoned.setdefault(jti, []).append(f"{source.label}: {why}")
                 elif record.event == KEY_PUBLISH_EVENT:
                     kid = record.data.get("kid")
                     if not isinstance(kid, str) or not kid:
@@ -504,12 +516,27 @@ class _Work:
             about = (
                 "" if endorsement else f" for sub {claims.get('sub')!r}, aud {claims.get('aud')!r}"
             )
+            signed_what = (
+                f"signers {_show_signers(members)} signed message {digest[:16]}{about} ({who})"
+                f"{caveat}"
+            )
+            gave_up = None if endorsement else self.abandoned.get(subject)
+            if gave_up:
+                # Still a gap: a gateway that kept the token could say the same. Held against
+                # the failures callers saw (503s) at that time, it is usually a deadline.
+                self.gap(
+                    GapKind.SIGNATURE_ABANDONED,
+                    subject,
+                    "every gateway log",
+                    f"{signed_what}; no gateway log records the token, and {'; '.join(gave_up)} "
+                    "says it gave up on it",
+                )
+                return
             self.gap(
                 GapKind.ENDORSEMENT_NOT_RECORDED if endorsement else GapKind.SIGNATURE_WITHOUT_MINT,
                 subject,
                 "every gateway log",
-                f"signers {_show_signers(members)} signed message {digest[:16]}{about} ({who})"
-                f"{caveat}; no gateway log records it",
+                f"{signed_what}; no gateway log records it",
             )
             return
         tokens = [m for m in recorded if m.signers is not None]

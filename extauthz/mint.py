@@ -57,6 +57,9 @@ class MintNotRecorded(ExtAuthzError):
 
 
 MintRecorder = Callable[[AuthzRequest, Grant, "MintedToken"], Awaitable[object]]
+# (jti, why): signers were asked to sign this jti and the mint gave up (deadline, no quorum, the
+# caller gone). Called synchronously, also from a cancelled task: the recorder schedules its write.
+AbandonRecorder = Callable[[str, str], None]
 
 
 class SignResult(Protocol):
@@ -112,11 +115,17 @@ class Minter:
         self._new_jti = new_jti
         self._inflight: dict[str, asyncio.Future[MintedToken]] = {}
         self._record: MintRecorder | None = None
+        self._abandoned: AbandonRecorder | None = None
 
-    def record_with(self, recorder: MintRecorder) -> None:
+    def record_with(
+        self, recorder: MintRecorder, *, abandoned: AbandonRecorder | None = None
+    ) -> None:
         """Make each fresh token durable through `recorder` before it is released; an exception
-        from it keeps the token from everyone (`MintNotRecorded`)."""
+        from it keeps the token from everyone (`MintNotRecorded`). `abandoned` hears of each jti
+        the signers were asked to sign when the mint then gave up, so that a signature in the
+        signers' logs with no token in the gateway's can be told apart from one kept quiet."""
         self._record = recorder
+        self._abandoned = abandoned
 
     @property
     def cache(self) -> TokenCache:
@@ -187,14 +196,18 @@ class Minter:
             "jti": jti,
         }
         message = signing_input(header_for(self._group_public_key()), claims)
-        outcome = await self._signer.sign(
-            message,
-            evidence=evidence_message(
-                request, policy_sha256, credentials=self._settings.policy_credential_headers
-            ),
-            request_id=jti,
-            timeout=self._settings.sign_timeout,
+        evidence = evidence_message(
+            request, policy_sha256, credentials=self._settings.policy_credential_headers
         )
+        try:
+            outcome = await self._signer.sign(
+                message, evidence=evidence, request_id=jti, timeout=self._settings.sign_timeout
+            )
+        except BaseException as exc:
+            if self._abandoned is not None:
+                why = "cancelled" if isinstance(exc, asyncio.CancelledError) else str(exc)
+                self._abandoned(jti, why or type(exc).__name__)
+            raise
         return MintedToken(
             token=compact(message, outcome.signature),
             jti=jti,

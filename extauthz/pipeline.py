@@ -12,6 +12,7 @@ signing. Anything unexpected fails closed as a denial.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -211,8 +212,9 @@ class Pipeline:
         self._clock = clock
         self.hot = HotCache()
         self._held: Deny | None = None
+        self._writes: set[asyncio.Task[None]] = set()  # abandoned-mint records being written
         if audit is not None:
-            minter.record_with(self._record_mint)
+            minter.record_with(self._record_mint, abandoned=self._record_abandoned)
 
     @property
     def revocations(self) -> Revocations:
@@ -487,6 +489,20 @@ class Pipeline:
                 "expires_at": token.expires_at,
             },
         )
+
+    def _record_abandoned(self, jti: str, why: str) -> None:
+        """The signers were asked to sign `jti` and the mint gave up: say so in the audit log, so
+        reconciliation can tell this signature from one a gateway kept (`mint_abandoned`)."""
+        request_id = current_request_id()
+        data = {**({"request_id": request_id} if request_id else {}), "jti": jti, "why": why}
+        task = asyncio.get_running_loop().create_task(self._write("mint_abandoned", data))
+        self._writes.add(task)
+        task.add_done_callback(self._written)
+
+    def _written(self, task: asyncio.Task[None]) -> None:
+        self._writes.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("an abandoned mint could not be recorded: %s", task.exception())
 
     async def _write(self, event: str, data: Mapping[str, object]) -> None:
         if self._audit is not None:

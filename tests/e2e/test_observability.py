@@ -88,7 +88,7 @@ def test_one_mint_through_envoy_is_one_trace_from_envoy_to_each_signer(
         trace = _trace_of(spans, check.trace_id)
         services = {s.service for s in trace}
         signed = [s for s in trace if s.name == SIGN and s.kind == SERVER]
-        return "keymint-front-envoy" in services and len(signed) == 2
+        return "keymint-front-envoy" in services and len(signed) >= 2
 
     spans = collector.wait_for(complete, timeout=30)  # Envoy exports its spans in batches
     check = gateway_check(spans)
@@ -109,16 +109,18 @@ def test_one_mint_through_envoy_is_one_trace_from_envoy_to_each_signer(
     # The gateway's phases under its Check span, the Sign calls under the mint.
     phases = {s.name: s for s in trace if s.parent_span_id == check.span_id}
     assert {"extauthz.identify", "extauthz.authorize", "extauthz.mint"} <= set(phases)
+    # t = 2 calls; more when a signer missed its attempt deadline (a loaded machine) and the
+    # coordinator asked another in its place: each is a call under the same mint.
     clients = [s for s in trace if s.name == SIGN and s.kind == CLIENT]
-    assert len(clients) == 2
+    assert len(clients) >= 2
     assert {c.parent_span_id for c in clients} == {phases["extauthz.mint"].span_id}
 
-    # Each signer that signed recorded the call on its side, under the gateway's client span.
+    # Each signer that answered recorded the call on its side, under the gateway's client span.
     servers = [s for s in trace if s.name == SIGN and s.kind == SERVER]
-    assert {s.parent_span_id for s in servers} == {c.span_id for c in clients}
+    assert {s.parent_span_id for s in servers} <= {c.span_id for c in clients}
     for server in servers:
         assert server.service == f"keymint-signer-{server.attributes['keymint.signer']}"
-    assert len({s.service for s in servers}) == 2
+    assert len({s.service for s in servers}) >= 2
 
 
 def _json_lines(path: Path) -> list[dict[str, Any]]:

@@ -13,11 +13,20 @@ import asyncio
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from envoy.service.auth.v3.external_auth_pb2 import CheckResponse
 
 from signer.audit import AuditError, token_ref
-from tests.extauthz.test_pipeline import Signer, check_request, engine, minted, pipeline
+from signer.coordinator import QuorumUnavailable
+from tests.extauthz.test_pipeline import (
+    Signed,
+    Signer,
+    check_request,
+    engine,
+    minted,
+    pipeline,
+)
 from tests.helpers.certs import CertificateAuthority
 
 CALLER = "spiffe://prod.test/ns/web/sa/search"
@@ -115,3 +124,60 @@ def test_a_denial_stands_when_its_record_cannot_be_written() -> None:
     answer = asyncio.run(gateway.check(check_request(certificate=outsider)))
     status, _ = status_and_reason(answer)
     assert status == 401
+
+
+def test_a_mint_that_gives_up_after_asking_the_signers_says_so_in_the_audit_log() -> None:
+    """The signers' logs hold a sign request for the jti; the gateway's says it gave up on it,
+    so reconciliation can tell this signature from one a gateway kept quiet (`mint_abandoned`)."""
+    ca = CertificateAuthority.root("prod.test")
+    disk = Disk()
+    asked: list[str] = []
+    signer = Signer(failure=QuorumUnavailable(2, 1, {3: "too slow: missed the deadline"}))
+    gateway = pipeline(ca, engine(), signer=signer, audit=disk)  # type: ignore[arg-type]
+    original = signer.sign
+
+    async def sign(message: bytes, **kwargs: Any) -> Signed:
+        asked.append(str(kwargs["request_id"]))
+        return await original(message, **kwargs)
+
+    signer.sign = sign  # type: ignore[method-assign]
+
+    async def run() -> None:
+        answer = await gateway.check(check_request(certificate=ca.issue_svid(CALLER)))
+        assert status_and_reason(answer) == (503, "no_signing_quorum")
+        await asyncio.sleep(0.05)  # the record is written beside the answer
+
+    asyncio.run(run())
+    abandoned = [data for event, data in disk.events if event == "mint_abandoned"]
+    assert [record["jti"] for record in abandoned] == asked
+    assert "missed the deadline" in str(abandoned[0]["why"])
+    assert disk.mints() == []
+
+
+def test_a_mint_cancelled_while_signing_says_so_too() -> None:
+    ca = CertificateAuthority.root("prod.test")
+    disk = Disk()
+    started = asyncio.Event()
+    signer = Signer()
+
+    async def sign(message: bytes, **kwargs: Any) -> Signed:
+        started.set()
+        await asyncio.sleep(60)  # the caller goes away first
+        raise AssertionError("not reached")
+
+    signer.sign = sign  # type: ignore[method-assign]
+    gateway = pipeline(ca, engine(), signer=signer, audit=disk)  # type: ignore[arg-type]
+
+    async def run() -> None:
+        check = asyncio.ensure_future(
+            gateway.check(check_request(certificate=ca.issue_svid(CALLER)))
+        )
+        await started.wait()
+        check.cancel()  # Envoy gave up on the Check
+        await asyncio.gather(check, return_exceptions=True)
+        await asyncio.sleep(0.05)
+
+    asyncio.run(run())
+    assert [(event, data["why"]) for event, data in disk.events] == [
+        ("mint_abandoned", "cancelled")
+    ]

@@ -172,6 +172,26 @@ def test_a_signature_the_gateway_log_does_not_record_is_named_from_the_signers_l
     assert "signer 1 seq 1, signer 3 seq 1" in gap.detail
 
 
+def test_a_signature_the_gateway_says_it_gave_up_on_is_a_gap_that_says_so(logs: Logs) -> None:
+    """A mint that timed out after t signers signed leaves the same trace as a token a gateway
+    kept quiet; its `mint_abandoned` record explains it, and reconciliation still names it."""
+    abandoned, hidden = str(uuid.uuid4()), str(uuid.uuid4())
+    logs.signed_by(abandoned, [1, 2])
+    logs.gateway.append(("mint_abandoned", {"jti": abandoned, "why": "deadline exceeded"}))
+    logs.signed_by(hidden, [2, 3])
+    only_asked = str(uuid.uuid4())  # given up on before t signers signed: nothing to say
+    logs.gateway.append(("mint_abandoned", {"jti": only_asked, "why": "cancelled"}))
+
+    result = logs.reconcile()
+
+    assert sorted(kinds(result)) == sorted(
+        [("signature_abandoned", abandoned), ("signature_without_mint", hidden)]
+    )
+    gap = next(g for g in result.gaps if g.subject == abandoned)
+    assert "says it gave up on it" in gap.detail
+    assert "deadline exceeded" in gap.detail
+
+
 def test_a_mint_a_signer_it_names_never_signed_is_a_gap(logs: Logs) -> None:
     jti = str(uuid.uuid4())
     logs.mint(jti, [1, 2])

@@ -86,7 +86,8 @@ IDENTITY = Identity(
     subject="repo:octo-org/octo-repo:environment:prod",
     issuer="https://token.actions.githubusercontent.com",
     credential_hash="ab" * 32,
-    expires_at=int(time.time()) + 300,
+    # Made when the module is collected: far enough ahead for a suite that runs it much later.
+    expires_at=int(time.time()) + 86_400,
     evidence=Evidence("oidc_token", b"token"),
     claims={"repository_id": "74", "repository_owner_id": "65"},
 )

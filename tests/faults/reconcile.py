@@ -36,6 +36,9 @@ class Reconciliation:
     unrecorded_tokens: list[str] = field(default_factory=list)  # token refs
     missing_at_signers: list[str] = field(default_factory=list)  # "jti at signer N"
     signed_not_recorded: list[str] = field(default_factory=list)  # jtis
+    # Signed by t signers, and a gateway recorded giving up on them (`mint_abandoned`: a deadline
+    # passed, the quorum was lost, Envoy cancelled the Check). Not released: checked above.
+    abandoned: list[str] = field(default_factory=list)  # jtis
 
     def problems(self, *, explained: Iterable[str] = ()) -> list[str]:
         """What does not reconcile; `explained`: signed-but-unrecorded jtis already accounted for
@@ -62,6 +65,7 @@ class Reconciliation:
             "released_unrecorded": len(self.unrecorded_tokens),
             "mints_missing_at_signers": len(self.missing_at_signers),
             "signed_not_recorded": len(self.signed_not_recorded),
+            "signed_then_abandoned": len(self.abandoned),
         }
 
 
@@ -93,12 +97,15 @@ def reconcile(
     read_at = time.time()
     minted: dict[str, list[int]] = {}  # jti -> signers named
     refs: set[str] = set()
+    gave_up: set[str] = set()
     for path in gateway_logs.values():
         for record in _records(path):
             if record["event"] == "mint":
                 data = _data(record)
                 minted[str(data["jti"])] = [int(s) for s in data["signers"]]  # type: ignore[attr-defined]
                 refs.add(str(data["token_ref"]))
+            elif record["event"] == "mint_abandoned":
+                gave_up.add(str(_data(record)["jti"]))
     result.mints = len(minted)
 
     requested: dict[int, set[str]] = {}  # every sign_request's id, by signer
@@ -129,11 +136,13 @@ def reconcile(
     for identifier, ids in signed.items():
         for request_id in ids - refused[identifier]:
             counts[request_id] = counts.get(request_id, 0) + 1
-    result.signed_not_recorded = sorted(
+    unrecorded = sorted(
         request_id
         for request_id, count in counts.items()
         if count >= threshold and request_id not in minted and not request_id.startswith("endorse-")
     )
+    result.signed_not_recorded = [jti for jti in unrecorded if jti not in gave_up]
+    result.abandoned = [jti for jti in unrecorded if jti in gave_up]
 
     for name, path in {
         **gateway_logs,

@@ -72,7 +72,8 @@ def run_scenario(
         f"   audit: {summary['chains_ok']}/{summary['chains']} chains verify; "
         f"{summary['mint_records']} mints, {summary['mints_missing_at_signers']} missing at their "
         f"signers; {summary['tokens_released']} tokens released, {summary['released_unrecorded']} "
-        f"unrecorded; {summary['signed_not_recorded']} signed but never recorded (not released)"
+        f"unrecorded; {summary['signed_not_recorded']} signed but never recorded (not released); "
+        f"{summary['signed_then_abandoned']} signed after their mint gave up (recorded as such)"
     )
     problems += audit.problems(explained=explained)
     say("   HOLDS" if not problems else "   DID NOT HOLD: " + "; ".join(problems))
