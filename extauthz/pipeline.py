@@ -30,6 +30,7 @@ from extauthz.identity import (
     X509Verifier,
     XfccIdentifier,
 )
+from extauthz.identitycache import IdentityCache, credential_key
 from extauthz.limits import Limiter, LocalLimiter, RateLimiter, Revocations, rate_key
 from extauthz.metrics import CHECK_SECONDS, DECISIONS, MINTS
 from extauthz.mint import Minter, MintError, MintNotRecorded
@@ -211,6 +212,7 @@ class Pipeline:
         self._audit = audit
         self._clock = clock
         self.hot = HotCache()
+        self.identities = IdentityCache()
         self._held: Deny | None = None
         if audit is not None:
             minter.record_with(self._record_mint)
@@ -334,15 +336,21 @@ class Pipeline:
             method=http.method,
             context_extensions=dict(request.attributes.context_extensions),
         )
-        passed = await self._own_token(request, route)
-        if passed is not None:
-            return passed
-        try:
-            with tracing.span("extauthz.identify") as span:
-                identity = await self._identifier.identify(request)
-                tracing.annotate(span, {"keymint.identity_kind": identity.kind.value})
-        except IdentityError as exc:
-            return await self._record(Deny.unauthenticated(str(exc.reason), exc.message))
+        # A credential identified before (on another route): its identity, not verified again.
+        credential = credential_key(request)
+        identity = None if credential is None else self.identities.get(credential, self._clock())
+        if identity is None:
+            passed = await self._own_token(request, route)
+            if passed is not None:
+                return passed
+            try:
+                with tracing.span("extauthz.identify") as span:
+                    identity = await self._identifier.identify(request)
+                    tracing.annotate(span, {"keymint.identity_kind": identity.kind.value})
+            except IdentityError as exc:
+                return await self._record(Deny.unauthenticated(str(exc.reason), exc.message))
+            if credential is not None:
+                self.identities.put(credential, identity, self._clock())
         return await self._authorize_and_mint(
             AuthzRequest(identity, route, headers=dict(headers), attributes=attributes)
         )
