@@ -38,7 +38,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest  # noqa: E402
 
-from extauthz.hotcache import HotEntry, request_fingerprint  # noqa: E402
+from extauthz.hotcache import HotCache, HotEntry, request_fingerprint  # noqa: E402
 from extauthz.model import Route  # noqa: E402
 from extauthz.pipeline import Pipeline  # noqa: E402
 from extauthz.policy import AuthzRequest, Limits, PolicyEngine  # noqa: E402
@@ -101,17 +101,16 @@ class Identities:
         self.bearer = bearer
         self.response = response
         self.minted = minted
-        self.count = 0
 
     def request(self, i: int) -> CheckRequest:
         return check_request(bearer=variant(self.bearer, i), route_key="deploy")
 
-    async def fill(self, total: int) -> None:
-        """Store credentials up to `total`, letting the gateway's own tasks run meanwhile (its
+    async def fill(self, total: int) -> HotCache:
+        """A hot cache of `total` credentials, filled letting the gateway's own tasks run (its
         shared-state sync: a gateway whose revocations went stale answers 503 to everything)."""
-        hot = self.pipeline.hot
+        hot = HotCache(max_entries=total + 1)  # the bound is not what is measured
         minted = self.minted.encode()
-        for i in range(self.count, total):
+        for i in range(total):
             if i % 2000 == 0:
                 await asyncio.sleep(0.001)
             key = request_fingerprint(self.request(i))
@@ -125,11 +124,13 @@ class Identities:
                 rate_key=f"github\x1fbench\x1f{i}",
             )
             hot.put(key, entry, generation=hot.generation, now=0.0)
-        self.count = total
+        return hot
 
-    async def lookup_us(self, lookups: int) -> float:
-        """Median microseconds of a hit, over `lookups` credentials drawn at random."""
-        chosen = [random.randrange(self.count) for _ in range(lookups)]
+    async def lookup_us(self, hot: HotCache, lookups: int) -> float:
+        """Median microseconds of a hit on `hot`, over `lookups` of its credentials drawn at
+        random."""
+        self.pipeline.hot = hot
+        chosen = [random.randrange(len(hot)) for _ in range(lookups)]
         samples = []
         for start in range(0, lookups, 500):
             await asyncio.sleep(0.001)  # the gateway's own tasks run between batches, untimed
@@ -143,11 +144,12 @@ class Identities:
 
 
 async def identities(directory: Path, sizes: Sizes) -> dict[str, Any]:
+    """One hot cache per size, all held at once and measured in alternation (the machine's
+    noise moves between rounds; the best round of each is kept)."""
     async with running_stack(
         directory, KEYMINT_RATE_PER_SECOND="1000000", KEYMINT_RATE_BURST="1000000"
     ) as stack:
         pipeline = stack.gateway.pipeline
-        pipeline.hot._max = max(sizes.identities) + 1  # the bound is not what is measured
         bearer = stack.issuer.mint()
         request = check_request(bearer=bearer, route_key="deploy")
         first = await stack.check(request)
@@ -155,25 +157,28 @@ async def identities(directory: Path, sizes: Sizes) -> dict[str, Any]:
         minted = first.ok_response.headers[-1].header.value.removeprefix("Bearer ")
         hit = await pipeline.check(request)
         assert hit.dynamic_metadata.fields["keymint"].struct_value.fields["cache"].string_value
-        cache = Identities(pipeline, bearer, hit.SerializeToString(), minted)
-        pipeline.hot.clear()
-        gc.collect()
-        before = rss_bytes()
-        per_size: dict[str, float] = {}
+        filler = Identities(pipeline, bearer, hit.SerializeToString(), minted)
+        caches: dict[int, HotCache] = {}
         rss_per_entry = 0.0
-        for size in sizes.identities:
-            await cache.fill(size)
+        for size in sorted(sizes.identities):
             gc.collect()
-            await asyncio.sleep(1.0)  # a state sync after the fill
-            rss_per_entry = (rss_bytes() - before) / size
-            best = min([await cache.lookup_us(sizes.lookups) for _ in range(ROUNDS)])
-            per_size[str(size)] = best
+            before = rss_bytes()
+            caches[size] = await filler.fill(size)
+            gc.collect()
+            rss_per_entry = (rss_bytes() - before) / size  # the largest fill's is kept
+        await asyncio.sleep(1.0)  # a state sync after the fills
+        rounds: dict[int, list[float]] = {size: [] for size in caches}
+        for _ in range(ROUNDS + 2):
+            for size, hot in caches.items():
+                rounds[size].append(await filler.lookup_us(hot, sizes.lookups))
+        per_size = {str(size): min(values) for size, values in rounds.items()}
+        for size in caches:
             print(
-                f"cached Check with {size:>9,} cached credentials: {best:6.2f} us "
-                f"(RSS {rss_per_entry:6.0f} B per credential)",
+                f"cached Check with {size:>9,} cached credentials: {per_size[str(size)]:6.2f} us",
                 flush=True,
             )
-        pipeline.hot.clear()
+        print(f"RSS per cached credential: {rss_per_entry:.0f} bytes", flush=True)
+        pipeline.hot = HotCache()
     return {"check_us": per_size, "rss_per_token_bytes": rss_per_entry}
 
 

@@ -19,7 +19,9 @@ import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
+from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
+
+from extauthz.policy.rego_decision import KEYMINT_METADATA
 
 RequestKey = bytes
 
@@ -119,3 +121,17 @@ def request_fingerprint(
         tuple(sorted(extensions.items())),  # pairs: "a=b"="c" and "a"="b=c" stay apart
     )
     return hashlib.sha256(repr(fields).encode("utf-8", "surrogatepass")).digest()
+
+
+def as_hit(response: CheckResponse) -> bytes:
+    """An allow's response as later hits answer it: the same, but for keymint's metadata, which
+    says `cache: hit` and names no request id (the one of the request that was decided is not
+    theirs). A copy edited in place: building the response again costs ten times more."""
+    stored = CheckResponse()
+    stored.CopyFrom(response)
+    fields = stored.dynamic_metadata.fields[KEYMINT_METADATA].struct_value.fields
+    fields["cache"].string_value = "hit"
+    if "request_id" in fields:
+        del fields["request_id"]
+    serialized: bytes = stored.SerializeToString()
+    return serialized

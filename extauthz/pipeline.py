@@ -21,7 +21,7 @@ from typing import Protocol
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 
 from extauthz.decision import Allow, Decision, Deny
-from extauthz.hotcache import HotCache, HotEntry, request_fingerprint
+from extauthz.hotcache import HotCache, HotEntry, as_hit, request_fingerprint
 from extauthz.identity import (
     IdentityError,
     JwtVerifier,
@@ -264,16 +264,15 @@ class Pipeline:
         # as hits (its metadata says so, for Envoy's access log).
         response = to_check_response(decision, request_id=request_id)
         if isinstance(decision, Allow) and key is not None:
-            self._keep(key, decision, generation)
+            self._keep(key, decision, response, generation)
         _MISS_SECONDS.observe(time.perf_counter() - started)
         return response
 
-    def _keep(self, key: bytes, allow: Allow, generation: int) -> None:
+    def _keep(self, key: bytes, allow: Allow, response: CheckResponse, generation: int) -> None:
         """Store `allow` for later hits: the response bytes and what a hit is checked against."""
         token = allow.token
-        stored = to_check_response(dataclasses.replace(allow, cached=True))
         entry = HotEntry(
-            response=stored.SerializeToString(),
+            response=as_hit(response),
             fresh_until=token.expires_at - 0.1 * token.lifetime,
             jti=token.jti,
             subject=allow.identity.subject,

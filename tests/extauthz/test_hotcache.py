@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from envoy.service.auth.v3.attribute_context_pb2 import AttributeContext
-from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
+from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 
-from extauthz.hotcache import HotCache, HotEntry, request_fingerprint
+from extauthz.hotcache import HotCache, HotEntry, as_hit, request_fingerprint
 
 
 def entry(fresh_until: float) -> HotEntry:
@@ -101,3 +101,46 @@ def test_every_field_of_the_key_counts() -> None:
 
 def test_no_credential_no_key() -> None:
     assert request_fingerprint(request(headers={"x-tenant": "shop"})) is None
+
+
+def test_a_hit_answers_what_the_miss_answered_as_a_hit_without_its_request_id() -> None:
+    """`as_hit` edits a copy of the miss's response; it must equal the response built anew for
+    the same allow marked cached (what the hot cache stored before it), metadata included."""
+    import dataclasses
+
+    from extauthz.decision import Allow
+    from extauthz.model import Evidence, Grant, Identity, IdentityKind
+    from extauthz.policy.rego_decision import PolicyResponse
+    from extauthz.respond import to_check_response
+    from extauthz.tokencache import MintedToken
+
+    identity = Identity(
+        kind=IdentityKind.SPIFFE,
+        subject="spiffe://prod.test/ns/web/sa/search",
+        issuer="prod.test",
+        credential_hash="ab",
+        expires_at=2000,
+        evidence=Evidence(kind="certificate", value=b""),
+    )
+    token = MintedToken(
+        token="header.claims.signature",
+        jti="jti-1",
+        subject=identity.subject,
+        audience="https://orders.internal",
+        scopes=("orders:read",),
+        issued_at=1000,
+        expires_at=1900,
+        signers=(1, 2),
+    )
+    policy = PolicyResponse(
+        headers=(("x-tenant", "shop"),), dynamic_metadata={"team": "web", "keymint": "no"}
+    )
+    allow = Allow(
+        identity, Grant("https://orders.internal", ("orders:read",), 900, "r"), token, False, policy
+    )
+    miss = to_check_response(allow, request_id="req-1")
+    expected = to_check_response(dataclasses.replace(allow, cached=True))
+    assert CheckResponse.FromString(as_hit(miss)) == expected
+    assert (
+        miss.dynamic_metadata.fields["keymint"].struct_value.fields["cache"].string_value == "miss"
+    )
