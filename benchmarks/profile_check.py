@@ -2,7 +2,9 @@
 
 In the in-process stack of tests/extauthz/stack.py (the gateway's own objects, 3 real signer
 processes), with no gRPC around it, `Pipeline.check` on:
-- hit: a credential seen on this route (the hot cache);
+- hit: a credential seen on this route (the hot cache), one request object over and over;
+- hit_parsed: the same, each request freshly parsed from the wire as the server hands it over
+  (upb builds the Python objects of the fields a Check reads on first access);
 - newpath: a seen credential on a route never requested (the identity cache, policy, the
   minter's token cache);
 - newpath_unverified: the same with the identity cache emptied before every request (what a
@@ -85,8 +87,11 @@ async def measure(directory: Path, profile: bool) -> dict[str, float]:
         def nothing() -> None:
             return None
 
+        wire = seen.SerializeToString()
         cases: dict[str, tuple[Callable[[], CheckRequest], Callable[[], None]]] = {
             "hit": (lambda: seen, nothing),
+            # as a server receives it: parsed from the wire, no field read yet
+            "hit_parsed": (lambda: CheckRequest.FromString(wire), nothing),
             "newpath": (new_path, nothing),
             "newpath_unverified": (new_path, pipeline.identities.clear),
         }

@@ -90,13 +90,8 @@ def request_fingerprint(
     readable_headers: tuple[tuple[str, str], ...] = (),
     readable_attributes: tuple[object, ...] = (),
 ) -> RequestKey | None:
-    """Credential, route and what policy reads, as an exact key; None when the request
-    carries no credential.
-
-    The SHA-256 of the fields' `repr`: a tuple's repr quotes and escapes every string, so two
-    different tuples never share one (`("a=b", "c")` and `("a", "b=c")` stay apart), and two
-    requests share a key only if every field is equal, short of a SHA-256 collision.
-    """
+    """Credential, route and what policy reads, as an exact key (`digest`); None when the
+    request carries no credential."""
     attributes = request.attributes
     http = attributes.request.http
     headers = http.headers
@@ -108,19 +103,25 @@ def request_fingerprint(
     if not (authorization or certificate or principal or xfcc):
         return None
     extensions = attributes.context_extensions
-    fields = (
-        authorization,
-        certificate,
-        principal,
-        xfcc,
-        http.host,
-        http.method,
-        http.path,
-        readable_headers,
-        readable_attributes,
-        tuple(sorted(extensions.items())),  # pairs: "a=b"="c" and "a"="b=c" stay apart
+    rest = (readable_headers, readable_attributes, tuple(sorted(extensions.items())))
+    return digest(
+        (authorization, certificate, principal, xfcc, http.host, http.method, http.path), rest
     )
-    return hashlib.sha256(repr(fields).encode("utf-8", "surrogatepass")).digest()
+
+
+def digest(strings: tuple[str, ...], rest: tuple[object, ...] = ()) -> bytes:
+    """SHA-256 of `strings` and `rest`, encoded so that two different inputs never share one:
+    the strings joined by NUL (none of them holds one: Envoy refuses NUL in headers and paths;
+    one that does is encoded as below instead), then the `repr` of `rest` (a tuple's repr quotes
+    and escapes every string in it). Two requests share a key only if every field is equal,
+    short of a SHA-256 collision."""
+    joined = "\x00".join(strings)
+    if joined.count("\x00") != len(strings) - 1:
+        # A field holds a NUL: its repr, which holds none (repr escapes it), so this form has
+        # fewer raw NULs than the joined one and the two never meet.
+        joined = repr(strings)
+    text = f"{joined}\x00{rest!r}" if rest else joined
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
 
 
 def as_hit(response: CheckResponse) -> bytes:

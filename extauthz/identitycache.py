@@ -15,11 +15,11 @@ most its lifetime; unlike it, it holds no decision, so a policy reload does not 
 
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
 
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 
+from extauthz.hotcache import digest
 from extauthz.model import Identity
 
 CredentialKey = bytes
@@ -58,8 +58,8 @@ class IdentityCache:
 
 
 def credential_key(request: CheckRequest) -> CredentialKey | None:
-    """What identification reads, as a digest (see `extauthz.hotcache.request_fingerprint`);
-    None when the request carries no credential."""
+    """What identification reads, as a digest (`extauthz.hotcache.digest`); None when the
+    request carries no credential."""
     attributes = request.attributes
     headers = attributes.request.http.headers
     fields = (
@@ -70,4 +70,4 @@ def credential_key(request: CheckRequest) -> CredentialKey | None:
     )
     if not any(fields):
         return None
-    return hashlib.sha256(repr(fields).encode("utf-8", "surrogatepass")).digest()
+    return digest(fields)
