@@ -171,7 +171,16 @@ def e2e_tables(results: Mapping[str, Any]) -> list[str]:
         for name, mb in sorted(last["rss_mb"].items())
         if not name.startswith("envoy-")
     )
-    lines += [f"Resident memory at the end of the run: {rss}.", ""]
+    idle = results.get("idle_cores", {})
+    busy = ", ".join(f"{n} {v:.3f}" for n, v in sorted(idle.items()) if v >= 0.001)
+    lines += [
+        f"Resident memory at the end of the run: {rss}.",
+        "",
+        "CPU per request is each process's CPU time over the run (from /proc) less what it spends "
+        f"with no request at all, measured before the runs (in cores: {busy or 'none'}), divided "
+        "by the requests.",
+        "",
+    ]
     return lines
 
 
