@@ -16,6 +16,7 @@ Scenarios on the keymint stack:
 Baselines behind an Envoy with the very same configuration, started beside it:
 - noop: a do-nothing grpc.aio ext_authz server (2 of them, as there are 2 replicas, over the
   same mTLS) in keymint's place;
+- noop_uds: the same do-nothing servers over Unix sockets (no TLS, no TCP): the transport's cost;
 - plain: Envoy with no ext_authz at all;
 - jwt: Envoy's own jwt_authn verifying one of keymint's tokens in place of ext_authz.
 Throughput runs keep CONNECTIONS requests in flight (closed loop), alternating the servers for
@@ -182,7 +183,9 @@ def ms(result: Mapping[str, Any], percentile: str) -> float:
     return float(result["percentiles_us"][percentile]) / 1000
 
 
-def derived_configs(front: Path, noop_ports: list[int], jwks: str, issuer: str) -> dict[str, Any]:
+def derived_configs(
+    front: Path, noop_ports: list[int], noop_sockets: list[Path], jwks: str, issuer: str
+) -> dict[str, Any]:
     """The front Envoy's own configuration, changed only where each baseline differs."""
     document = yaml.safe_load(front.read_text())
     configs: dict[str, Any] = {}
@@ -219,6 +222,24 @@ def derived_configs(front: Path, noop_ports: list[int], jwks: str, issuer: str) 
                 }
             ]
     configs["noop"] = noop
+
+    # The same do-nothing server over Unix sockets, plaintext: what the transport costs (the
+    # sidecar layout of envoy/README.md, "The Check port").
+    uds = copy.deepcopy(noop)
+    for cluster in uds["static_resources"]["clusters"]:
+        if cluster["name"] == "keymint_grpc":
+            cluster["type"] = "STATIC"
+            cluster.pop("dns_lookup_family", None)
+            cluster.pop("transport_socket", None)
+            cluster["load_assignment"]["endpoints"] = [
+                {
+                    "lb_endpoints": [
+                        {"endpoint": {"address": {"pipe": {"path": str(path)}}}}
+                        for path in noop_sockets
+                    ]
+                }
+            ]
+    configs["noop_uds"] = uds
 
     plain = copy.deepcopy(document)
     filters = without_ext_authz(plain)
@@ -290,10 +311,18 @@ def measure(stack: FaultStack, directory: Path, sizes: Sizes) -> dict[str, Any]:
     for _ in range(2):
         process, port = start_server(NOOP_SERVER, {**stack.env, "NOOP_MODE": "mtls"})
         noop_servers.append((process, port))
+    sockets = [directory / f"noop-{i}.sock" for i in (1, 2)]
+    for path in sockets:
+        code = NOOP_SERVER.replace('"127.0.0.1:0"', f'"unix:{path}"')
+        noop_servers.append(start_server(code, {**stack.env, "NOOP_MODE": "plaintext"}))
     envoys: dict[str, EnvoyProcess] = {}
     try:
         configs = derived_configs(
-            stack.front.config, [p for _, p in noop_servers], jwks.decode(), claims["iss"]
+            stack.front.config,
+            [p for _, p in noop_servers[:2]],
+            sockets,
+            jwks.decode(),
+            claims["iss"],
         )
         for name, document in configs.items():
             path = directory / f"{name}-envoy.yaml"
@@ -329,6 +358,7 @@ def measure(stack: FaultStack, directory: Path, sizes: Sizes) -> dict[str, Any]:
         throughput: dict[str, list[dict[str, Any]]] = {}
         plan = [
             ("noop", urls["noop"], "seen"),
+            ("noop_uds", urls["noop_uds"], "seen"),
             ("seen", front, "seen"),
             ("plain", urls["plain"], "seen"),
             ("jwt", urls["jwt"], "jwt"),
@@ -377,6 +407,9 @@ def headline(results: Mapping[str, Any]) -> dict[str, Any]:
         "cached_vs_jwt_authn_rps": round(best["seen"]["rps"] / best["jwt"]["rps"], 3),
         "seen_overhead_p50_ms": round(ms(latency["seen"], "50") - ms(latency["plain"], "50"), 3),
         "noop_overhead_p50_ms": round(ms(latency["noop"], "50") - ms(latency["plain"], "50"), 3),
+        "noop_uds_overhead_p50_ms": round(
+            ms(latency["noop_uds"], "50") - ms(latency["plain"], "50"), 3
+        ),
         "new_p50_ms": round(ms(latency["new"], "50"), 3),
         "new_p99_ms": round(ms(latency["new"], "99"), 3),
         "token_p50_ms": round(ms(latency["token"], "50"), 3),
@@ -384,6 +417,7 @@ def headline(results: Mapping[str, Any]) -> dict[str, Any]:
         "new_path_vs_seen_p50": round(ms(latency["newpath"], "50") / ms(latency["seen"], "50"), 3),
         "seen_rps": round(best["seen"]["rps"], 1),
         "noop_rps": round(best["noop"]["rps"], 1),
+        "noop_uds_rps": round(best["noop_uds"]["rps"], 1),
         "plain_rps": round(best["plain"]["rps"], 1),
         "jwt_authn_rps": round(best["jwt"]["rps"], 1),
         "newpath_rps": round(best["newpath"]["rps"], 1),

@@ -157,7 +157,7 @@ def e2e_tables(results: Mapping[str, Any]) -> list[str]:
                 return f"{sum(v for k, v in cpu.items() if k.startswith(prefix)):,.0f}"
 
             envoy = f"envoy-{name}" if f"envoy-{name}" in cpu else "envoy"
-            server = "noop" if name == "noop" else "gateway"
+            server = "noop" if name.startswith("noop") else "gateway"
             p = r["percentiles_us"]
             lines.append(
                 f"| {name} | {r['rps']:,.0f} | {p['50'] / 1000:.2f} | {p['99'] / 1000:.2f} | "

@@ -49,8 +49,17 @@ def test_bench_e2e_reaches_every_headline_figure(results: Path) -> None:
     assert summary["errors"] == 0  # every request of every scenario answered 200
     assert summary["fresh_exhausted"] == 0  # every "new" credential really was new
     data = json.loads((results / "bench-e2e.json").read_text())
-    assert set(data["throughput"]) == {"noop", "seen", "plain", "jwt", "newpath", "mix"}
-    assert set(data["latency"]) == {"noop", "seen", "plain", "jwt", "newpath", "new", "token"}
+    assert set(data["throughput"]) == {"noop", "noop_uds", "seen", "plain", "jwt", "newpath", "mix"}
+    assert set(data["latency"]) == {
+        "noop",
+        "noop_uds",
+        "seen",
+        "plain",
+        "jwt",
+        "newpath",
+        "new",
+        "token",
+    }
     assert (results / "bench-e2e-latency.png").read_bytes()[:4] == b"\x89PNG"
 
 
