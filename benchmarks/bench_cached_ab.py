@@ -1,9 +1,11 @@
 """python benchmarks/bench_cached_ab.py [--base REV]: the cached Check, this tree against REV.
 
 bench-check's cached series (one seen credential, 16 in flight, mTLS, a client process) against
-three servers started side by side and measured in alternation, so that a shared machine's noise
-falls on all of them alike: a do-nothing grpc.aio server (the baseline), the gateway as of REV
-(default: the commit before issue 11's cached-path work) and the gateway of this working tree.
+servers started side by side and measured in alternation, so that a shared machine's noise falls
+on all of them alike: a do-nothing grpc.aio server (the baseline); the same answering the
+gateway's own 1.3 kB response to a hit, then also checking Envoy's identity as the gateway does
+(what the answer and the allow-list cost, apart from keymint); the gateway as of REV (default: the
+commit before issue 11's cached-path work) and the gateway of this working tree.
 Each keeps its best round (throughput, and server CPU per Check from /proc). The gateway of REV
 runs from `git archive REV` in a temporary directory, with the same signers and settings.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import subprocess
@@ -24,7 +27,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from bench_check import GATEWAY_SERVER, NOOP_SERVER, start_server, throughput  # noqa: E402
+from bench_check import (  # noqa: E402
+    GATEWAY_SERVER,
+    NOOP_SERVER,
+    channel_for,
+    start_server,
+    throughput,
+)
+from envoy.service.auth.v3 import external_auth_pb2_grpc  # noqa: E402
 
 from tests.extauthz.stack import (  # noqa: E402
     OIDC_AUDIENCE,
@@ -38,6 +48,11 @@ from tests.helpers.oidc_issuer import LocalOidcIssuer  # noqa: E402
 from tests.signer.harness import REPO, SignerCluster  # noqa: E402
 
 BASE = "2a43b4c"  # main before issue 11's cached-path changes
+ANSWERING = NOOP_SERVER.replace(
+    "OK = CheckResponse(status=status_pb2.Status(code=0))",
+    "import base64\nOK = CheckResponse.FromString(base64.b64decode(os.environ['NOOP_ANSWER']))",
+)
+assert ANSWERING != NOOP_SERVER
 ROUNDS = 5
 
 
@@ -91,6 +106,18 @@ async def measure(directory: Path, base_tree: Path) -> dict[str, dict[str, float
                 },
             )
         seen = check_request(bearer=issuer.mint(), route_key="deploy")
+        # The do-nothing server again, answering what the gateway answers a hit (its response,
+        # 1.3 kB: the minted token and the metadata), then with the gateway's allow-list of Envoy
+        # identities too: what the answer and the check of the caller cost, apart from keymint.
+        async with channel_for(servers["this"][1], directory) as channel:
+            stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+            await stub.Check(seen)
+            answer = await stub.Check(seen)
+        wire = base64.b64encode(answer.SerializeToString()).decode()
+        for name, mode in (("noop+answer", "mtls"), ("noop+answer+allowlist", "mtls+allowlist")):
+            servers[name] = await asyncio.to_thread(
+                start_server, ANSWERING, {**env, "NOOP_MODE": mode, "NOOP_ANSWER": wire}
+            )
         best: dict[str, dict[str, float]] = {
             name: {"per_s": 0.0, "cpu_us": float("inf")} for name in servers
         }
@@ -127,7 +154,7 @@ def main() -> None:
     noop = best["noop"]
     for name, figures in best.items():
         print(
-            f"{name:5s} {figures['per_s']:7.0f} checks/s ({figures['per_s'] / noop['per_s']:.2f} "
+            f"{name:22s} {figures['per_s']:7.0f} checks/s ({figures['per_s'] / noop['per_s']:.2f} "
             f"of do-nothing), server CPU {figures['cpu_us']:5.0f} us per Check "
             f"({figures['cpu_us'] / noop['cpu_us']:.2f} of do-nothing)"
         )
@@ -138,6 +165,8 @@ def main() -> None:
                 "base_vs_noop": round(best["base"]["per_s"] / noop["per_s"], 3),
                 "this_vs_noop": round(best["this"]["per_s"] / noop["per_s"], 3),
                 "noop_cpu_us": round(noop["cpu_us"], 1),
+                "noop_answer_cpu_us": round(best["noop+answer"]["cpu_us"], 1),
+                "noop_answer_allowlist_cpu_us": round(best["noop+answer+allowlist"]["cpu_us"], 1),
                 "base_cpu_us": round(best["base"]["cpu_us"], 1),
                 "this_cpu_us": round(best["this"]["cpu_us"], 1),
             }
