@@ -222,7 +222,15 @@ def json_block(run: Run | None) -> list[str]:
 
 
 def render(directory: Path) -> str:
-    names = ("bench-frost", "bench-sign", "bench-check", "bench-e2e", "bench-scale")
+    names = (
+        "bench-frost",
+        "bench-sign",
+        "bench-check",
+        "bench-e2e",
+        "bench-scale",
+        "bench-cached-ab",
+        "profile-check",
+    )
     runs = {name: read_log(directory, name) for name in names}
     e2e = read_json(directory, "bench-e2e")
     scale = read_json(directory, "bench-scale")
@@ -288,11 +296,21 @@ def render(directory: Path) -> str:
         ]
     out += ["## The other benchmarks", ""]
     for name, what in (
-        ("bench-check", "Envoy's Check straight to the gateway over gRPC (no Envoy)"),
-        ("bench-sign", "threshold signatures through 3 signer processes"),
-        ("bench-frost", "the FROST core in one process"),
+        ("bench-check", "`make bench-check`: Envoy's Check straight to the gateway over gRPC"),
+        ("bench-sign", "`make bench-sign`: threshold signatures through 3 signer processes"),
+        ("bench-frost", "`make bench-frost`: the FROST core in one process"),
+        (
+            "bench-cached-ab",
+            "`python benchmarks/bench_cached_ab.py`: the cached Check of this tree against the "
+            "commit before issue 11 and do-nothing servers, in alternation",
+        ),
+        (
+            "profile-check",
+            "`python benchmarks/profile_check.py`: one Check inside the gateway, path by path, "
+            "without gRPC (microseconds)",
+        ),
     ):
-        out += [f"`make {name}`: {what}.", "", *json_block(runs[name])]
+        out += [f"{what}.", "", *json_block(runs[name])]
     analysis = directory / "analysis.md"
     if analysis.exists():
         out += [analysis.read_text().rstrip(), ""]
