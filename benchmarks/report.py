@@ -117,11 +117,12 @@ def targets_table(runs: Mapping[str, Run | None]) -> list[str]:
     ]
     for t in TARGETS:
         run = runs.get(t.benchmark)
+        goal = "" if t.target is None else f"{'<=' if t.better == 'low' else '>='} {t.target}"
         if run is None or t.key not in run.figures:
-            lines.append(f"| `make {t.benchmark}` | {t.label} | not run | {t.target} | | |")
+            unit = t.unit if goal else ""
+            lines.append(f"| `make {t.benchmark}` | {t.label} | not run | {goal}{unit} | | |")
             continue
         value = run.figures[t.key]
-        goal = "" if t.target is None else f"{'<=' if t.better == 'low' else '>='} {t.target}"
         lines.append(
             f"| `make {t.benchmark}` | {t.label} | {number(value)}{t.unit} "
             f"| {goal}{t.unit if goal else ''} | {verdict(t, value)} | {run.started} |"

@@ -82,6 +82,8 @@ def test_the_report_renders_what_the_benchmarks_left(results: Path) -> None:
     text = out.read_text()
     assert "![Latency through Envoy, by scenario](performance/bench-e2e-latency.png)" in text
     assert "![Cost as keymint grows](performance/bench-scale.png)" in text
-    assert "`make bench-check` | cached / do-nothing server (checks/s) | not run" in text
+    assert (
+        "| `make bench-check` | cached / do-nothing server (checks/s) | not run | >= 0.9 |" in text
+    )
     e2e = json.loads((results / "bench-e2e.json").read_text())["summary"]
     assert f"| new credential p50 through Envoy | {e2e['new_p50_ms']:.3g} ms |" in text
