@@ -73,7 +73,7 @@ class Sizes:
     seconds: float = 5.0  # each throughput run
     latency_seconds: float = 4.0  # each one-at-a-time run
     connections: int = 16
-    rounds: int = 2
+    rounds: int = 3
     paced_rate: float = 20.0  # new credentials and /token exchanges per second
     paced_seconds: float = 10.0
 
