@@ -3,17 +3,17 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := swig libpcsclite-dev pcscd softhsm2 opensc redis-server nodejs prometheus libfaketime
+APT_PACKAGES := swig libpcsclite-dev pcscd softhsm2 opensc redis-server nodejs prometheus libfaketime wrk
 STAMP := $(VENV)/.installed
 NODE_STAMP := tests/interop/node_modules/.installed
 
-.PHONY: setup lock apt test lint typecheck unit rules test-faults soak demo demo-check demo-frost bench bench-frost bench-sign bench-check bench-e2e fuzz clean
+.PHONY: setup lock apt test lint typecheck unit rules test-faults soak demo demo-check demo-frost bench bench-frost bench-sign bench-check bench-e2e bench-scale bench-report fuzz clean
 
 setup: apt $(STAMP) $(NODE_STAMP)
 
 # Debian packages: pyscard (yubikey-manager) builds against PC/SC, the vault tests use SoftHSM2,
 # the shared-cache tests start a real redis-server, promtool (prometheus) checks k8s/monitoring/,
-# the fault tests run a signer with its clock ahead (libfaketime).
+# the fault tests run a signer with its clock ahead (libfaketime), bench-e2e drives Envoy with wrk.
 apt:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -89,19 +89,37 @@ demo-check: setup
 demo-frost: setup
 	$(PY) -m signer.demo
 
-bench: bench-frost bench-sign bench-check bench-e2e
+# Each benchmark prints figures and ends with one JSON line; its output, stamped with the time
+# it started (the machine is shared: figures carry their time of day), is kept in
+# docs/performance/ for `make bench-report`. bench-e2e and bench-scale also write their results
+# (JSON) and plots (PNG) there. `make bench` runs them all, then the report.
+BENCH_OUT := docs/performance
+BENCH_LOG = set -o pipefail; mkdir -p $(BENCH_OUT); { echo "started $$(date -u +%FT%TZ)"; $(PY) $(1); } 2>&1 | tee $(BENCH_OUT)/$(2).log
+
+bench: bench-frost bench-sign bench-check bench-e2e bench-scale bench-report
 
 bench-frost: setup
-	$(PY) benchmarks/bench_frost.py
+	$(call BENCH_LOG,benchmarks/bench_frost.py,bench-frost)
 
 bench-sign: setup
-	$(PY) benchmarks/bench_sign.py
+	$(call BENCH_LOG,benchmarks/bench_sign.py,bench-sign)
 
 bench-check: setup
-	$(PY) benchmarks/bench_check.py
+	$(call BENCH_LOG,benchmarks/bench_check.py,bench-check)
 
+# The whole path through the front Envoy (2 replicas, 3 signers, Redis) with wrk, against a
+# do-nothing ext_authz server, no ext_authz and Envoy's jwt_authn, in the same run.
 bench-e2e: setup
-	$(PY) benchmarks/bench_e2e.py
+	$(call BENCH_LOG,benchmarks/bench_e2e.py,bench-e2e)
+
+# Check cost over 1k-1M cached credentials, policy decisions over 10-10k bindings, signature
+# latency from 2-of-3 to 8-of-15 signers, RSS per cached credential.
+bench-scale: setup
+	$(call BENCH_LOG,benchmarks/bench_scale.py,bench-scale)
+
+# docs/performance.md from what the benchmarks above left in docs/performance/ (runs none).
+bench-report: setup
+	$(PY) benchmarks/report.py
 
 # Coverage-guided fuzzing (atheris) of every parser a caller, a gateway or a ceremony driver
 # reaches: FUZZ_RUNS iterations per target, FUZZ_JOBS targets at once, from the seeds in

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import time
@@ -389,6 +390,10 @@ async def serve(
         grpc_port,
         http_port,
     )
+    # What start-up built (modules, policy, keys, clients) lives as long as the process: kept out
+    # of the collector's reach, a full collection no longer walks it while Checks wait (bench-check
+    # measured 20-30 us of server CPU per cached Check spent collecting before this).
+    gc.freeze()
     if started is not None:
         started(grpc_port, http_port)
     stop = stop or asyncio.Event()

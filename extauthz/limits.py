@@ -13,6 +13,7 @@ expire: a revocation is never lifted early, whatever a store later says.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -135,17 +136,57 @@ class SharedRateLimiter:
         self._max_keys = max_keys
         self._monotonic = monotonic
         self._leases: OrderedDict[str, _Lease] = OrderedDict()
+        self._renewing: dict[str, asyncio.Future[tuple[bool, int] | None]] = {}
+        self._waiting: dict[str, int] = {}  # requests waiting on each renewal
         self.store_errors = 0
 
     async def allow(self, key: str) -> tuple[bool, int]:
+        # One store round trip per key at a time: a request that finds the lease spent while
+        # another renews it waits for that renewal and spends from it, instead of leasing (and,
+        # all but the last, dropping) tokens of its own; a renewal refused refuses its waiters.
+        while not self._spend(key):
+            renewing = self._renewing.get(key)
+            if renewing is None:
+                return await self._renew_once(key)
+            self._waiting[key] = self._waiting.get(key, 0) + 1
+            try:
+                refused = await asyncio.shield(renewing)
+            finally:
+                if self._waiting[key] <= 1:
+                    del self._waiting[key]
+                else:
+                    self._waiting[key] -= 1
+            if refused is not None:
+                return refused
+        return True, 0
+
+    async def _renew_once(self, key: str) -> tuple[bool, int]:
+        done: asyncio.Future[tuple[bool, int] | None] = asyncio.get_running_loop().create_future()
+        self._renewing[key] = done
+        answer: tuple[bool, int] | None = None
+        try:
+            answer = await self._renew(key)
+            return answer
+        finally:
+            if self._renewing.get(key) is done:
+                del self._renewing[key]
+            done.set_result(answer if answer is not None and not answer[0] else None)
+
+    def _spend(self, key: str) -> bool:
+        lease = self._leases.get(key)
+        if lease is not None and lease.tokens > 0 and lease.expires > self._monotonic():
+            lease.tokens -= 1
+            return True
+        return False
+
+    async def _renew(self, key: str) -> tuple[bool, int]:
         now = self._monotonic()
         lease = self._leases.get(key)
-        if lease is not None and lease.tokens > 0 and lease.expires > now:
-            lease.tokens -= 1
-            return True, 0
         size = 1
         if lease is not None and lease.expires > now - self._lease_seconds:
             size = min(self._max_lease, lease.size * 2)  # used up while fresh: lease more
+        # Enough for this request and those waiting on this renewal, within the lease's bound.
+        size = max(size, min(self._max_lease, 1 + self._waiting.get(key, 0)))
         try:
             granted, wait = await self._store.take(key, size, self._rate, self._burst)
         except StateUnavailable:

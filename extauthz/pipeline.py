@@ -22,7 +22,7 @@ from typing import Protocol
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 
 from extauthz.decision import Allow, Decision, Deny
-from extauthz.hotcache import HotCache, HotEntry, request_fingerprint
+from extauthz.hotcache import HotCache, HotEntry, as_hit, request_fingerprint
 from extauthz.identity import (
     IdentityError,
     JwtVerifier,
@@ -31,6 +31,7 @@ from extauthz.identity import (
     X509Verifier,
     XfccIdentifier,
 )
+from extauthz.identitycache import IdentityCache, credential_key
 from extauthz.limits import Limiter, LocalLimiter, RateLimiter, Revocations, rate_key
 from extauthz.metrics import CHECK_SECONDS, DECISIONS, MINTS
 from extauthz.mint import Minter, MintError, MintNotRecorded
@@ -55,6 +56,7 @@ DECISION_LOG = logging.getLogger("extauthz.decision")
 # The hot path's metric children, looked up once: label resolution costs more than the lookup.
 _HIT = DECISIONS.labels("allow", "ok", "hit")
 _HIT_SECONDS = CHECK_SECONDS.labels("hit")
+_MISS_SECONDS = CHECK_SECONDS.labels("miss")
 
 BEARER = "bearer "
 NO_QUORUM = "no signing quorum"  # all a caller learns of a quorum failure
@@ -211,6 +213,7 @@ class Pipeline:
         self._audit = audit
         self._clock = clock
         self.hot = HotCache()
+        self.identities = IdentityCache()
         self._held: Deny | None = None
         self._writes: set[asyncio.Task[None]] = set()  # abandoned-mint records being written
         if audit is not None:
@@ -233,21 +236,26 @@ class Pipeline:
             return await self._answer(request, self._held or _stale())
         # The same selection feeds the key and the Rego input: a cached allow was decided on
         # exactly the headers and attributes policy would read now.
-        headers = self._engine.readable_headers(request.attributes.request.http.headers)
+        engine = self._engine
+        headers = engine.readable_headers(request.attributes.request.http.headers)
         values: tuple[object, ...] = ()
-        if self._engine.reads_request:  # a plain tuple on the hot path: a dataclass costs more
-            values = attribute_values(request, per_request=self._engine.per_request_input)
+        if engine.reads_request:  # a plain tuple on the hot path: a dataclass costs more
+            values = attribute_values(request, per_request=engine.per_request_input)
         key = request_fingerprint(request, headers, values)
         generation = self.hot.generation
         if key is not None:
             entry = self.hot.get(key, self._clock())
-            if entry is not None and self._still_good(entry.allow):
-                limited = await self._rate_limit(entry.allow.identity)
-                if limited is None:
-                    _HIT.inc()
-                    _HIT_SECONDS.observe(time.perf_counter() - started)
-                    return entry.response
-                return await self._answer(request, limited)
+            if entry is not None:
+                revocations = self._revocations
+                if not (
+                    revocations.jti_revoked(entry.jti) or revocations.subject_revoked(entry.subject)
+                ):
+                    limited = await self._rate_limit_key(entry.rate_key, entry.subject)
+                    if limited is None:
+                        _HIT.inc()
+                        _HIT_SECONDS.observe(time.perf_counter() - started)
+                        return CheckResponse.FromString(entry.response)
+                    return await self._answer(request, limited)
         attributes = NO_ATTRIBUTES
         if values:  # the dataclass's fields, in order (tests/extauthz/test_pipeline.py pins it)
             attributes = RequestAttributes(*values)  # type: ignore[arg-type]
@@ -258,16 +266,21 @@ class Pipeline:
         # as hits (its metadata says so, for Envoy's access log).
         response = to_check_response(decision, request_id=request_id)
         if isinstance(decision, Allow) and key is not None:
-            fresh_until = decision.token.expires_at - 0.1 * decision.token.lifetime
-            stored = to_check_response(dataclasses.replace(decision, cached=True))
-            self.hot.put(
-                key,
-                HotEntry(decision, stored, fresh_until),
-                generation=generation,
-                now=self._clock(),
-            )
-        CHECK_SECONDS.labels("miss").observe(time.perf_counter() - started)
+            self._keep(key, decision, response, generation)
+        _MISS_SECONDS.observe(time.perf_counter() - started)
         return response
+
+    def _keep(self, key: bytes, allow: Allow, response: CheckResponse, generation: int) -> None:
+        """Store `allow` for later hits: the response bytes and what a hit is checked against."""
+        token = allow.token
+        entry = HotEntry(
+            response=as_hit(response),
+            fresh_until=token.expires_at - 0.1 * token.lifetime,
+            jti=token.jti,
+            subject=allow.identity.subject,
+            rate_key=rate_key(allow.identity),
+        )
+        self.hot.put(key, entry, generation=generation, now=self._clock())
 
     async def _answer(self, request: CheckRequest, denial: Deny) -> CheckResponse:
         """A denial decided before the pipeline ran (starting, stale state, rate limited)."""
@@ -324,15 +337,21 @@ class Pipeline:
             method=http.method,
             context_extensions=dict(request.attributes.context_extensions),
         )
-        passed = await self._own_token(request, route)
-        if passed is not None:
-            return passed
-        try:
-            with tracing.span("extauthz.identify") as span:
-                identity = await self._identifier.identify(request)
-                tracing.annotate(span, {"keymint.identity_kind": identity.kind.value})
-        except IdentityError as exc:
-            return await self._record(Deny.unauthenticated(str(exc.reason), exc.message))
+        # A credential identified before (on another route): its identity, not verified again.
+        credential = credential_key(request)
+        identity = None if credential is None else self.identities.get(credential, self._clock())
+        if identity is None:
+            passed = await self._own_token(request, route)
+            if passed is not None:
+                return passed
+            try:
+                with tracing.span("extauthz.identify") as span:
+                    identity = await self._identifier.identify(request)
+                    tracing.annotate(span, {"keymint.identity_kind": identity.kind.value})
+            except IdentityError as exc:
+                return await self._record(Deny.unauthenticated(str(exc.reason), exc.message))
+            if credential is not None:
+                self.identities.put(credential, identity, self._clock())
         return await self._authorize_and_mint(
             AuthzRequest(identity, route, headers=dict(headers), attributes=attributes)
         )
@@ -438,6 +457,23 @@ class Pipeline:
         if allowed:
             return None
         return Deny.rate_limited("too many requests for this identity", identity, retry_after)
+
+    async def _rate_limit_key(self, key: str, subject: str) -> Deny | None:
+        """`_rate_limit` for a hot-cache hit, which holds the identity's key, not the identity."""
+        if self._rate is None:
+            return None
+        allowed, retry_after = await self._rate.allow(key)
+        if allowed:
+            return None
+        # The entry holds no Identity (it would keep the caller's evidence alive): the subject
+        # reaches the log and the audit record as the operator's detail.
+        return Deny(
+            429,
+            "rate_limited",
+            "too many requests for this identity",
+            retry_after=retry_after,
+            internal=f"subject {subject} (a cached credential)",
+        )
 
     async def _record(self, decision: Decision) -> Decision:
         """Count the decision, log it (one line, with the request id) and write a denial to the

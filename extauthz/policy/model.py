@@ -121,6 +121,13 @@ class SpiffePattern:
     def is_exact(self) -> bool:
         return not self.any_rest and "*" not in self.segments
 
+    @property
+    def literal_prefix(self) -> tuple[str, ...]:
+        """The segments before the first `*`: every ID it matches starts with them."""
+        if "*" in self.segments:
+            return self.segments[: self.segments.index("*")]
+        return self.segments
+
     def matches(self, spiffe_id: SpiffeId) -> bool:
         if spiffe_id.trust_domain != self.trust_domain:
             return False
@@ -134,6 +141,11 @@ class SpiffePattern:
         elif len(parts) != wanted:
             return False
         return all(seg in ("*", part) for seg, part in zip(self.segments, parts, strict=False))
+
+
+def wildcard_key(trust_domain: str, segments: tuple[str, ...]) -> str:
+    """`td/a/b`: a segment never holds `/`, so the key names one prefix."""
+    return "/".join((trust_domain, *segments))
 
 
 def spiffe_path_segments(path: str) -> tuple[str, ...] | None:
@@ -343,7 +355,9 @@ class Policy:
     audience_by_route_key: Mapping[str, str]
     # Binding positions by what an identity carries, so a request looks up its candidates.
     spiffe_exact: Mapping[str, tuple[int, ...]] = field(init=False)
-    spiffe_wildcard: Mapping[str, tuple[int, ...]] = field(init=False)  # by trust domain
+    # by trust domain and the literal segments before the pattern's first wildcard
+    # (`wildcard_key`): a request looks up one key per prefix of its own path, not every pattern
+    spiffe_wildcard: Mapping[str, tuple[int, ...]] = field(init=False)
     github_by_repository_id: Mapping[str, tuple[int, ...]] = field(init=False)
     github_by_owner_id: Mapping[str, tuple[int, ...]] = field(init=False)
     tokens_by_issuer: Mapping[str, tuple[int, ...]] = field(init=False)  # token_index_key
@@ -371,7 +385,12 @@ class Policy:
         spiffe_kinds = (IdentityKind.SPIFFE, IdentityKind.SPIFFE_JWT)
         if identity.kind in spiffe_kinds and identity.spiffe_id is not None:
             positions.update(self.spiffe_exact.get(str(identity.spiffe_id), ()))
-            positions.update(self.spiffe_wildcard.get(identity.spiffe_id.trust_domain, ()))
+            wildcard = self.spiffe_wildcard
+            if wildcard:
+                trust_domain = identity.spiffe_id.trust_domain
+                parts = spiffe_path_segments(identity.spiffe_id.path) or ()
+                for length in range(len(parts) + 1):
+                    positions.update(wildcard.get(wildcard_key(trust_domain, parts[:length]), ()))
         elif identity.kind is IdentityKind.GITHUB_ACTIONS:
             positions.update(
                 self.github_by_repository_id.get(identity.claims.get("repository_id", ""), ())
@@ -391,7 +410,9 @@ def _index_keys(match: Match) -> list[tuple[str, str]]:
         return [("tokens_by_issuer", match.index_key)]
     if isinstance(match, SpiffeMatch):
         return [
-            ("spiffe_exact", p.text) if p.is_exact else ("spiffe_wildcard", p.trust_domain)
+            ("spiffe_exact", p.text)
+            if p.is_exact
+            else ("spiffe_wildcard", wildcard_key(p.trust_domain, p.literal_prefix))
             for p in match.patterns
         ]
     # The most specific pin is enough to find a binding; its full match re-checks the rest.

@@ -45,7 +45,8 @@ def test_bindings_are_indexed_by_what_identities_carry() -> None:
         "spiffe://prod.test/ns/web/sa/frontend": (1,),
         "spiffe://prod.test/ns/billing/sa/api": (1,),
     }
-    assert policy.spiffe_wildcard == {"prod.test": (0, 2)}
+    # Wildcards by trust domain and the literal segments before the first `*`.
+    assert policy.spiffe_wildcard == {"prod.test/ns/web/sa": (0,), "prod.test/batch": (2,)}
     assert policy.github_by_repository_id == {"74": (3,)}
     assert policy.github_by_owner_id == {}
 
