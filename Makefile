@@ -28,7 +28,7 @@ apt:
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[all,dev]'
+	$(PY) -m pip install -q -e '.[all,dev,bench]'
 	# xds-protos ships its own, older copy of the OpenTelemetry protos under the same paths as
 	# opentelemetry-proto; whichever pip installed last wins. The exporter needs the newer ones.
 	$(PY) -m pip install -q --force-reinstall --no-deps \

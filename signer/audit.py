@@ -333,6 +333,10 @@ class AsyncAuditLog:
 
     Records that arrive while a batch is being made durable wait for the next one, so under load
     many requests share an fsync, and the event loop never blocks on the disk.
+
+    `append` hands the record to the writer thread before it returns its future, not when the
+    caller first awaits: a caller can start the record, do other work while the disk syncs (the
+    signer's guard and signing), and await it last.
     """
 
     def __init__(self, log: AuditLog) -> None:
@@ -340,32 +344,57 @@ class AsyncAuditLog:
         self._pending: list[
             tuple[str, Mapping[str, object] | None, asyncio.Future[AuditRecord]]
         ] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._writing: asyncio.Future[list[AuditRecord]] | None = None
 
-    async def append(self, event: str, data: Mapping[str, object] | None = None) -> AuditRecord:
-        _prepare(event, data)  # refuse bad records here, not inside someone else's batch
-        future: asyncio.Future[AuditRecord] = asyncio.get_running_loop().create_future()
+    def append(
+        self, event: str, data: Mapping[str, object] | None = None
+    ) -> asyncio.Future[AuditRecord]:
+        """The record's future: its AuditRecord once durable, or the AuditError that kept it
+        from being written (a record refused by `_prepare` is refused here, never inside someone
+        else's batch). Must be called from the event loop's thread."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[AuditRecord] = loop.create_future()
+        try:
+            _prepare(event, data)
+        except AuditError as exc:
+            future.set_exception(exc)
+            return future
         self._pending.append((event, data, future))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._drain())
-        return await future
+        if self._writing is None:
+            self._write_pending(loop)
+        return future
 
-    async def _drain(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending, []
-            try:
-                records = await asyncio.to_thread(
-                    self.log.append_batch, [(event, data) for event, data, _ in batch]
-                )
-            except Exception as exc:  # every waiter learns its record is not durable
-                AUDIT_WRITE_FAILURES.inc(len(batch))
-                for _, _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            for (_, _, future), record in zip(batch, records, strict=True):
+    def _write_pending(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch, self._pending = self._pending, []
+        writing = loop.run_in_executor(
+            None, self.log.append_batch, [(event, data) for event, data, _ in batch]
+        )
+        self._writing = writing
+        writing.add_done_callback(lambda done: self._written(loop, batch, done))
+
+    def _written(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        batch: list[tuple[str, Mapping[str, object] | None, asyncio.Future[AuditRecord]]],
+        done: asyncio.Future[list[AuditRecord]],
+    ) -> None:
+        self._writing = None
+        failure: BaseException | None = (
+            AuditError(f"{self.log.path}: the write was cancelled")
+            if done.cancelled()
+            else done.exception()
+        )
+        if failure is not None:  # every waiter learns its record is not durable
+            AUDIT_WRITE_FAILURES.inc(len(batch))
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(failure)
+        else:
+            for (_, _, future), record in zip(batch, done.result(), strict=True):
                 if not future.done():
                     future.set_result(record)
+        if self._pending and not loop.is_closed():
+            self._write_pending(loop)
 
 
 def _write_all(fd: int, data: bytes) -> None:

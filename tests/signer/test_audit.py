@@ -413,3 +413,44 @@ def test_async_appends_share_fsyncs_and_keep_the_chain(tmp_path: Path) -> None:
     assert sum(batches) == 200
     assert len(batches) < 200  # concurrent appends were grouped under fewer fsyncs
     assert verify_log(tmp_path / "group.jsonl").ok
+
+
+def test_async_append_starts_the_write_before_the_caller_awaits_it(tmp_path: Path) -> None:
+    """The signer starts its sign_request record, then runs the guard and signs without yielding
+    to the event loop, and awaits the record last: the disk must already be at work meanwhile."""
+    log = AuditLog(tmp_path / "early.jsonl")
+    started = threading.Event()
+    original = log.append_batch
+
+    def noting(entries):  # type: ignore[no-untyped-def]
+        started.set()
+        return original(entries)
+
+    log.append_batch = noting  # type: ignore[method-assign]
+    writer = AsyncAuditLog(log)
+
+    async def run() -> int:
+        record = writer.append("sign_request", {"request_id": "r-1"})
+        # No await between the append and this blocking wait: only a write handed to the
+        # writer thread by `append` itself can set the event.
+        assert started.wait(timeout=10), "the record was not being written before it was awaited"
+        return (await record).seq
+
+    assert asyncio.run(run()) == 1
+    log.close()
+    assert verify_log(tmp_path / "early.jsonl").ok
+
+
+def test_async_append_refuses_a_bad_record_on_its_own_future(tmp_path: Path) -> None:
+    with AuditLog(tmp_path / "refused.jsonl") as log:
+        writer = AsyncAuditLog(log)
+
+        async def run() -> None:
+            refused = writer.append("mint", {"token": "eyJx.eyJy.z"})
+            kept = writer.append("mint", {"token_ref": "sha256:00"})
+            with pytest.raises(AuditError, match="refusing a secret"):
+                await refused
+            assert (await kept).seq == 1
+
+        asyncio.run(run())
+    assert verify_log(tmp_path / "refused.jsonl").last_seq == 1
