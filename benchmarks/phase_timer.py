@@ -50,11 +50,39 @@ def _wrap(function: Callable[..., Any], label: str) -> Callable[..., Any]:
 
 def install(targets: Iterable[tuple[object, str, str]]) -> None:
     """Wrap every target and start writing the samples to KEYMINT_PHASES_FILE."""
+    if os.environ.get("KEYMINT_UVLOOP"):  # an experiment: uvloop's event loop
+        import uvloop
+
+        uvloop.install()
+    if os.environ.get("KEYMINT_SWITCH_INTERVAL"):  # an experiment: sys.setswitchinterval
+        import sys
+
+        sys.setswitchinterval(float(os.environ["KEYMINT_SWITCH_INTERVAL"]))
+    _time_gc()
     for owner, attribute, label in targets:
         setattr(owner, attribute, _wrap(getattr(owner, attribute), label))
     path = os.environ.get("KEYMINT_PHASES_FILE")
     if path:
         threading.Thread(target=_dump_forever, args=(Path(path),), daemon=True).start()
+
+
+def _time_gc() -> None:
+    """Each garbage collection's pause, under `gc gen<N>`."""
+    import gc
+
+    started = [0.0]
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            SAMPLES[f"gc gen{info['generation']} (pause)"].append(
+                (time.perf_counter() - started[0]) * 1000
+            )
+
+    gc.callbacks.append(callback)
+    if os.environ.get("KEYMINT_GC_FREEZE"):  # an experiment: gc.freeze() once started
+        threading.Timer(3.0, gc.freeze).start()
 
 
 def _dump_forever(path: Path) -> None:
@@ -88,7 +116,7 @@ def gateway_targets() -> list[tuple[object, str, str]]:
         (coordinator, "prepare_aggregate", "gw.prepare_aggregate"),
         (coordinator, "finish_aggregate", "gw.finish_aggregate (verify)"),
         (pipeline.Pipeline, "_record_mint", "gw.audit mint record (fsync)"),
-        (audit.AuditLog, "append_batch", "gw.audit append_batch (thread)"),
+        (audit.AuditLog, "_append_prepared", "gw.audit write+fsync (thread)"),
         (pipeline, "to_check_response", "gw.to_check_response"),
         (pipeline.Pipeline, "_record", "gw.record decision (log)"),
         (pipeline.HotCache, "put", "gw.hot cache put"),
@@ -109,7 +137,7 @@ def signer_targets() -> list[tuple[object, str, str]]:
         (guard.Guard, "check_async", "sg.guard check_async"),
         (service, "sign", "sg.frost sign"),
         (audit.AsyncAuditLog, "append", "sg.audit append (awaited)"),
-        (audit.AuditLog, "append_batch", "sg.audit append_batch (thread)"),
+        (audit.AuditLog, "_append_prepared", "sg.audit write+fsync (thread)"),
     ]
     try:
         import extauthz.guard_checker as checker

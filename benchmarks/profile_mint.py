@@ -7,9 +7,10 @@ processes), with the gateway and the signers timed and sampled while it runs.
 `--phases`: wall-clock timers around each step of the gateway's mint path and of a signer's Sign
 handler (benchmarks/phase_timer.py, installed into the processes at start; nothing in the
 packages knows of it): p50 and mean per step. `--py-spy DIR`: py-spy samples each process while
-the load runs (py-spy from PyPI, the `bench` extra), writes its collapsed stacks and an SVG per
-process to DIR, and prints each process's CPU per mint by function (self and inclusive). Timers
-and sampling both add cost: compare figures from the same mode, and take latencies without them.
+the load runs (py-spy from PyPI, the `bench` extra; only samples that hold the GIL, so Python's
+own CPU and not its waits), writes each process's collapsed stacks to DIR (input for flamegraph.pl
+or speedscope), and prints its CPU per mint by function (self and inclusive). Timers and sampling
+both add cost: compare figures from the same mode, and take latencies without them.
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ def summarize_stacks(path: Path, rate: int, mints: int, top: int = 14) -> list[s
     for line in path.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
         count = int(count_text)
-        frames = [_short(f) for f in stack.split(";")[1:]]  # [0] is the thread
+        frames = [_short(f) for f in stack.split(";")]
         total += count
         if frames:
             own[frames[-1]] += count
@@ -210,6 +211,7 @@ async def run(args: argparse.Namespace, directory: Path) -> None:
                         "--nonblocking",
                         "--format",
                         "raw",
+                        "--gil",  # only samples holding the GIL: Python's own CPU, not waits
                         *(["--native"] if args.native else []),
                         "-o",
                         str(out / f"{name}.txt"),

@@ -207,7 +207,11 @@ class AuditLog:
         self, entries: Sequence[tuple[str, Mapping[str, object] | None]]
     ) -> list[AuditRecord]:
         """Write several records with one fsync (group commit); all are durable on return."""
-        prepared = [_prepare(event, data) for event, data in entries]
+        return self._append_prepared([_prepare(event, data) for event, data in entries])
+
+    def _append_prepared(self, prepared: Sequence[tuple[str, dict[str, Any]]]) -> list[AuditRecord]:
+        """`append_batch` of records `_prepare` already made (AsyncAuditLog prepares each one as
+        it is appended, on the event loop, so its writer thread only chains, writes and syncs)."""
         with self._lock:
             if self._fd < 0:
                 raise AuditError(f"{self.path}: closed")
@@ -341,9 +345,7 @@ class AsyncAuditLog:
 
     def __init__(self, log: AuditLog) -> None:
         self.log = log
-        self._pending: list[
-            tuple[str, Mapping[str, object] | None, asyncio.Future[AuditRecord]]
-        ] = []
+        self._pending: list[tuple[tuple[str, dict[str, Any]], asyncio.Future[AuditRecord]]] = []
         self._writing: asyncio.Future[list[AuditRecord]] | None = None
 
     def append(
@@ -355,11 +357,11 @@ class AsyncAuditLog:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[AuditRecord] = loop.create_future()
         try:
-            _prepare(event, data)
+            prepared = _prepare(event, data)
         except AuditError as exc:
             future.set_exception(exc)
             return future
-        self._pending.append((event, data, future))
+        self._pending.append((prepared, future))
         if self._writing is None:
             self._write_pending(loop)
         return future
@@ -367,7 +369,7 @@ class AsyncAuditLog:
     def _write_pending(self, loop: asyncio.AbstractEventLoop) -> None:
         batch, self._pending = self._pending, []
         writing = loop.run_in_executor(
-            None, self.log.append_batch, [(event, data) for event, data, _ in batch]
+            None, self.log._append_prepared, [prepared for prepared, _ in batch]
         )
         self._writing = writing
         writing.add_done_callback(lambda done: self._written(loop, batch, done))
@@ -375,7 +377,7 @@ class AsyncAuditLog:
     def _written(
         self,
         loop: asyncio.AbstractEventLoop,
-        batch: list[tuple[str, Mapping[str, object] | None, asyncio.Future[AuditRecord]]],
+        batch: list[tuple[tuple[str, dict[str, Any]], asyncio.Future[AuditRecord]]],
         done: asyncio.Future[list[AuditRecord]],
     ) -> None:
         self._writing = None
@@ -386,11 +388,11 @@ class AsyncAuditLog:
         )
         if failure is not None:  # every waiter learns its record is not durable
             AUDIT_WRITE_FAILURES.inc(len(batch))
-            for _, _, future in batch:
+            for _, future in batch:
                 if not future.done():
                     future.set_exception(failure)
         else:
-            for (_, _, future), record in zip(batch, done.result(), strict=True):
+            for (_, future), record in zip(batch, done.result(), strict=True):
                 if not future.done():
                     future.set_result(record)
         if self._pending and not loop.is_closed():

@@ -392,13 +392,13 @@ def test_async_appends_share_fsyncs_and_keep_the_chain(tmp_path: Path) -> None:
 
     log = AuditLog(tmp_path / "group.jsonl")
     batches: list[int] = []
-    original = log.append_batch
+    original = log._append_prepared  # what the writer thread runs: one fsync per call
 
     def counting(entries):  # type: ignore[no-untyped-def]
         batches.append(len(entries))
         return original(entries)
 
-    log.append_batch = counting  # type: ignore[method-assign]
+    log._append_prepared = counting  # type: ignore[method-assign]
     writer = AsyncAuditLog(log)
 
     async def run() -> list[int]:
@@ -420,13 +420,13 @@ def test_async_append_starts_the_write_before_the_caller_awaits_it(tmp_path: Pat
     to the event loop, and awaits the record last: the disk must already be at work meanwhile."""
     log = AuditLog(tmp_path / "early.jsonl")
     started = threading.Event()
-    original = log.append_batch
+    original = log._append_prepared  # what the writer thread runs
 
     def noting(entries):  # type: ignore[no-untyped-def]
         started.set()
         return original(entries)
 
-    log.append_batch = noting  # type: ignore[method-assign]
+    log._append_prepared = noting  # type: ignore[method-assign]
     writer = AsyncAuditLog(log)
 
     async def run() -> int:
