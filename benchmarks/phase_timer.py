@@ -60,7 +60,8 @@ def install(targets: Iterable[tuple[object, str, str]]) -> None:
         sys.setswitchinterval(float(os.environ["KEYMINT_SWITCH_INTERVAL"]))
     _time_gc()
     for owner, attribute, label in targets:
-        setattr(owner, attribute, _wrap(getattr(owner, attribute), label))
+        if hasattr(owner, attribute):  # an older tree may lack one (a baseline run)
+            setattr(owner, attribute, _wrap(getattr(owner, attribute), label))
     path = os.environ.get("KEYMINT_PHASES_FILE")
     if path:
         threading.Thread(target=_dump_forever, args=(Path(path),), daemon=True).start()
@@ -117,6 +118,7 @@ def gateway_targets() -> list[tuple[object, str, str]]:
         (coordinator, "finish_aggregate", "gw.finish_aggregate (verify)"),
         (pipeline.Pipeline, "_record_mint", "gw.audit mint record (fsync)"),
         (audit.AuditLog, "_append_prepared", "gw.audit write+fsync (thread)"),
+        (audit.AuditLog, "append_batch", "gw.audit append_batch (thread)"),
         (pipeline, "to_check_response", "gw.to_check_response"),
         (pipeline.Pipeline, "_record", "gw.record decision (log)"),
         (pipeline.HotCache, "put", "gw.hot cache put"),
@@ -138,6 +140,7 @@ def signer_targets() -> list[tuple[object, str, str]]:
         (service, "sign", "sg.frost sign"),
         (audit.AsyncAuditLog, "append", "sg.audit append (awaited)"),
         (audit.AuditLog, "_append_prepared", "sg.audit write+fsync (thread)"),
+        (audit.AuditLog, "append_batch", "sg.audit append_batch (thread)"),
     ]
     try:
         import extauthz.guard_checker as checker
