@@ -346,7 +346,7 @@ class AsyncAuditLog:
     def __init__(self, log: AuditLog) -> None:
         self.log = log
         self._pending: list[tuple[tuple[str, dict[str, Any]], asyncio.Future[AuditRecord]]] = []
-        self._writing: asyncio.Future[list[AuditRecord]] | None = None
+        self._writing = False
 
     def append(
         self, event: str, data: Mapping[str, object] | None = None
@@ -362,40 +362,49 @@ class AsyncAuditLog:
             future.set_exception(exc)
             return future
         self._pending.append((prepared, future))
-        if self._writing is None:
+        if not self._writing:
             self._write_pending(loop)
         return future
 
     def _write_pending(self, loop: asyncio.AbstractEventLoop) -> None:
         batch, self._pending = self._pending, []
-        writing = loop.run_in_executor(
-            None, self.log._append_prepared, [prepared for prepared, _ in batch]
-        )
-        self._writing = writing
-        writing.add_done_callback(lambda done: self._written(loop, batch, done))
+        self._writing = True
+        # The thread reports back itself (`_write_batch`): the waiters wake one pass of the
+        # event loop after the fsync, not three (an executor future, its callback, then theirs).
+        loop.run_in_executor(None, self._write_batch, loop, batch)
+
+    def _write_batch(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        batch: list[tuple[tuple[str, dict[str, Any]], asyncio.Future[AuditRecord]]],
+    ) -> None:
+        """In the writer thread: chain, write and sync the batch, then hand the outcome to the
+        event loop."""
+        outcome: list[AuditRecord] | BaseException
+        try:
+            outcome = self.log._append_prepared([prepared for prepared, _ in batch])
+        except BaseException as exc:  # every waiter learns it, on the loop
+            outcome = exc
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
+            loop.call_soon_threadsafe(self._written, loop, batch, outcome)
 
     def _written(
         self,
         loop: asyncio.AbstractEventLoop,
         batch: list[tuple[tuple[str, dict[str, Any]], asyncio.Future[AuditRecord]]],
-        done: asyncio.Future[list[AuditRecord]],
+        outcome: list[AuditRecord] | BaseException,
     ) -> None:
-        self._writing = None
-        failure: BaseException | None = (
-            AuditError(f"{self.log.path}: the write was cancelled")
-            if done.cancelled()
-            else done.exception()
-        )
-        if failure is not None:  # every waiter learns its record is not durable
+        self._writing = False
+        if isinstance(outcome, BaseException):  # every waiter learns its record is not durable
             AUDIT_WRITE_FAILURES.inc(len(batch))
             for _, future in batch:
                 if not future.done():
-                    future.set_exception(failure)
+                    future.set_exception(outcome)
         else:
-            for (_, future), record in zip(batch, done.result(), strict=True):
+            for (_, future), record in zip(batch, outcome, strict=True):
                 if not future.done():
                     future.set_result(record)
-        if self._pending and not loop.is_closed():
+        if self._pending:
             self._write_pending(loop)
 
 
