@@ -346,7 +346,7 @@ class AsyncAuditLog:
     def __init__(self, log: AuditLog) -> None:
         self.log = log
         self._pending: list[tuple[tuple[str, dict[str, Any]], asyncio.Future[AuditRecord]]] = []
-        self._writing = False
+        self._writing: asyncio.AbstractEventLoop | None = None  # the loop a write reports to
 
     def append(
         self, event: str, data: Mapping[str, object] | None = None
@@ -362,13 +362,15 @@ class AsyncAuditLog:
             future.set_exception(exc)
             return future
         self._pending.append((prepared, future))
-        if not self._writing:
+        if self._writing is not None and self._writing.is_closed():
+            self._writing = None  # its report can never arrive; the log's lock orders the writes
+        if self._writing is None:
             self._write_pending(loop)
         return future
 
     def _write_pending(self, loop: asyncio.AbstractEventLoop) -> None:
         batch, self._pending = self._pending, []
-        self._writing = True
+        self._writing = loop
         # The thread reports back itself (`_write_batch`): the waiters wake one pass of the
         # event loop after the fsync, not three (an executor future, its callback, then theirs).
         loop.run_in_executor(None, self._write_batch, loop, batch)
@@ -394,7 +396,7 @@ class AsyncAuditLog:
         batch: list[tuple[tuple[str, dict[str, Any]], asyncio.Future[AuditRecord]]],
         outcome: list[AuditRecord] | BaseException,
     ) -> None:
-        self._writing = False
+        self._writing = None
         if isinstance(outcome, BaseException):  # every waiter learns its record is not durable
             AUDIT_WRITE_FAILURES.inc(len(batch))
             for _, future in batch:

@@ -454,3 +454,33 @@ def test_async_append_refuses_a_bad_record_on_its_own_future(tmp_path: Path) -> 
 
         asyncio.run(run())
     assert verify_log(tmp_path / "refused.jsonl").last_seq == 1
+
+
+def test_async_log_outlives_an_event_loop_closed_during_a_write(tmp_path: Path) -> None:
+    """A loop that closes with a write in flight never hears its outcome; the next loop's
+    appends are written all the same."""
+    log = AuditLog(tmp_path / "loops.jsonl")
+    writer = AsyncAuditLog(log)
+    release = threading.Event()
+    original = log._append_prepared
+
+    def slow(entries):  # type: ignore[no-untyped-def]
+        release.wait(timeout=10)
+        return original(entries)
+
+    log._append_prepared = slow  # type: ignore[method-assign]
+    loop = asyncio.new_event_loop()
+
+    async def start_one() -> None:
+        writer.append("mint", {"n": 1})  # in flight when its loop closes
+
+    loop.run_until_complete(start_one())
+    loop.close()
+    release.set()
+
+    async def second() -> int:
+        return (await asyncio.wait_for(writer.append("mint", {"n": 2}), timeout=10)).seq
+
+    assert asyncio.run(second()) == 2
+    log.close()
+    assert verify_log(tmp_path / "loops.jsonl").last_seq == 2
