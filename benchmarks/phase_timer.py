@@ -1,9 +1,11 @@
 """Wall-clock timers around named functions of a running gateway or signer, for profile_mint.py.
 
 `install(targets)` wraps each `(owner, attribute, label)` so every call's duration is kept (in
-milliseconds) under its label; a thread writes every label's samples as JSON to
-`KEYMINT_PHASES_FILE` twice a second. Benchmark tooling only: nothing in `signer` or `extauthz`
-imports it.
+milliseconds) under its label, and times every garbage collection; a thread writes every label's
+samples as JSON to `PHASE_TIMER_FILE` twice a second. Benchmark tooling only: nothing in `signer`
+or `extauthz` imports it. Experiments, each off unless its variable is set: `PHASE_TIMER_UVLOOP`
+(run the process on uvloop, which must be installed), `PHASE_TIMER_SWITCH_INTERVAL` (seconds, for
+`sys.setswitchinterval`), `PHASE_TIMER_GC_FREEZE` (`gc.freeze()` three seconds after start).
 """
 
 from __future__ import annotations
@@ -49,20 +51,20 @@ def _wrap(function: Callable[..., Any], label: str) -> Callable[..., Any]:
 
 
 def install(targets: Iterable[tuple[object, str, str]]) -> None:
-    """Wrap every target and start writing the samples to KEYMINT_PHASES_FILE."""
-    if os.environ.get("KEYMINT_UVLOOP"):  # an experiment: uvloop's event loop
+    """Wrap every target and start writing the samples to PHASE_TIMER_FILE."""
+    if os.environ.get("PHASE_TIMER_UVLOOP"):  # an experiment: uvloop's event loop
         import uvloop
 
         uvloop.install()
-    if os.environ.get("KEYMINT_SWITCH_INTERVAL"):  # an experiment: sys.setswitchinterval
+    if os.environ.get("PHASE_TIMER_SWITCH_INTERVAL"):  # an experiment: sys.setswitchinterval
         import sys
 
-        sys.setswitchinterval(float(os.environ["KEYMINT_SWITCH_INTERVAL"]))
+        sys.setswitchinterval(float(os.environ["PHASE_TIMER_SWITCH_INTERVAL"]))
     _time_gc()
     for owner, attribute, label in targets:
         if hasattr(owner, attribute):  # an older tree may lack one (a baseline run)
             setattr(owner, attribute, _wrap(getattr(owner, attribute), label))
-    path = os.environ.get("KEYMINT_PHASES_FILE")
+    path = os.environ.get("PHASE_TIMER_FILE")
     if path:
         threading.Thread(target=_dump_forever, args=(Path(path),), daemon=True).start()
 
@@ -82,7 +84,7 @@ def _time_gc() -> None:
             )
 
     gc.callbacks.append(callback)
-    if os.environ.get("KEYMINT_GC_FREEZE"):  # an experiment: gc.freeze() once started
+    if os.environ.get("PHASE_TIMER_GC_FREEZE"):  # an experiment: gc.freeze() once started
         threading.Timer(3.0, gc.freeze).start()
 
 

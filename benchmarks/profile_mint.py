@@ -169,7 +169,7 @@ async def run(args: argparse.Namespace, directory: Path) -> None:
         if args.phases:
             process.module = "benchmarks.profile_signer"
             files[f"signer-{identifier}"] = directory / f"phases-signer-{identifier}.json"
-            process.env["KEYMINT_PHASES_FILE"] = str(files[f"signer-{identifier}"])
+            process.env["PHASE_TIMER_FILE"] = str(files[f"signer-{identifier}"])
     await asyncio.to_thread(cluster.start)
     assert cluster.package is not None
     gateway_env = {
@@ -179,7 +179,7 @@ async def run(args: argparse.Namespace, directory: Path) -> None:
     }
     if args.phases:
         files["gateway"] = directory / "phases-gateway.json"
-        gateway_env["KEYMINT_PHASES_FILE"] = str(files["gateway"])
+        gateway_env["PHASE_TIMER_FILE"] = str(files["gateway"])
     code = TIMED_GATEWAY if args.phases else GATEWAY_SERVER
     gateway, port = await asyncio.to_thread(start_server, code, gateway_env)
     processes = {"gateway": gateway.pid} | {
