@@ -121,6 +121,20 @@ bench-scale: setup
 bench-report: setup
 	$(PY) benchmarks/report.py
 
+# Where a new credential's milliseconds go (docs/performance-mint.md): bench-check's new-credential
+# load with wall-clock timers around each step in the gateway and the signers, then with py-spy
+# sampling each process (collapsed stacks in PROFILE_DIR). compare-mint runs the same load against
+# BASELINE (another checkout) and this tree side by side and prints their ratio.
+.PHONY: profile-mint compare-mint
+PROFILE_DIR ?= /tmp/keymint-profile
+profile-mint: setup
+	$(PY) benchmarks/profile_mint.py --phases
+	$(PY) benchmarks/profile_mint.py --py-spy $(PROFILE_DIR)
+
+compare-mint: setup
+	test -n "$(BASELINE)" || { echo "usage: make compare-mint BASELINE=<another checkout>"; exit 2; }
+	$(PY) benchmarks/compare_mint.py --baseline $(BASELINE)
+
 # Coverage-guided fuzzing (atheris) of every parser a caller, a gateway or a ceremony driver
 # reaches: FUZZ_RUNS iterations per target, FUZZ_JOBS targets at once, from the seeds in
 # fuzz/seeds/. The last line is JSON: {"targets": {name: {"iterations": N, "crashes": C}}}.

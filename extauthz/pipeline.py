@@ -16,7 +16,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
@@ -182,7 +182,7 @@ def attribute_values(request: CheckRequest, *, per_request: bool) -> tuple[objec
 
 
 class AuditWriter(Protocol):
-    async def append(self, event: str, data: Mapping[str, object] | None = None) -> object: ...
+    def append(self, event: str, data: Mapping[str, object] | None = None) -> Awaitable[object]: ...
 
 
 class Pipeline:

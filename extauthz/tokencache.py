@@ -94,7 +94,9 @@ class TokenCache:
         What a shared backend returns is another process's word: the minter checks each token
         against the caller before serving it (extauthz.mint)."""
         self._shared = shared
-        self._backend = backend or SimpleMemoryCache(serializer=NullSerializer())
+        # No timeout on the in-memory backend: it cannot hang, and aiocache's timeout wraps every
+        # call in `asyncio.wait_for` (a task and a trip through the event loop per get and set).
+        self._backend = backend or SimpleMemoryCache(serializer=NullSerializer(), timeout=0)
 
     @property
     def shared(self) -> bool:

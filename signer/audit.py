@@ -207,7 +207,11 @@ class AuditLog:
         self, entries: Sequence[tuple[str, Mapping[str, object] | None]]
     ) -> list[AuditRecord]:
         """Write several records with one fsync (group commit); all are durable on return."""
-        prepared = [_prepare(event, data) for event, data in entries]
+        return self._append_prepared([_prepare(event, data) for event, data in entries])
+
+    def _append_prepared(self, prepared: Sequence[tuple[str, dict[str, Any]]]) -> list[AuditRecord]:
+        """`append_batch` of records `_prepare` already made (AsyncAuditLog prepares each one as
+        it is appended, on the event loop, so its writer thread only chains, writes and syncs)."""
         with self._lock:
             if self._fd < 0:
                 raise AuditError(f"{self.path}: closed")
@@ -333,39 +337,77 @@ class AsyncAuditLog:
 
     Records that arrive while a batch is being made durable wait for the next one, so under load
     many requests share an fsync, and the event loop never blocks on the disk.
+
+    `append` hands the record to the writer thread before it returns its future, not when the
+    caller first awaits: a caller can start the record, do other work while the disk syncs (the
+    signer's guard and signing), and await it last.
     """
 
     def __init__(self, log: AuditLog) -> None:
         self.log = log
-        self._pending: list[
-            tuple[str, Mapping[str, object] | None, asyncio.Future[AuditRecord]]
-        ] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._pending: list[tuple[tuple[str, dict[str, Any]], asyncio.Future[AuditRecord]]] = []
+        self._writing: asyncio.AbstractEventLoop | None = None  # the loop a write reports to
 
-    async def append(self, event: str, data: Mapping[str, object] | None = None) -> AuditRecord:
-        _prepare(event, data)  # refuse bad records here, not inside someone else's batch
-        future: asyncio.Future[AuditRecord] = asyncio.get_running_loop().create_future()
-        self._pending.append((event, data, future))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._drain())
-        return await future
+    def append(
+        self, event: str, data: Mapping[str, object] | None = None
+    ) -> asyncio.Future[AuditRecord]:
+        """The record's future: its AuditRecord once durable, or the AuditError that kept it
+        from being written (a record refused by `_prepare` is refused here, never inside someone
+        else's batch). Must be called from the event loop's thread."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[AuditRecord] = loop.create_future()
+        try:
+            prepared = _prepare(event, data)
+        except AuditError as exc:
+            future.set_exception(exc)
+            return future
+        self._pending.append((prepared, future))
+        if self._writing is not None and self._writing.is_closed():
+            self._writing = None  # its report can never arrive; the log's lock orders the writes
+        if self._writing is None:
+            self._write_pending(loop)
+        return future
 
-    async def _drain(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending, []
-            try:
-                records = await asyncio.to_thread(
-                    self.log.append_batch, [(event, data) for event, data, _ in batch]
-                )
-            except Exception as exc:  # every waiter learns its record is not durable
-                AUDIT_WRITE_FAILURES.inc(len(batch))
-                for _, _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            for (_, _, future), record in zip(batch, records, strict=True):
+    def _write_pending(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch, self._pending = self._pending, []
+        self._writing = loop
+        # The thread reports back itself (`_write_batch`): the waiters wake one pass of the
+        # event loop after the fsync, not three (an executor future, its callback, then theirs).
+        loop.run_in_executor(None, self._write_batch, loop, batch)
+
+    def _write_batch(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        batch: list[tuple[tuple[str, dict[str, Any]], asyncio.Future[AuditRecord]]],
+    ) -> None:
+        """In the writer thread: chain, write and sync the batch, then hand the outcome to the
+        event loop."""
+        outcome: list[AuditRecord] | BaseException
+        try:
+            outcome = self.log._append_prepared([prepared for prepared, _ in batch])
+        except BaseException as exc:  # every waiter learns it, on the loop
+            outcome = exc
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
+            loop.call_soon_threadsafe(self._written, loop, batch, outcome)
+
+    def _written(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        batch: list[tuple[tuple[str, dict[str, Any]], asyncio.Future[AuditRecord]]],
+        outcome: list[AuditRecord] | BaseException,
+    ) -> None:
+        self._writing = None
+        if isinstance(outcome, BaseException):  # every waiter learns its record is not durable
+            AUDIT_WRITE_FAILURES.inc(len(batch))
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(outcome)
+        else:
+            for (_, future), record in zip(batch, outcome, strict=True):
                 if not future.done():
                     future.set_result(record)
+        if self._pending:
+            self._write_pending(loop)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -15,7 +15,7 @@ import asyncio
 import hashlib
 import logging
 import os
-from collections.abc import Collection
+from collections.abc import Awaitable, Collection
 from typing import Protocol
 
 import grpc
@@ -52,7 +52,10 @@ class MessageGuard(Protocol):
 
 
 class AuditSink(Protocol):
-    async def append(self, event: str, data: dict[str, object]) -> object: ...
+    """The signer's audit log (`signer.audit.AsyncAuditLog`): `append` may start the write
+    before its result is awaited, so the record can become durable while the guard runs."""
+
+    def append(self, event: str, data: dict[str, object]) -> Awaitable[object]: ...
 
 
 class SignerService(signer_pb2_grpc.SignerServicer):

@@ -12,8 +12,11 @@ The rules:
 - stale-if-unreachable: when the issuer cannot be reached (or answers nonsense), the last keys
   keep working for `serve_stale_seconds` past their freshness, then `issuer_unreachable`.
 
-The record lives in an aiocache cache (in memory by default; Redis to share it between replicas).
-Freshness is computed from the injected clock, not the cache's TTL, so it is exact under test.
+The record lives in this process (by default) or in an aiocache cache given to share it between
+replicas (Redis). Freshness is computed from the injected clock, not the cache's TTL, so it is exact
+under test. A process-local record is read with no cache call at all: a verification on the
+request path then never yields to the event loop for its keys (aiocache wraps every call in
+`asyncio.wait_for`, which schedules a task).
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
-from aiocache import SimpleMemoryCache
 
 from extauthz.identity._http import (
     FetchError,
@@ -132,7 +134,7 @@ class JwksCache:
         issuer: str,
         *,
         session: aiohttp.ClientSession,
-        cache: Any | None = None,  # an aiocache BaseCache; SimpleMemoryCache when None
+        cache: Any | None = None,  # an aiocache BaseCache to share; None: this process only
         settings: JwksSettings | None = None,
         clock: Clock = time.time,
         algorithms: Collection[str] = ("RS256",),
@@ -149,7 +151,7 @@ class JwksCache:
             else require_url(jwks_uri, allow_http=self._settings.insecure_allow_http)
         )
         self._session = session
-        self._cache = cache if cache is not None else SimpleMemoryCache()
+        self._cache = cache
         self._cache_key = f"keymint:jwks:{issuer}"
         self._clock = clock
         self._last_fetch_at: float | None = None
@@ -284,6 +286,8 @@ class JwksCache:
     # The cache is an optimisation: if it fails, fall through to the local copy and the issuer.
     # Its backends raise their own error types (Redis, sockets), hence the broad excepts.
     async def _read(self) -> _KeySetRecord | None:
+        if self._cache is None:
+            return self._local
         try:
             text = await self._cache.get(self._cache_key)
             if text is not None:
@@ -294,6 +298,8 @@ class JwksCache:
 
     async def _write(self, record: _KeySetRecord) -> None:
         self._local = record
+        if self._cache is None:
+            return
         try:
             await self._cache.set(self._cache_key, record.dumps())
         except Exception:

@@ -392,13 +392,13 @@ def test_async_appends_share_fsyncs_and_keep_the_chain(tmp_path: Path) -> None:
 
     log = AuditLog(tmp_path / "group.jsonl")
     batches: list[int] = []
-    original = log.append_batch
+    original = log._append_prepared  # what the writer thread runs: one fsync per call
 
     def counting(entries):  # type: ignore[no-untyped-def]
         batches.append(len(entries))
         return original(entries)
 
-    log.append_batch = counting  # type: ignore[method-assign]
+    log._append_prepared = counting  # type: ignore[method-assign]
     writer = AsyncAuditLog(log)
 
     async def run() -> list[int]:
@@ -413,3 +413,74 @@ def test_async_appends_share_fsyncs_and_keep_the_chain(tmp_path: Path) -> None:
     assert sum(batches) == 200
     assert len(batches) < 200  # concurrent appends were grouped under fewer fsyncs
     assert verify_log(tmp_path / "group.jsonl").ok
+
+
+def test_async_append_starts_the_write_before_the_caller_awaits_it(tmp_path: Path) -> None:
+    """The signer starts its sign_request record, then runs the guard and signs without yielding
+    to the event loop, and awaits the record last: the disk must already be at work meanwhile."""
+    log = AuditLog(tmp_path / "early.jsonl")
+    started = threading.Event()
+    original = log._append_prepared  # what the writer thread runs
+
+    def noting(entries):  # type: ignore[no-untyped-def]
+        started.set()
+        return original(entries)
+
+    log._append_prepared = noting  # type: ignore[method-assign]
+    writer = AsyncAuditLog(log)
+
+    async def run() -> int:
+        record = writer.append("sign_request", {"request_id": "r-1"})
+        # No await between the append and this blocking wait: only a write handed to the
+        # writer thread by `append` itself can set the event.
+        assert started.wait(timeout=10), "the record was not being written before it was awaited"
+        return (await record).seq
+
+    assert asyncio.run(run()) == 1
+    log.close()
+    assert verify_log(tmp_path / "early.jsonl").ok
+
+
+def test_async_append_refuses_a_bad_record_on_its_own_future(tmp_path: Path) -> None:
+    with AuditLog(tmp_path / "refused.jsonl") as log:
+        writer = AsyncAuditLog(log)
+
+        async def run() -> None:
+            refused = writer.append("mint", {"token": "eyJx.eyJy.z"})
+            kept = writer.append("mint", {"token_ref": "sha256:00"})
+            with pytest.raises(AuditError, match="refusing a secret"):
+                await refused
+            assert (await kept).seq == 1
+
+        asyncio.run(run())
+    assert verify_log(tmp_path / "refused.jsonl").last_seq == 1
+
+
+def test_async_log_outlives_an_event_loop_closed_during_a_write(tmp_path: Path) -> None:
+    """A loop that closes with a write in flight never hears its outcome; the next loop's
+    appends are written all the same."""
+    log = AuditLog(tmp_path / "loops.jsonl")
+    writer = AsyncAuditLog(log)
+    release = threading.Event()
+    original = log._append_prepared
+
+    def slow(entries):  # type: ignore[no-untyped-def]
+        release.wait(timeout=10)
+        return original(entries)
+
+    log._append_prepared = slow  # type: ignore[method-assign]
+    loop = asyncio.new_event_loop()
+
+    async def start_one() -> None:
+        writer.append("mint", {"n": 1})  # in flight when its loop closes
+
+    loop.run_until_complete(start_one())
+    loop.close()
+    release.set()
+
+    async def second() -> int:
+        return (await asyncio.wait_for(writer.append("mint", {"n": 2}), timeout=10)).seq
+
+    assert asyncio.run(second()) == 2
+    log.close()
+    assert verify_log(tmp_path / "loops.jsonl").last_seq == 2

@@ -39,6 +39,24 @@ def test_cache_hit_needs_no_fetch(run: Run, jwks: JwksCache, issuer: LocalOidcIs
     assert first.public_numbers() == issuer.signing_key.private_key.public_key().public_numbers()
 
 
+def test_fresh_keys_held_in_this_process_are_read_without_yielding(
+    run: Run, jwks: JwksCache, issuer: LocalOidcIssuer
+) -> None:
+    """A new credential's verification waits for nothing once the keys are fresh: on a busy
+    event loop, each yield queues the request behind every other ready callback."""
+
+    async def read() -> list[str]:
+        await jwks.signing_key("key-1")  # the one fetch
+        others: list[str] = []
+        asyncio.get_running_loop().call_soon(others.append, "ran")
+        for _ in range(5):
+            await jwks.signing_key("key-1")
+        return list(others)  # as it stood when the reads were done
+
+    assert run(read()) == []
+    assert issuer.served == {"discovery": 1, "jwks": 1}
+
+
 def test_concurrent_cold_misses_share_one_fetch(
     run: Run, jwks: JwksCache, issuer: LocalOidcIssuer
 ) -> None:
