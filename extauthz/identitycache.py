@@ -47,7 +47,9 @@ class IdentityCache:
             return
         self._entries[key] = (identity, until)
         self._entries.move_to_end(key)
-        while len(self._entries) > self._max:
+        # Oldest first: expired entries go whenever one is stored, so a credential seen once (a
+        # CI step's token) does not stay until the bound pushes it out (the soak found it).
+        while len(self._entries) > self._max or next(iter(self._entries.values()))[1] <= now:
             self._entries.popitem(last=False)
 
     def __len__(self) -> int:

@@ -163,3 +163,16 @@ def test_the_cache_is_bounded_oldest_first() -> None:
         True,
         True,
     ]
+
+
+def test_expired_entries_go_when_another_is_stored() -> None:
+    """A credential seen once (a CI step's token) does not stay until the bound pushes it out."""
+    cache = IdentityCache(max_entries=100, max_seconds=60.0)
+    for i in range(10):
+        cache.put(f"step-{i}".encode(), identity(expires_at=5000), now=1000.0 + i)
+    assert len(cache) == 10
+
+    cache.put(b"later", identity(expires_at=5000), now=1065.0)  # steps 0 to 5 expired at 1060-5
+
+    assert len(cache) == 5  # steps 6 to 9 (expiring at 1066-9) and the new one
+    assert cache.get(b"step-6", now=1065.0) is not None

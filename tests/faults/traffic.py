@@ -65,9 +65,17 @@ class Outcome:
 
 
 class Traffic:
-    def __init__(self, stack: FaultStack, rates: Rates | None = None, seen_callers: int = 8):
+    def __init__(
+        self,
+        stack: FaultStack,
+        rates: Rates | None = None,
+        seen_callers: int = 8,
+        token_lifetime: int | None = None,
+    ):
+        """`token_lifetime`: exp - iat of the CI tokens (the issuer's 300 s when None)."""
         self._stack = stack
         self.rates = rates or Rates()
+        self._token_lifetime = token_lifetime
         self._svids = [stack.svid(f"/ns/shop/sa/caller-{i}") for i in range(seen_callers)]
         self._contexts: list[ssl.SSLContext] = []
         self._plain = self._context(None)
@@ -162,8 +170,14 @@ class Traffic:
             "seen", "GET", "/orders/v1/orders", context=self._contexts[index], read=_forwarded
         )
 
+    def _ci_token(self) -> str:
+        claims: dict[str, object] = {"jti": str(uuid.uuid4())}
+        if self._token_lifetime is not None:
+            claims["exp"] = int(time.time()) + self._token_lifetime
+        return self._stack.issuer.mint(claims)
+
     async def _ci(self) -> Outcome:
-        token = self._stack.issuer.mint({"jti": str(uuid.uuid4())})
+        token = self._ci_token()
         return await self._call(
             "ci",
             "GET",
@@ -173,7 +187,7 @@ class Traffic:
         )
 
     async def _exchange(self) -> Outcome:
-        token = self._stack.issuer.mint({"jti": str(uuid.uuid4())})
+        token = self._ci_token()
         return await self._call(
             "exchange", "POST", "/token", data=exchange_form(token), read=_access_token
         )
