@@ -57,8 +57,9 @@ class MintNotRecorded(ExtAuthzError):
 
 
 MintRecorder = Callable[[AuthzRequest, Grant, "MintedToken"], Awaitable[object]]
-# (jti, why): signers were asked to sign this jti and the mint gave up (deadline, no quorum, the
-# caller gone). Called synchronously, also from a cancelled task: the recorder schedules its write.
+# (jti, why): the signers may have been asked to sign this jti, and the mint gave up (a deadline,
+# no quorum, the caller gone). Called synchronously, also from a cancelled task: the recorder
+# schedules its write.
 AbandonRecorder = Callable[[str, str], None]
 
 
@@ -122,8 +123,8 @@ class Minter:
     ) -> None:
         """Make each fresh token durable through `recorder` before it is released; an exception
         from it keeps the token from everyone (`MintNotRecorded`). `abandoned` hears of each jti
-        the signers were asked to sign when the mint then gave up, so that a signature in the
-        signers' logs with no token in the gateway's can be told apart from one kept quiet."""
+        the signers may have been asked to sign when the mint then gave up, so that a signature
+        in the signers' logs with no token in the gateway's can be told from one kept quiet."""
         self._record = recorder
         self._abandoned = abandoned
 

@@ -527,8 +527,9 @@ class Pipeline:
         )
 
     def _record_abandoned(self, jti: str, why: str) -> None:
-        """The signers were asked to sign `jti` and the mint gave up: say so in the audit log, so
-        reconciliation can tell this signature from one a gateway kept (`mint_abandoned`)."""
+        """The signers may have been asked to sign `jti`, and the mint gave up: say so in the audit
+        log, so reconciliation can tell such a signature from one a gateway kept
+        (`mint_abandoned`)."""
         request_id = current_request_id()
         data = {**({"request_id": request_id} if request_id else {}), "jti": jti, "why": why}
         task = asyncio.get_running_loop().create_task(self._write("mint_abandoned", data))
