@@ -10,6 +10,7 @@ import pytest
 
 from extauthz.policy import PolicyError, load_policy_file, parse_policy
 from extauthz.policy.loader import compile_policy
+from extauthz.policy.model import GithubMatch
 from tests.extauthz.policy import DEPLOY, ORDERS, policy_document
 
 Edit = Callable[[dict[str, Any]], None]
@@ -310,4 +311,11 @@ def test_issuer_must_be_https() -> None:
 def test_claim_rules_accept_alternatives_and_exact_escape() -> None:
     document = policy_document()
     github_claims(document)["event_name"] = ["push", "exact:glob:literally"]
-    compile_policy(document)
+    match = compile_policy(document).bindings[3].match
+    assert isinstance(match, GithubMatch)
+    (event,) = [c for c in match.conditions if c.claim == "event_name"]
+    assert [event.matches({"event_name": v}) for v in ("push", "glob:literally", "pull")] == [
+        True,
+        True,
+        False,
+    ]
