@@ -119,13 +119,20 @@ class GatewayProcess:
         except OSError:
             return 0, {}
 
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        """The gateway listens before it is ready (extauthz.startup): wait for /readyz's 200."""
+    def wait_ready(self, timeout: float = 30.0, *, in_a_row: int = 1) -> None:
+        """The gateway listens before it is ready (extauthz.startup): wait for /readyz's 200,
+        `in_a_row` times on as many connections. With `--workers N` each connection reaches a
+        worker the kernel picks, and each worker becomes ready on its own: 16 in a row all land
+        on one worker once in 2**15 tries."""
         deadline = time.monotonic() + timeout
+        seen = 0
         while time.monotonic() < deadline:
             status, document = self.readiness()
-            if status == 200:
+            seen = seen + 1 if status == 200 else 0
+            if seen >= in_a_row:
                 return
+            if status == 200:
+                continue
             if not self.alive():
                 raise RuntimeError(f"gateway exited: see {self.log}")
             time.sleep(0.05)

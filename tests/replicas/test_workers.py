@@ -130,6 +130,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkersStack]:
     )
     try:
         gateway.start()
+        gateway.wait_ready(in_a_row=16)
         yield WorkersStack(directory, background, issuer, ca, gateway)
     finally:
         gateway.stop()
@@ -201,6 +202,7 @@ def test_without_redis_revocations_and_the_key_ring_survive_a_restart(
     state = Path(stack.gateway.env["KEYMINT_STATE_DIR"])
     stack.gateway.stop()
     stack.gateway.start()
+    stack.gateway.wait_ready(in_a_row=16)
     subject = f"spiffe://{TRUST_DOMAIN}/ns/shop/sa/revoked-by-worker"
     assert subject in json.loads((state / "revocations.json").read_text())["subjects"]
     assert json.loads((state / "keyring.json").read_text())["active"]
