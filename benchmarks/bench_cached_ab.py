@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
@@ -36,16 +37,11 @@ from bench_check import (  # noqa: E402
 )
 from envoy.service.auth.v3 import external_auth_pb2_grpc  # noqa: E402
 
-from tests.extauthz.stack import (  # noqa: E402
-    OIDC_AUDIENCE,
-    check_request,
-    root_ca,
-    stack_env,
-    write_trust_root,
-)
-from tests.helpers.certs import pem  # noqa: E402
-from tests.helpers.oidc_issuer import LocalOidcIssuer  # noqa: E402
-from tests.signer.harness import REPO, SignerCluster  # noqa: E402
+from extauthz.dev.calls import check_request  # noqa: E402
+from extauthz.dev.certs import pem  # noqa: E402
+from extauthz.dev.github import LocalOidcIssuer  # noqa: E402
+from extauthz.dev.settings import OIDC_AUDIENCE, root_ca, stack_env, write_trust_root  # noqa: E402
+from extauthz.dev.signers import SignerCluster  # noqa: E402
 
 BASE = "2a43b4c"  # main before issue 11's cached-path changes
 ANSWERING = NOOP_SERVER.replace(
@@ -77,7 +73,7 @@ async def measure(directory: Path, base_tree: Path) -> dict[str, dict[str, float
     await issuer.start()
     (directory / "trust-bundle.pem").write_bytes(pem(root_ca("prod.test").certificate))
     cluster = SignerCluster(directory, 2, 3)
-    env = stack_env(directory, issuer.issuer, cluster)
+    env = stack_env(directory, issuer.issuer)
     for process in cluster.signers.values():
         process.env.update(env)
     await asyncio.to_thread(cluster.start)

@@ -43,20 +43,21 @@ from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from extauthz.check_port import AllowedClients
-from signer.devca import envoy_name, gateway_name, spiffe_id
-from signer.tls import server_credentials
-from tests.extauthz.stack import (
+from extauthz.dev.calls import check_request, envoy_channel
+from extauthz.dev.certs import pem
+from extauthz.dev.github import LocalOidcIssuer
+from extauthz.dev.settings import (
     OIDC_AUDIENCE,
     check_port_pki,
-    check_request,
-    envoy_channel,
     root_ca,
     stack_env,
     write_trust_root,
 )
-from tests.helpers.certs import pem
-from tests.helpers.oidc_issuer import LocalOidcIssuer
-from tests.signer.harness import REPO, SignerCluster
+from extauthz.dev.signers import SignerCluster
+from signer.devca import envoy_name, gateway_name, spiffe_id
+from signer.tls import server_credentials
+
+REPO = Path(__file__).resolve().parent.parent
 
 NOOP_MODES = ("plaintext", "mtls", "mtls+allowlist")
 THROUGHPUT_SECONDS = 3.0
@@ -335,7 +336,7 @@ async def main_async(directory: Path) -> dict[str, float]:
     await issuer.start()
     (directory / "trust-bundle.pem").write_bytes(pem(root_ca("prod.test").certificate))
     cluster = SignerCluster(directory, 2, 3)
-    env = stack_env(directory, issuer.issuer, cluster)
+    env = stack_env(directory, issuer.issuer)
     for process in cluster.signers.values():
         process.env.update(env)
     await asyncio.to_thread(cluster.start)

@@ -57,9 +57,9 @@ sys.path.insert(0, str(HERE))
 from bench_check import NOOP_SERVER, start_server  # noqa: E402
 from procstat import sample  # noqa: E402
 
-from tests.e2e.replies import exchange_form  # noqa: E402
-from tests.envoy.harness import EnvoyProcess  # noqa: E402
-from tests.extauthz.stack import DEPLOY  # noqa: E402
+from extauthz.dev.calls import exchange_form  # noqa: E402
+from extauthz.dev.envoy import EnvoyProcess  # noqa: E402
+from extauthz.dev.settings import DEPLOY  # noqa: E402
 from tests.faults.stack import FaultStack, fault_stack  # noqa: E402
 
 OUT = HERE.parent / "docs" / "performance"

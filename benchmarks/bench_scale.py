@@ -38,20 +38,17 @@ sys.path.insert(0, str(HERE.parent))
 
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest  # noqa: E402
 
+from benchmarks.standin_signing import evidence_for, stand_in_cluster, token_message  # noqa: E402
+from extauthz.dev.calls import check_request  # noqa: E402
+from extauthz.dev.inprocess import running_stack  # noqa: E402
+from extauthz.dev.settings import DEPLOY, SCOPES, TRUST_DOMAIN  # noqa: E402
+from extauthz.dev.signers import SignerCluster  # noqa: E402
 from extauthz.hotcache import HotCache, HotEntry, request_fingerprint  # noqa: E402
 from extauthz.model import Route  # noqa: E402
 from extauthz.pipeline import Pipeline  # noqa: E402
 from extauthz.policy import AuthzRequest, Limits, PolicyEngine  # noqa: E402
 from extauthz.policy.loader import compile_policy  # noqa: E402
 from signer.coordinator import Coordinator  # noqa: E402
-from tests.extauthz.stack import (  # noqa: E402
-    DEPLOY,
-    SCOPES,
-    TRUST_DOMAIN,
-    check_request,
-    running_stack,
-)
-from tests.signer.harness import SignerCluster, evidence_for, token_message  # noqa: E402
 
 OUT = HERE.parent / "docs" / "performance"
 
@@ -284,7 +281,7 @@ def signer_counts(directory: Path, sizes: Sizes) -> dict[str, dict[str, float]]:
     results = {}
     for n in sizes.signers:
         t = n // 2 + 1
-        cluster = SignerCluster(directory / f"signers-{n}", t, n)
+        cluster = stand_in_cluster(directory / f"signers-{n}", t, n)
         cluster.start()
         try:
             latencies = asyncio.run(signatures(cluster, sizes))

@@ -20,9 +20,10 @@ import nacl.signing
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.standin_signing import evidence_for, stand_in_cluster, token_message
+from extauthz.dev.signers import SignerCluster
 from signer.coordinator import Coordinator
 from signer.frost import aggregate, commit, sign
-from tests.signer.harness import SignerCluster, evidence_for, token_message
 
 STEADY_RATE = 50
 STEADY_SECONDS = 10
@@ -129,7 +130,7 @@ async def measure(cluster: SignerCluster) -> dict[str, float]:
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as directory:
-        cluster = SignerCluster(Path(directory), 2, 3)
+        cluster = stand_in_cluster(Path(directory), 2, 3)
         cluster.start()
         try:
             figures = asyncio.run(measure(cluster))

@@ -30,17 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 
-import tests.signer.harness as harness
-from tests.extauthz.stack import (
-    OIDC_AUDIENCE,
-    check_request,
-    envoy_channel,
-    root_ca,
-    stack_env,
-    write_trust_root,
-)
-from tests.helpers.certs import pem
-from tests.helpers.oidc_issuer import LocalOidcIssuer
+from extauthz.dev.calls import check_request, envoy_channel
+from extauthz.dev.certs import pem
+from extauthz.dev.github import LocalOidcIssuer
+from extauthz.dev.settings import OIDC_AUDIENCE, root_ca, stack_env, write_trust_root
+from extauthz.dev.signers import SignerCluster
 
 HERE = Path(__file__).resolve().parent.parent
 GATEWAY = """
@@ -57,7 +51,7 @@ class Stack:
     name: str
     tree: Path
     directory: Path  # its signers' state, its policy and its Check port's PKI
-    cluster: harness.SignerCluster
+    cluster: SignerCluster
     gateway: subprocess.Popen[bytes] | None = None
     port: int = 0
     latencies: list[float] = field(default_factory=list)
@@ -70,15 +64,12 @@ class Stack:
 
 def start(stack: Stack, issuer: str) -> None:
     directory = stack.directory
-    env = stack_env(directory, issuer, stack.cluster)
+    env = stack_env(directory, issuer)
     for process in stack.cluster.signers.values():
         process.env.update(env)
         process.env["PYTHONPATH"] = str(stack.tree)
-    harness.REPO, saved = stack.tree, harness.REPO  # SignerProcess.start runs from REPO
-    try:
-        stack.cluster.start()
-    finally:
-        harness.REPO = saved
+        process.cwd = stack.tree  # its tree's packages first on the path
+    stack.cluster.start()
     package = stack.cluster.package
     assert package is not None
     gateway_env = {
@@ -166,7 +157,7 @@ async def main_async(args: argparse.Namespace, directory: Path) -> None:
         where = directory / name.replace(" ", "-")
         where.mkdir()
         (where / "trust-bundle.pem").write_bytes(pem(root_ca("prod.test").certificate))
-        stacks.append(Stack(name, tree, where, harness.SignerCluster(where, 2, 3)))
+        stacks.append(Stack(name, tree, where, SignerCluster(where, 2, 3)))
     try:
         for stack in stacks:
             await asyncio.to_thread(start, stack, issuer.issuer)

@@ -33,8 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 
+from extauthz.dev.calls import check_request
+from extauthz.dev.inprocess import running_stack
 from extauthz.pipeline import Pipeline
-from tests.extauthz.stack import check_request, running_stack
 
 ROUNDS = 7
 BATCH = 300

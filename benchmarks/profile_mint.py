@@ -34,16 +34,11 @@ import bench_check
 from bench_check import GATEWAY_SERVER, channel_for, cpu_seconds, pct, start_server
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 
-from tests.extauthz.stack import (
-    OIDC_AUDIENCE,
-    check_request,
-    root_ca,
-    stack_env,
-    write_trust_root,
-)
-from tests.helpers.certs import pem
-from tests.helpers.oidc_issuer import LocalOidcIssuer
-from tests.signer.harness import SignerCluster
+from extauthz.dev.calls import check_request
+from extauthz.dev.certs import pem
+from extauthz.dev.github import LocalOidcIssuer
+from extauthz.dev.settings import OIDC_AUDIENCE, root_ca, stack_env, write_trust_root
+from extauthz.dev.signers import SignerCluster
 
 TIMED_GATEWAY = (
     """
@@ -162,7 +157,7 @@ async def run(args: argparse.Namespace, directory: Path) -> None:
     await issuer.start()
     (directory / "trust-bundle.pem").write_bytes(pem(root_ca("prod.test").certificate))
     cluster = SignerCluster(directory, 2, 3)
-    env = stack_env(directory, issuer.issuer, cluster)
+    env = stack_env(directory, issuer.issuer)
     files: dict[str, Path] = {}
     for identifier, process in cluster.signers.items():
         process.env.update(env)

@@ -38,20 +38,17 @@ from envoy.service.auth.v3 import external_auth_pb2_grpc
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from signer.devca import dns_name, gateway_name  # noqa: E402
-from signer.token import compact, header_for, signing_input  # noqa: E402
-from tests.e2e.replies import exchange_form  # noqa: E402
-from tests.e2e.stack import FRONT_LISTENER, JWT_LISTENER, E2EStack, e2e_stack  # noqa: E402
-from tests.envoy.servers import request  # noqa: E402
-from tests.extauthz.stack import (  # noqa: E402
-    DEPLOY,
-    ISSUER,
-    ORDERS,
-    check_port_pki,
+from extauthz.dev.calls import (  # noqa: E402
     check_request,
     envoy_channel,
+    exchange_form,
 )
-from tests.extauthz.workloads import CLIENT_ID, Workloads  # noqa: E402
+from extauthz.dev.servers import request  # noqa: E402
+from extauthz.dev.settings import DEPLOY, ISSUER, ORDERS, check_port_pki  # noqa: E402
+from extauthz.dev.stack import FRONT_LISTENER, JWT_LISTENER, LocalStack, local_stack  # noqa: E402
+from extauthz.dev.workloads import CLIENT_ID, Workloads  # noqa: E402
+from signer.devca import dns_name, gateway_name  # noqa: E402
+from signer.token import compact, header_for, signing_input  # noqa: E402
 
 
 class FlowFailed(Exception):
@@ -73,13 +70,13 @@ def show_claims(claims: dict[str, Any], keys: tuple[str, ...]) -> None:
             say(f"      {key:18} {json.dumps(claims[key])}")
 
 
-def received_token(stack: E2EStack, reply: Any) -> str:
+def received_token(stack: LocalStack, reply: Any) -> str:
     expect(reply.status == 200, f"expected 200, got {reply.status}: {reply.body!r}")
     (authorization,) = reply.echoed()["authorization"]
     return str(authorization).removeprefix("Bearer ")
 
 
-def flow_service(stack: E2EStack) -> None:
+def flow_service(stack: LocalStack) -> None:
     say("\n1. A service with a client certificate calls through Envoy (mTLS).")
     svid = stack.svid("/ns/shop/sa/web")
     say("   caller: spiffe://prod.test/ns/shop/sa/web   GET /orders/v1/orders/42")
@@ -94,7 +91,7 @@ def flow_service(stack: E2EStack) -> None:
     expect("x-forwarded-client-cert" not in reply.echoed(), "caller credentials removed")
 
 
-def flow_ci(stack: E2EStack) -> str:
+def flow_ci(stack: LocalStack) -> str:
     say("\n2. A CI job calls through Envoy with its GitHub Actions OIDC token.")
     oidc = stack.oidc_token()
     say("   caller: repo:octo-org/octo-repo:environment:prod (repository_id 74)")
@@ -108,7 +105,7 @@ def flow_ci(stack: E2EStack) -> str:
     return oidc
 
 
-def flow_exchange(stack: E2EStack, oidc: str) -> str:
+def flow_exchange(stack: LocalStack, oidc: str) -> str:
     say("\n3. The same job exchanges its OIDC token at POST /token (RFC 8693), through Envoy,")
     say("   and calls with the result.")
     reply = stack.front_call("POST", "/token", data=exchange_form(oidc))
@@ -131,12 +128,12 @@ def flow_exchange(stack: E2EStack, oidc: str) -> str:
     return access
 
 
-def _workloads(stack: E2EStack) -> Workloads:
+def _workloads(stack: LocalStack) -> Workloads:
     assert stack.workloads is not None, "the demo starts the stack with its workloads"
     return stack.workloads
 
 
-def flow_kubernetes(stack: E2EStack) -> None:
+def flow_kubernetes(stack: LocalStack) -> None:
     say("\n4. A Kubernetes workload calls through Envoy with its projected service-account token")
     say("   (a volume with audience https://keymint.test; the cluster's keys given to keymint as")
     say("   a JWKS file, as `kubectl get --raw /openid/v1/jwks` writes it).")
@@ -157,7 +154,7 @@ def flow_kubernetes(stack: E2EStack) -> None:
     expect(billing.status == 403, "another namespace's service account is refused")
 
 
-def flow_engineer(stack: E2EStack, directory: Path) -> str:
+def flow_engineer(stack: LocalStack, directory: Path) -> str:
     say("\n5. An engineer self-mints a 15-minute token: `extauthz login` signs in at the IdP")
     say("   (device flow), then exchanges the ID token at /token for a scoped keymint token.")
     w = _workloads(stack)
@@ -211,7 +208,7 @@ def flow_engineer(stack: E2EStack, directory: Path) -> str:
     return token
 
 
-def _token_url(stack: E2EStack) -> str:
+def _token_url(stack: LocalStack) -> str:
     return f"http://127.0.0.1:{stack.gateway.http_port}/token"
 
 
@@ -234,7 +231,7 @@ def _wait_for(process: subprocess.Popen[str], pattern: str, timeout: float = 30.
     return seen
 
 
-def flow_denials(stack: E2EStack) -> None:
+def flow_denials(stack: LocalStack) -> None:
     say("\n6. What a refused caller reads:")
     for label, reply in (
         ("no credential", stack.front_call("GET", "/deploy/status")),
@@ -249,7 +246,7 @@ def flow_denials(stack: E2EStack) -> None:
         expect(reply.status in (401, 403), f"{label} is denied")
 
 
-def flow_keys(stack: E2EStack, access: str) -> None:
+def flow_keys(stack: LocalStack, access: str) -> None:
     say("\n7. Which keys verify: only keys t signers endorsed, chained from the pinned trust root.")
     root = json.loads(Path(stack.env["KEYMINT_TRUST_ROOT"]).read_text())
     say(f"   trust root (pinned by operators): kid {root['keys'][0]['kid']}")
@@ -275,7 +272,7 @@ def flow_keys(stack: E2EStack, access: str) -> None:
     expect(status == 401, "jwt_authn refuses a key no signer endorsed")
 
 
-def _endorsements_url(stack: E2EStack) -> str:
+def _endorsements_url(stack: LocalStack) -> str:
     return f"http://127.0.0.1:{stack.gateway.http_port}/.well-known/keymint-endorsements.json"
 
 
@@ -290,7 +287,7 @@ def _extauthz(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def flow_check_port(stack: E2EStack) -> None:
+def flow_check_port(stack: LocalStack) -> None:
     say("\n8. Someone who can reach the gateway's Check port sends it a Check directly, with a")
     say("   victim's certificate (a public document) as the caller's:")
     request = check_request(certificate=stack.svid("/ns/shop/sa/web"), route_key="orders")
@@ -334,9 +331,9 @@ def _bearer(token: str) -> dict[str, str]:
     return {"authorization": f"Bearer {token}"}
 
 
-def print_try_it(stack: E2EStack, directory: Path, token: str) -> None:
+def print_try_it(stack: LocalStack, directory: Path, token: str) -> None:
     svid = stack.svid("/ns/shop/sa/web")
-    cert, key = stack._files_for(svid)
+    cert, key = stack.client_files(svid)
     token_file = directory / "ci-token.jwt"
     token_file.write_text(token)
     front = stack.front.port(FRONT_LISTENER)
@@ -382,7 +379,7 @@ def main() -> int:
         say("a jwt_authn Envoy with pinned keys, an echo API, local issuers (GitHub, a Kubernetes")
         say("cluster, GitLab, SPIRE) and an IdP for engineers ...")
         try:
-            with e2e_stack(directory, dkg=True, workloads=True) as stack:
+            with local_stack(directory, dkg=True, workloads=True) as stack:
                 kid = stack.jwks()["keys"][0]["kid"]
                 say(f"Ready. Group key kid {kid}: made by DKG, so no machine ever held it whole;")
                 say(

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from extauthz import check_config, exchange_client, pinned_keys, policy_cli, verify_cli
 from extauthz.config import SettingsError
+from extauthz.dev import cli as dev_cli
 from extauthz.errors import ExtAuthzError
 from extauthz.login import command as login_command
 from signer.errors import SignerError
@@ -197,6 +198,7 @@ def build_parser(
     )
     reconcile.add_argument("--json", action="store_true", help="one JSON document on stdout")
     reconcile.set_defaults(handler=_audit_reconcile)
+    dev_cli.add_command(commands)
     if with_signer:
         signer = commands.add_parser(
             "signer",

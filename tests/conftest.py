@@ -13,6 +13,12 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("KEYMINT_SHARED", REPO.parent / "shared"))
 VECTORS = SHARED / "vectors"
 
+# The local stack (extauthz.dev) starts its processes with this process's environment; some tests
+# start modules of their own in them (tests.signer.faulty_signer, benchmarks.standin_signing).
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(REPO), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+)
+
 
 @pytest.fixture(autouse=True)
 def _root_logging_restored() -> Iterator[None]:

@@ -19,13 +19,10 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from signer.endorsement import endorsement_message
-from signer.proto import signer_pb2_grpc
-from signer.tls import secure_channel
-from signer.token import compact, header_for, kid_for, public_jwk, signing_input
-from tests.e2e.stack import GatewayProcess
-from tests.envoy.servers import BackgroundLoop
-from tests.extauthz.stack import (
+from extauthz.dev.gateway import GatewayProcess
+from extauthz.dev.github import LocalOidcIssuer
+from extauthz.dev.servers import BackgroundLoop
+from extauthz.dev.settings import (
     DEPLOY,
     ISSUER,
     OIDC_AUDIENCE,
@@ -34,8 +31,11 @@ from tests.extauthz.stack import (
     stack_env,
     write_trust_root,
 )
+from signer.endorsement import endorsement_message
+from signer.proto import signer_pb2_grpc
+from signer.tls import secure_channel
+from signer.token import compact, header_for, kid_for, public_jwk, signing_input
 from tests.helpers.certs import pem
-from tests.helpers.oidc_issuer import LocalOidcIssuer
 from tests.signer.harness import SignerCluster
 
 REPO = Path(__file__).resolve().parents[2]
@@ -166,7 +166,7 @@ def small_stack(
         (directory / "trust-bundle.pem").write_bytes(pem(root_ca(TRUST_DOMAIN).certificate))
         cluster = SignerCluster(directory, 2, 3, dealer=dealer)
         prepare(cluster)
-        env = stack_env(directory, issuer.issuer, cluster)
+        env = stack_env(directory, issuer.issuer)
         env["KEYMINT_TRUST_ROOT"] = str(write_trust_root(directory, root_key(cluster)))
         for process in cluster.signers.values():
             process.env.update(env)

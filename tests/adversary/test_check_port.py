@@ -28,17 +28,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from extauthz.config import CHECK_TLS_VARIABLES
+from extauthz.dev.calls import check_request, envoy_channel
+from extauthz.dev.settings import ORDERS, check_port_pki, root_ca, valid_now
+from extauthz.dev.stack import LocalStack, local_stack
 from signer.devca import dns_name, envoy_name, gateway_name, spiffe_id
+from tests.conftest import REPO
 from tests.e2e.replies import minted
-from tests.e2e.stack import REPO, E2EStack, e2e_stack
-from tests.extauthz.stack import (
-    ORDERS,
-    check_port_pki,
-    check_request,
-    envoy_channel,
-    root_ca,
-    valid_now,
-)
 from tests.helpers.certs import IssuedCertificate
 
 VICTIM = "/ns/shop/sa/web"
@@ -46,25 +41,25 @@ ChannelFactory = Callable[[], grpc.aio.Channel]
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2EStack]:
-    with e2e_stack(tmp_path_factory.mktemp("adversary-check-port")) as running:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    with local_stack(tmp_path_factory.mktemp("adversary-check-port")) as running:
         yield running
 
 
 # --- what the attacker holds and does ---------------------------------------------------------
 
 
-def address(stack: E2EStack) -> str:
+def address(stack: LocalStack) -> str:
     return f"127.0.0.1:{stack.gateway.grpc_port}"
 
 
-def victim_check(stack: E2EStack) -> CheckRequest:
+def victim_check(stack: LocalStack) -> CheckRequest:
     """What Envoy would send for the victim's mTLS call: its certificate, which is public."""
     return check_request(certificate=stack.svid(VICTIM), route_key="orders")
 
 
 def tls_channel(
-    stack: E2EStack, *, key: bytes | None = None, chain: bytes | None = None
+    stack: LocalStack, *, key: bytes | None = None, chain: bytes | None = None
 ) -> ChannelFactory:
     """A TLS channel that trusts the gateway's real server certificate (public knowledge), with
     the given client certificate or none."""
@@ -87,7 +82,7 @@ def key_pem(issued: IssuedCertificate) -> bytes:
 
 
 def attempt_check(
-    stack: E2EStack, channel: ChannelFactory, request: CheckRequest
+    stack: LocalStack, channel: ChannelFactory, request: CheckRequest
 ) -> CheckResponse | grpc.aio.AioRpcError:
     async def call() -> CheckResponse:
         async with channel() as opened:
@@ -101,14 +96,14 @@ def attempt_check(
         return error
 
 
-def audit_entries(stack: E2EStack) -> int:
+def audit_entries(stack: LocalStack) -> int:
     return Path(stack.env["KEYMINT_AUDIT_LOG"]).read_text().count("\n")
 
 
 class GatewayLog:
     """What the gateway process writes to its log from now on (gRPC's handshake errors too)."""
 
-    def __init__(self, stack: E2EStack) -> None:
+    def __init__(self, stack: LocalStack) -> None:
         self._path = stack.gateway.log
         self._offset = self._path.stat().st_size
 
@@ -124,7 +119,7 @@ class GatewayLog:
 
 
 def refused_in_the_handshake(
-    stack: E2EStack, channel: ChannelFactory, reason: str
+    stack: LocalStack, channel: ChannelFactory, reason: str
 ) -> grpc.aio.AioRpcError:
     """The Check gets no answer at all: UNAVAILABLE on the client, the TLS library's reason in
     the gateway's log, nothing in the audit log."""
@@ -143,19 +138,19 @@ def refused_in_the_handshake(
 # --- the attacks ------------------------------------------------------------------------------
 
 
-def test_a_plaintext_check_to_the_mtls_port_gets_no_answer(stack: E2EStack) -> None:
+def test_a_plaintext_check_to_the_mtls_port_gets_no_answer(stack: LocalStack) -> None:
     outcome = refused_in_the_handshake(
         stack, lambda: grpc.aio.insecure_channel(address(stack)), "WRONG_VERSION_NUMBER"
     )
     assert "Socket closed" in (outcome.details() or "")
 
 
-def test_tls_without_a_client_certificate_is_refused_in_the_handshake(stack: E2EStack) -> None:
+def test_tls_without_a_client_certificate_is_refused_in_the_handshake(stack: LocalStack) -> None:
     refused_in_the_handshake(stack, tls_channel(stack), "PEER_DID_NOT_RETURN_A_CERTIFICATE")
 
 
 def test_the_coordinators_certificate_from_the_signer_ca_is_refused_in_the_handshake(
-    stack: E2EStack,
+    stack: LocalStack,
 ) -> None:
     """The gateway's certificate for the signer mesh is from another CA than Envoy's."""
     coordinator = stack.cluster.coordinator_tls
@@ -166,7 +161,7 @@ def test_the_coordinators_certificate_from_the_signer_ca_is_refused_in_the_hands
 
 
 def test_a_forged_envoy_certificate_from_another_ca_is_refused_in_the_handshake(
-    stack: E2EStack,
+    stack: LocalStack,
 ) -> None:
     """Envoy's exact SPIFFE ID, issued by a CA of the attacker's own."""
     forged = root_ca("keymint.internal").issue(
@@ -176,7 +171,7 @@ def test_a_forged_envoy_certificate_from_another_ca_is_refused_in_the_handshake(
     refused_in_the_handshake(stack, channel, "CERTIFICATE_VERIFY_FAILED")
 
 
-def test_the_gateways_own_certificate_is_not_an_envoy_identity(stack: E2EStack) -> None:
+def test_the_gateways_own_certificate_is_not_an_envoy_identity(stack: LocalStack) -> None:
     """Right CA, wrong identity: the gateway's own Check port certificate, which the attacker
     holds, gets PERMISSION_DENIED as a gRPC status (it is not Envoy, so no Check denial)."""
     server = check_port_pki(stack.directory)[gateway_name()]
@@ -193,7 +188,7 @@ def test_the_gateways_own_certificate_is_not_an_envoy_identity(stack: E2EStack) 
     assert "not in KEYMINT_CHECK_ALLOWED_CLIENTS" in log.wait_for("KEYMINT_CHECK_ALLOWED_CLIENTS")
 
 
-def test_the_health_service_refuses_a_non_envoy_identity(stack: E2EStack) -> None:
+def test_the_health_service_refuses_a_non_envoy_identity(stack: LocalStack) -> None:
     """Probing the port's health (is this replica up, is it keymint) follows the same rule."""
     server = check_port_pki(stack.directory)[gateway_name()]
     channel = tls_channel(stack, key=server.key.read_bytes(), chain=server.cert.read_bytes())
@@ -210,7 +205,7 @@ def test_the_health_service_refuses_a_non_envoy_identity(stack: E2EStack) -> Non
     assert "is not an Envoy identity" in (refused.value.details() or "")
 
 
-def test_reflection_refuses_a_non_envoy_identity(stack: E2EStack) -> None:
+def test_reflection_refuses_a_non_envoy_identity(stack: LocalStack) -> None:
     """Listing the port's services (a streaming RPC) follows the same rule."""
     server = check_port_pki(stack.directory)[gateway_name()]
     channel = tls_channel(stack, key=server.key.read_bytes(), chain=server.cert.read_bytes())
@@ -228,7 +223,7 @@ def test_reflection_refuses_a_non_envoy_identity(stack: E2EStack) -> None:
 
 
 def test_a_gateway_on_plaintext_tcp_without_the_dev_switch_refuses_to_start(
-    stack: E2EStack,
+    stack: LocalStack,
 ) -> None:
     env = {
         key: value
@@ -264,7 +259,7 @@ def test_a_gateway_on_plaintext_tcp_without_the_dev_switch_refuses_to_start(
 # --- positive controls ------------------------------------------------------------------------
 
 
-def test_envoys_identity_gets_a_token_for_a_real_spiffe_caller(stack: E2EStack) -> None:
+def test_envoys_identity_gets_a_token_for_a_real_spiffe_caller(stack: LocalStack) -> None:
     entries = audit_entries(stack)
     outcome = attempt_check(
         stack,
@@ -281,7 +276,7 @@ def test_envoys_identity_gets_a_token_for_a_real_spiffe_caller(stack: E2EStack) 
     assert audit_entries(stack) > entries
 
 
-def test_through_envoy_a_real_spiffe_caller_gets_a_token(stack: E2EStack) -> None:
+def test_through_envoy_a_real_spiffe_caller_gets_a_token(stack: LocalStack) -> None:
     svid = stack.svid("/ns/shop/sa/cart")
     reply = stack.front_call("GET", "/orders/v1/orders", certificate=svid)
     token = minted(reply)

@@ -25,13 +25,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from extauthz.app import build_identifier, build_policy_engine
 from extauthz.claims import confirmation_claim, provenance_claims
+from extauthz.dev.inprocess import Stack, running_stack
+from extauthz.dev.settings import DEPLOY, ISSUER, ORDERS
 from extauthz.mint import evidence_message
 from extauthz.model import Identity, Route
 from extauthz.policy import AuthzRequest, Denial, PolicyEngine
 from signer.coordinator import Coordinator, SigningRefused
 from signer.proto import signer_pb2
 from signer.token import header_for, signing_input
-from tests.extauthz.stack import DEPLOY, ISSUER, ORDERS, Stack, running_stack
 
 BUDGET = 4  # KEYMINT_EVIDENCE_BUDGET on every signer of this stack
 T, N = 2, 3

@@ -17,7 +17,8 @@ from collections.abc import Iterator
 import pytest
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 
-from tests.extauthz.stack import Stack, check_request, running_stack
+from extauthz.dev.calls import check_request
+from extauthz.dev.inprocess import Stack, running_stack
 
 PROXY = "spiffe://prod.test/ns/shop/sa/edge-proxy"  # trusted, and granted orders:read itself
 VICTIM = "spiffe://prod.test/ns/shop/sa/web"

@@ -25,6 +25,9 @@ import grpc
 import jwt
 import pytest
 
+from extauthz.dev.calls import exchange_form
+from extauthz.dev.settings import DEPLOY, ISSUER
+from extauthz.dev.stack import LocalStack, local_stack
 from signer.endorsement import endorsement_message, key_jwk
 from signer.frost import trusted_dealer_keygen
 from signer.frost.encoding import decode_signing_commitment, encode_commitment_list
@@ -38,22 +41,20 @@ from tests.adversary.keys_support import (
     signer_stubs,
     small_stack,
 )
-from tests.e2e.replies import bearer, exchange_form, minted
-from tests.e2e.stack import E2EStack, e2e_stack
-from tests.extauthz.stack import DEPLOY, ISSUER
+from tests.e2e.replies import bearer, minted
 from tests.signer.harness import SignerCluster
 
 ADMIN_TOKEN = "adversary-keys-admin"  # the attacker holds it: it is the gateway's
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2EStack]:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     extra = {"KEYMINT_ADMIN_TOKEN_SHA256": hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest()}
-    with e2e_stack(tmp_path_factory.mktemp("adversary-keys"), extra_env=extra) as running:
+    with local_stack(tmp_path_factory.mktemp("adversary-keys"), extra_env=extra) as running:
         yield running
 
 
-def admin_post(stack: E2EStack, path: str, document: object) -> tuple[int, dict[str, Any]]:
+def admin_post(stack: LocalStack, path: str, document: object) -> tuple[int, dict[str, Any]]:
     request = urllib.request.Request(
         f"http://127.0.0.1:{stack.gateway.http_port}{path}",
         data=json.dumps(document).encode(),
@@ -67,19 +68,19 @@ def admin_post(stack: E2EStack, path: str, document: object) -> tuple[int, dict[
         return error.code, json.loads(error.read())
 
 
-def served(stack: E2EStack, path: str) -> dict[str, Any]:
+def served(stack: LocalStack, path: str) -> dict[str, Any]:
     url = f"http://127.0.0.1:{stack.gateway.http_port}{path}"
     with urllib.request.urlopen(url, timeout=10) as reply:
         document: dict[str, Any] = json.loads(reply.read())
         return document
 
 
-def active_key(stack: E2EStack) -> bytes:
+def active_key(stack: LocalStack) -> bytes:
     (jwk,) = served(stack, "/.well-known/jwks.json")["keys"]
     return bytes(jwt.utils.base64url_decode(jwk["x"]))
 
 
-def sign_everywhere(stack: E2EStack, message: bytes) -> dict[int, grpc.aio.AioRpcError | bytes]:
+def sign_everywhere(stack: LocalStack, message: bytes) -> dict[int, grpc.aio.AioRpcError | bytes]:
     """Sign `message` on every signer with fresh commitments from each, as the coordinator's
     identity; what each signer answered."""
 
@@ -113,7 +114,7 @@ def sign_everywhere(stack: E2EStack, message: bytes) -> dict[int, grpc.aio.AioRp
 
 
 def test_the_gateway_publishing_a_key_of_its_own_is_refused_with_the_guard_rule(
-    stack: E2EStack,
+    stack: LocalStack,
 ) -> None:
     attacker = AttackerKey()
     before = served(stack, "/.well-known/jwks.json")
@@ -132,7 +133,7 @@ def test_the_gateway_publishing_a_key_of_its_own_is_refused_with_the_guard_rule(
 
 
 def test_signers_refuse_to_endorse_the_attackers_key_asked_over_grpc_directly(
-    stack: E2EStack,
+    stack: LocalStack,
 ) -> None:
     attacker = AttackerKey()
     message = endorsement_message(
@@ -149,7 +150,7 @@ def test_signers_refuse_to_endorse_the_attackers_key_asked_over_grpc_directly(
         )
 
 
-def test_signers_refuse_an_endorsement_in_the_name_of_the_attackers_key(stack: E2EStack) -> None:
+def test_signers_refuse_an_endorsement_in_the_name_of_the_attackers_key(stack: LocalStack) -> None:
     attacker = AttackerKey()
     message = endorsement_message(
         attacker.public, active_key(stack), issuer=ISSUER, issued_at=int(time.time())
@@ -163,7 +164,7 @@ def test_signers_refuse_an_endorsement_in_the_name_of_the_attackers_key(stack: E
 
 
 def test_a_token_of_the_attackers_key_with_a_forged_endorsement_verifies_nowhere(
-    stack: E2EStack,
+    stack: LocalStack,
 ) -> None:
     attacker = AttackerKey()
     forged = attacker.token()

@@ -22,12 +22,14 @@ import aiohttp
 import pytest
 
 from extauthz.claims import provenance_claims
+from extauthz.dev.calls import check_request
+from extauthz.dev.inprocess import Stack, running_stack
+from extauthz.dev.settings import ISSUER
 from extauthz.mint import evidence_message
 from extauthz.model import Route
 from extauthz.policy import AuthzRequest, Denial, RequestAttributes
 from signer.token import header_for
 from tests.adversary.test_guard import Attacker, Forgery
-from tests.extauthz.stack import ISSUER, Stack, check_request, running_stack
 
 # Allows small payments only, and only while it can see no cookie and no request id: the
 # operator let this policy read neither, so no evidence may show it either.

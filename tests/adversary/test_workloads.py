@@ -15,12 +15,13 @@ from typing import Any
 import aiohttp
 import pytest
 
+from extauthz.dev.idp import User
+from extauthz.dev.inprocess import Stack, running_stack
+from extauthz.dev.issuers import JwtKey, kubernetes_claims, sign_token, svid_claims
+from extauthz.dev.settings import DEPLOY, TRUST_DOMAIN
+from extauthz.dev.workloads import WORKLOAD_AUDIENCE, Workloads
 from extauthz.model import Route
 from tests.adversary.test_guard import Attacker, Forgery
-from tests.extauthz.stack import DEPLOY, TRUST_DOMAIN, Stack, running_stack
-from tests.extauthz.workloads import WORKLOAD_AUDIENCE, Workloads
-from tests.helpers.idp import User
-from tests.helpers.token_issuers import JwtKey, kubernetes_claims, sign_token, svid_claims
 
 ORDERS_ROUTE = Route("api.internal", "/v1/orders", "GET", {"route": "orders"})
 DEPLOY_ROUTE = Route("api.internal", "/v1/things", "GET", {"route": "deploy"})

@@ -57,15 +57,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
-from extauthz.token_exchange import (
-    GRANT_TYPE_TOKEN_EXCHANGE,
-    TOKEN_TYPE_ACCESS_TOKEN,
-    TOKEN_TYPE_ID_TOKEN,
-    TOKEN_TYPE_JWT,
-)
-from tests.extauthz.stack import DEPLOY, ISSUER, OIDC_AUDIENCE, ORDERS
-from tests.helpers.certs import CertificateAuthority
-from tests.helpers.oidc_issuer import (
+from extauthz.dev.github import (
     REMOVE,
     LocalOidcIssuer,
     b64url,
@@ -73,6 +65,14 @@ from tests.helpers.oidc_issuer import (
     hs256_signer,
     rs256_signer,
 )
+from extauthz.dev.settings import DEPLOY, ISSUER, OIDC_AUDIENCE, ORDERS
+from extauthz.token_exchange import (
+    GRANT_TYPE_TOKEN_EXCHANGE,
+    TOKEN_TYPE_ACCESS_TOKEN,
+    TOKEN_TYPE_ID_TOKEN,
+    TOKEN_TYPE_JWT,
+)
+from tests.helpers.certs import CertificateAuthority
 
 _TEMPLATE = re.compile(r"\$now([+-]\d+)?")
 _REPEAT = re.compile(r"\{\{repeat:(.*?):(\d+)\}\}")

@@ -31,6 +31,10 @@ from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 from extauthz.app import build_identifier, build_policy_engine
 from extauthz.claims import confirmation_claim, provenance_claims
 from extauthz.config import GatewaySettings
+from extauthz.dev.calls import envoy_channel
+from extauthz.dev.github import b64url
+from extauthz.dev.settings import ISSUER
+from extauthz.dev.stack import FRONT_HOSTNAME, FRONT_LISTENER, LocalStack
 from extauthz.mint import evidence_message
 from extauthz.model import Identity, Route
 from extauthz.policy import AuthzRequest, Denial
@@ -50,9 +54,6 @@ from signer.proto import ceremony_pb2_grpc, signer_pb2, signer_pb2_grpc
 from signer.tls import secure_channel
 from signer.token import header_for, parse_signing_input, signing_input
 from tests.corpus.build import Builder, Chain, evaluate
-from tests.e2e.stack import FRONT_HOSTNAME, FRONT_LISTENER, E2EStack
-from tests.extauthz.stack import ISSUER, envoy_channel
-from tests.helpers.oidc_issuer import b64url
 
 PROXY_ID = "spiffe://prod.test/ns/edge/sa/proxy"  # KEYMINT_TRUSTED_PROXIES of the corpus stack
 REVOKED_SUBJECT = "spiffe://prod.test/ns/shop/sa/revoked"  # in every signer's revocation list
@@ -73,7 +74,7 @@ class Observed:
 class Corpus:
     """The stack and everything needed to replay cases against it."""
 
-    def __init__(self, stack: E2EStack, work: Path) -> None:
+    def __init__(self, stack: LocalStack, work: Path) -> None:
         self.stack = stack
         self.work = work
         self.builder = Builder(

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from extauthz.dev.stack import local_stack
 from signer.guard import RULES
 from tests.corpus.case import Case, all_cases, replays
 from tests.corpus.replay import REVOKED_SUBJECT, Corpus, Observed
-from tests.e2e.stack import e2e_stack
 
 SERVER_FAULTS = frozenset({"INTERNAL", "UNKNOWN", "UNAVAILABLE", "DEADLINE_EXCEEDED", "DATA_LOSS"})
 BUDGET = 3  # KEYMINT_EVIDENCE_BUDGET of the corpus stack's signers
@@ -39,7 +39,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Corpus]:
         "KEYMINT_SIGNER_REVOCATIONS_FILE": str(revocations),
         "KEYMINT_EVIDENCE_BUDGET": str(BUDGET),
     }
-    with e2e_stack(directory, extra_env=extra) as stack:
+    with local_stack(directory, extra_env=extra) as stack:
         work = directory / "corpus-work"
         work.mkdir()
         replaying = Corpus(stack, work)

@@ -6,10 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.stack import E2EStack, e2e_stack
+from extauthz.dev.stack import LocalStack, local_stack
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2EStack]:
-    with e2e_stack(tmp_path_factory.mktemp("e2e")) as running:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    with local_stack(tmp_path_factory.mktemp("e2e")) as running:
         yield running

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from extauthz.token_exchange import GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_ID_TOKEN
-from tests.envoy.servers import Reply
-from tests.extauthz.stack import DEPLOY
+from extauthz.dev.servers import Reply
 
 
 def minted(reply: Reply) -> str:
@@ -40,12 +38,3 @@ def tampered(token: str) -> str:
 
 def bearer(token: str) -> dict[str, str]:
     return {"authorization": f"Bearer {token}"}
-
-
-def exchange_form(subject_token: str, audience: str = DEPLOY) -> dict[str, str]:
-    return {
-        "grant_type": GRANT_TYPE_TOKEN_EXCHANGE,
-        "subject_token": subject_token,
-        "subject_token_type": TOKEN_TYPE_ID_TOKEN,
-        "audience": audience,
-    }

@@ -12,12 +12,13 @@ import aiohttp
 import jwt
 import pytest
 
+from extauthz.dev.calls import exchange_form
+from extauthz.dev.github import compact_jws
+from extauthz.dev.settings import DEPLOY, ISSUER, ORDERS, root_ca, valid_now
+from extauthz.dev.stack import LocalStack
 from extauthz.identity import github_subject
 from extauthz.token_exchange import MAX_BODY_BYTES, TOKEN_TYPE_JWT
-from tests.e2e.replies import bearer, denial, exchange_form, minted, tampered
-from tests.e2e.stack import E2EStack
-from tests.extauthz.stack import DEPLOY, ISSUER, ORDERS, root_ca, valid_now
-from tests.helpers.oidc_issuer import compact_jws
+from tests.e2e.replies import bearer, denial, minted, tampered
 
 SPOOFED_XFCC = "By=spiffe://prod.test/ns/edge/sa/envoy;URI=spiffe://prod.test/ns/shop/sa/admin"
 BASIC = "Basic dXNlcjpwYXNzd29yZA=="
@@ -27,7 +28,7 @@ BASIC = "Basic dXNlcjpwYXNzd29yZA=="
 
 
 def test_svid_caller_gets_a_token_bound_to_its_certificate_and_nothing_else_gets_through(
-    stack: E2EStack,
+    stack: LocalStack,
 ) -> None:
     svid = stack.svid("/ns/shop/sa/web")
     reply = stack.front_call(
@@ -53,13 +54,13 @@ def test_svid_caller_gets_a_token_bound_to_its_certificate_and_nothing_else_gets
     assert reply.json()["path"] == "/orders/v1/orders/42"
 
 
-def test_a_certificate_from_an_untrusted_ca_is_refused_in_the_handshake(stack: E2EStack) -> None:
+def test_a_certificate_from_an_untrusted_ca_is_refused_in_the_handshake(stack: LocalStack) -> None:
     impostor = root_ca("prod.test").issue_svid("spiffe://prod.test/ns/shop/sa/web", **valid_now())
     with pytest.raises(aiohttp.ClientError):
         stack.front_call("GET", "/orders/v1/orders", certificate=impostor)
 
 
-def test_a_bound_token_replayed_without_its_certificate_is_refused(stack: E2EStack) -> None:
+def test_a_bound_token_replayed_without_its_certificate_is_refused(stack: LocalStack) -> None:
     svid = stack.svid("/ns/shop/sa/checkout")
     token = minted(stack.front_call("GET", "/orders/v1/orders", certificate=svid))
     # Presented back with the certificate it is bound to: passed through unchanged.
@@ -77,7 +78,7 @@ def test_a_bound_token_replayed_without_its_certificate_is_refused(stack: E2ESta
 # --- (2) a CI job with its GitHub Actions OIDC token ---------------------------------------------
 
 
-def test_ci_job_calls_transparently_with_its_oidc_token(stack: E2EStack) -> None:
+def test_ci_job_calls_transparently_with_its_oidc_token(stack: LocalStack) -> None:
     oidc = stack.oidc_token()
     reply = stack.front_call("POST", "/deploy/v1/releases", headers=bearer(oidc))
     claims = stack.decode(minted(reply), DEPLOY)
@@ -89,7 +90,7 @@ def test_ci_job_calls_transparently_with_its_oidc_token(stack: E2EStack) -> None
 
 
 def test_ci_job_exchanges_at_token_through_envoy_then_calls_with_the_result(
-    stack: E2EStack,
+    stack: LocalStack,
 ) -> None:
     oidc = stack.oidc_token(jti=str(uuid.uuid4()))
     exchanged = stack.front_call("POST", "/token", data=exchange_form(oidc))
@@ -115,7 +116,7 @@ def test_ci_job_exchanges_at_token_through_envoy_then_calls_with_the_result(
     denial(forged, 401, "bad_signature")
 
 
-def test_token_endpoint_answers_in_oauth_json_through_envoy(stack: E2EStack) -> None:
+def test_token_endpoint_answers_in_oauth_json_through_envoy(stack: LocalStack) -> None:
     refused = stack.front_call("POST", "/token", data=exchange_form("not-a-jwt"))
     assert refused.status == 400
     assert refused.json()["error"] == "invalid_request"
@@ -133,17 +134,17 @@ def test_token_endpoint_answers_in_oauth_json_through_envoy(stack: E2EStack) -> 
 # --- (3) denials through Envoy, each readable ----------------------------------------------------
 
 
-def _alg_none(stack: E2EStack) -> dict[str, str]:
+def _alg_none(stack: LocalStack) -> dict[str, str]:
     header = stack.issuer.header({"alg": "none"})
     return bearer(compact_jws(header, stack.issuer.claims(), None))
 
 
-def _expired(stack: E2EStack) -> dict[str, str]:
+def _expired(stack: LocalStack) -> dict[str, str]:
     now = int(time.time())
     return bearer(stack.oidc_token(iat=now - 400, nbf=now - 400, exp=now - 100))
 
 
-DENIALS: dict[str, tuple[str, int, str, Callable[[E2EStack], dict[str, str]]]] = {
+DENIALS: dict[str, tuple[str, int, str, Callable[[LocalStack], dict[str, str]]]] = {
     "no credential": ("/orders/v1/orders", 401, "missing_credential", lambda s: {}),
     "basic auth only": (
         "/orders/v1/orders",
@@ -187,7 +188,7 @@ DENIALS: dict[str, tuple[str, int, str, Callable[[E2EStack], dict[str, str]]]] =
 
 
 @pytest.mark.parametrize("case", list(DENIALS))
-def test_denials_are_readable_json(stack: E2EStack, case: str) -> None:
+def test_denials_are_readable_json(stack: LocalStack, case: str) -> None:
     path, status, error, headers = DENIALS[case]
     reply = stack.front_call("GET", path, headers=headers(stack))
     body = denial(reply, status, error)
@@ -197,7 +198,7 @@ def test_denials_are_readable_json(stack: E2EStack, case: str) -> None:
         assert reply.headers["www-authenticate"].startswith('Bearer realm="keymint"')
 
 
-def test_an_svid_outside_its_binding_is_forbidden(stack: E2EStack) -> None:
+def test_an_svid_outside_its_binding_is_forbidden(stack: LocalStack) -> None:
     svid = stack.svid("/ns/shop/sa/web")
     denial(
         stack.front_call("GET", "/deploy/v1/releases", certificate=svid),
@@ -213,7 +214,7 @@ def test_an_svid_outside_its_binding_is_forbidden(stack: E2EStack) -> None:
 
 
 def test_only_the_exchange_and_the_public_documents_of_keymint_are_exposed(
-    stack: E2EStack,
+    stack: LocalStack,
 ) -> None:
     discovery = stack.front_call("GET", "/.well-known/openid-configuration")
     assert discovery.status == 200
@@ -232,7 +233,7 @@ def test_only_the_exchange_and_the_public_documents_of_keymint_are_exposed(
 # --- (4) the upstream verifies keymint's tokens itself with jwt_authn ----------------------------
 
 
-def test_upstream_jwt_authn_accepts_minted_tokens_and_rejects_the_rest(stack: E2EStack) -> None:
+def test_upstream_jwt_authn_accepts_minted_tokens_and_rejects_the_rest(stack: LocalStack) -> None:
     orders_token = minted(
         stack.front_call("GET", "/orders/v1/orders", certificate=stack.svid("/ns/shop/sa/web"))
     )

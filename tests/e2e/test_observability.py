@@ -20,13 +20,14 @@ from typing import Any
 import jwt
 import pytest
 
+from extauthz.dev.calls import exchange_form
+from extauthz.dev.signers import PASSPHRASE
+from extauthz.dev.stack import LocalStack, local_stack
 from signer import tracing
-from tests.e2e.replies import bearer, denial, exchange_form, minted
-from tests.e2e.stack import E2EStack, e2e_stack
+from tests.e2e.replies import bearer, denial, minted
 from tests.envoy.harness import with_tracing
 from tests.helpers.otlp_collector import CollectedSpan, OtlpCollector
 from tests.helpers.secret_scan import read_logs, scan
-from tests.signer.harness import PASSPHRASE
 
 CHECK = "envoy.service.auth.v3.Authorization/Check"
 SIGN = tracing.SIGN_SPAN
@@ -41,7 +42,9 @@ def collector() -> Iterator[OtlpCollector]:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, collector: OtlpCollector) -> Iterator[E2EStack]:
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, collector: OtlpCollector
+) -> Iterator[LocalStack]:
     observed = {
         "KEYMINT_LOG_FORMAT": "json",
         "KEYMINT_TRACING": "otlp",
@@ -54,7 +57,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, collector: OtlpCollector) ->
             rendered, OTEL_COLLECTOR_PORT=collector.port, TRACE_SAMPLING_PERCENT=100
         )
 
-    with e2e_stack(
+    with local_stack(
         tmp_path_factory.mktemp("observed"), extra_env=observed, front_config=traced
     ) as running:
         yield running
@@ -65,7 +68,7 @@ def _trace_of(spans: list[CollectedSpan], trace_id: str) -> list[CollectedSpan]:
 
 
 def test_one_mint_through_envoy_is_one_trace_from_envoy_to_each_signer(
-    stack: E2EStack, collector: OtlpCollector
+    stack: LocalStack, collector: OtlpCollector
 ) -> None:
     subject = f"/ns/shop/sa/traced-{uuid.uuid4().hex[:8]}"
     minted(stack.front_call("GET", "/orders/v1/orders", certificate=stack.svid(subject)))
@@ -131,7 +134,7 @@ def _json_lines(path: Path) -> list[dict[str, Any]]:
     return lines
 
 
-def _access_entry(stack: E2EStack, jti: str, timeout: float = 10.0) -> dict[str, Any]:
+def _access_entry(stack: LocalStack, jti: str, timeout: float = 10.0) -> dict[str, Any]:
     """Envoy's access log line for the request whose token has `jti` (Envoy flushes it)."""
     path = stack.directory / "front-envoy.access.log"
     deadline = time.monotonic() + timeout
@@ -145,7 +148,7 @@ def _access_entry(stack: E2EStack, jti: str, timeout: float = 10.0) -> dict[str,
 
 
 def test_a_decision_line_carries_envoys_request_id_as_the_audit_record_and_metadata_do(
-    stack: E2EStack,
+    stack: LocalStack,
 ) -> None:
     token = minted(
         stack.front_call("GET", "/orders/v1/orders", certificate=stack.svid("/ns/shop/sa/logged"))
@@ -183,7 +186,7 @@ def test_a_decision_line_carries_envoys_request_id_as_the_audit_record_and_metad
     assert all(line.get("request_id") for line in denied)
 
 
-def test_no_secret_in_any_log_of_the_run(stack: E2EStack) -> None:
+def test_no_secret_in_any_log_of_the_run(stack: LocalStack) -> None:
     """After every flow (mTLS and OIDC mints, a cached answer, /token, denials), no token, PEM
     private key, key share or passphrase appears in the gateway's, the signers' or Envoy's
     logs. The scanner's own test (tests/helpers) shows it finds each kind when planted."""

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import uuid
 
-from tests.e2e.replies import bearer, denial, exchange_form, minted
-from tests.e2e.stack import E2EStack
-from tests.envoy.servers import Reply
+from extauthz.dev.calls import exchange_form
+from extauthz.dev.servers import Reply
+from extauthz.dev.stack import LocalStack
+from tests.e2e.replies import bearer, denial, minted
 
 
 def unavailable(reply: Reply, error: str) -> None:
@@ -18,7 +19,7 @@ def unavailable(reply: Reply, error: str) -> None:
     assert reply.headers["retry-after"] == "1"
 
 
-def test_fewer_than_t_signers_is_keymints_own_503(stack: E2EStack) -> None:
+def test_fewer_than_t_signers_is_keymints_own_503(stack: LocalStack) -> None:
     assert stack.gateway.alive()
     # Healthy first: a credential that was minted for survives in keymint's cache ...
     cached_svid = stack.svid("/ns/shop/sa/web")
@@ -42,7 +43,7 @@ def test_fewer_than_t_signers_is_keymints_own_503(stack: E2EStack) -> None:
     assert exchanged.headers["retry-after"] == "1"
 
 
-def test_gateway_down_is_envoys_503_and_never_a_pass(stack: E2EStack) -> None:
+def test_gateway_down_is_envoys_503_and_never_a_pass(stack: LocalStack) -> None:
     svid = stack.svid("/ns/shop/sa/web")
     stack.gateway.kill()
 

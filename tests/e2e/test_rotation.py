@@ -15,27 +15,27 @@ from collections.abc import Iterator
 import jwt
 import pytest
 
+from extauthz.dev.stack import LocalStack, local_stack
 from signer.ceremony.driver import connect
 from signer.token import kid_for
 from tests.e2e.replies import bearer, minted
-from tests.e2e.stack import E2EStack, e2e_stack
 
 ADMIN_TOKEN = "e2e-rotation-admin"
 LEAD_SECONDS = 3  # publish lead: time for every verifier to pin the new key
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2EStack]:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     extra = {
         "KEYMINT_ADMIN_TOKEN_SHA256": hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest(),
         "KEYMINT_KEY_PUBLISH_LEAD_SECONDS": str(LEAD_SECONDS),
     }
     directory = tmp_path_factory.mktemp("rotation")
-    with e2e_stack(directory, extra_env=extra) as running:
+    with local_stack(directory, extra_env=extra) as running:
         yield running
 
 
-def admin(stack: E2EStack, step: str, document: object) -> tuple[int, dict[str, object]]:
+def admin(stack: LocalStack, step: str, document: object) -> tuple[int, dict[str, object]]:
     request = urllib.request.Request(
         f"http://127.0.0.1:{stack.gateway.http_port}/admin/keys/{step}",
         data=json.dumps(document).encode(),
@@ -49,7 +49,7 @@ def admin(stack: E2EStack, step: str, document: object) -> tuple[int, dict[str, 
         return error.code, json.loads(error.read())
 
 
-def test_rotation_under_traffic_through_envoy(stack: E2EStack) -> None:
+def test_rotation_under_traffic_through_envoy(stack: LocalStack) -> None:
     old_kid = stack.jwks()["keys"][0]["kid"]
     old_token = minted(
         stack.front_call("GET", "/deploy/v1/releases", headers=bearer(stack.oidc_token()))

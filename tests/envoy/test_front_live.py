@@ -34,18 +34,18 @@ from envoy.type.v3.http_status_pb2 import HttpStatus
 from google.rpc import code_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from extauthz.grpc_edge import SERVICE
-from signer.devca import dns_name, envoy_name, gateway_name, spiffe_id
-from signer.tls import server_credentials
-from tests.envoy.harness import (
+from extauthz.dev.envoy import (
     EnvoyProcess,
     check_port_values,
     render,
     server_certificate,
     write_tls,
 )
-from tests.envoy.servers import BackgroundLoop, EchoUpstream, Reply, request
-from tests.extauthz.stack import check_port_pki, root_ca, valid_now
+from extauthz.dev.servers import BackgroundLoop, EchoUpstream, Reply, request
+from extauthz.dev.settings import check_port_pki, root_ca, valid_now
+from extauthz.grpc_edge import SERVICE
+from signer.devca import dns_name, envoy_name, gateway_name, spiffe_id
+from signer.tls import server_credentials
 from tests.helpers.certs import CertificateAuthority, IssuedCertificate, pem
 
 HOSTNAME = "front.keymint.test"

@@ -7,18 +7,16 @@ from pathlib import Path
 
 import yaml
 
-from tests.envoy.harness import (
-    TRACING,
+from extauthz.dev.envoy import (
     check_port_values,
     declared_defaults,
     render_text,
     server_certificate,
     used_placeholders,
-    validate,
-    with_tracing,
     write_tls,
 )
-from tests.extauthz.stack import root_ca
+from extauthz.dev.settings import root_ca
+from tests.envoy.harness import TRACING, validate, with_tracing
 from tests.helpers.certs import pem
 
 

@@ -17,11 +17,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from extauthz.dev.envoy import EnvoyProcess, declared_defaults, render_text
+from extauthz.dev.servers import BackgroundLoop, EchoUpstream, request
 from extauthz.pinned_keys import pinned_jwks
 from signer.files import write_atomically
 from signer.token import compact, header_for, kid_for, signing_input
-from tests.envoy.harness import EnvoyProcess, declared_defaults, render_text
-from tests.envoy.servers import BackgroundLoop, EchoUpstream, request
 
 DEFAULTS = declared_defaults("upstream-jwt.yaml")
 OLD, NEW = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()

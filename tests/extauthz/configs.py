@@ -10,8 +10,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from signer.devca import make_dev_pki
-from tests.extauthz.stack import (
+from extauthz.dev.settings import (
     ISSUER,
     OIDC_AUDIENCE,
     SCOPES,
@@ -19,6 +18,7 @@ from tests.extauthz.stack import (
     root_ca,
     write_trust_root,
 )
+from signer.devca import make_dev_pki
 from tests.helpers.certs import pem
 
 CLOSED = "127.0.0.1:1"  # nothing listens there

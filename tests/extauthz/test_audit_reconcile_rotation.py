@@ -11,11 +11,12 @@ from pathlib import Path
 import aiohttp
 
 from extauthz.audit_reconcile import read_source, reconcile
+from extauthz.dev.calls import check_request
+from extauthz.dev.inprocess import running_stack
 from extauthz.http_edge import start_http
 from signer.audit import AuditLog, parse_record
 from signer.ceremony.driver import connect
 from signer.token import kid_for
-from tests.extauthz.stack import check_request, running_stack
 
 ADMIN_TOKEN = "reconcile-admin-token"
 

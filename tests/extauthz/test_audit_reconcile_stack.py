@@ -20,12 +20,14 @@ import aiohttp
 import pytest
 
 from extauthz.app import build_identifier, build_policy_engine
+from extauthz.dev.calls import check_request
+from extauthz.dev.inprocess import Stack, running_stack
+from extauthz.dev.settings import DEPLOY, ISSUER
 from extauthz.mint import Minter, MintSettings
 from extauthz.model import Route
 from extauthz.policy import AuthzRequest, Denial
 from signer.audit import AuditLog, parse_record
 from signer.coordinator import Coordinator
-from tests.extauthz.stack import DEPLOY, ISSUER, Stack, check_request, running_stack
 
 REPO = Path(__file__).resolve().parents[2]
 SIGNERS = (1, 2, 3)

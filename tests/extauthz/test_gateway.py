@@ -13,17 +13,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from envoy.service.auth.v3.external_auth_pb2 import CheckResponse
 
+from extauthz.dev.calls import check_request
+from extauthz.dev.inprocess import Stack, running_stack
+from extauthz.dev.settings import DEPLOY, ISSUER, ORDERS, root_ca, valid_now
 from extauthz.identity import github_subject
-from tests.extauthz.stack import (
-    DEPLOY,
-    ISSUER,
-    ORDERS,
-    Stack,
-    check_request,
-    root_ca,
-    running_stack,
-    valid_now,
-)
 
 
 @pytest.fixture

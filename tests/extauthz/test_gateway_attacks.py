@@ -14,9 +14,11 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 
 from extauthz.decision import Allow
-from tests.extauthz.stack import DEPLOY, Stack, check_request, running_stack
+from extauthz.dev.calls import check_request
+from extauthz.dev.github import REMOVE, SigningKey, compact_jws, hs256_signer, rs256_signer
+from extauthz.dev.inprocess import Stack, running_stack
+from extauthz.dev.settings import DEPLOY
 from tests.extauthz.test_gateway import denial, minted
-from tests.helpers.oidc_issuer import REMOVE, SigningKey, compact_jws, hs256_signer, rs256_signer
 
 
 def attacks(stack: Stack, attacker: SigningKey) -> dict[str, tuple[str, str]]:

@@ -15,12 +15,14 @@ import pytest
 from envoy.service.auth.v3.external_auth_pb2 import CheckResponse
 
 from extauthz.decision import Allow
+from extauthz.dev.calls import check_request
+from extauthz.dev.inprocess import Stack, running_stack
+from extauthz.dev.settings import DEPLOY, policy_document
 from extauthz.guard_checker import credential_id
 from extauthz.model import Evidence, Identity, IdentityKind
 from extauthz.policy.engine import policy_digest
 from extauthz.policy.versions import DEFAULT_POLL_SECONDS
 from signer.guard import GuardEvidence
-from tests.extauthz.stack import DEPLOY, Stack, check_request, policy_document, running_stack
 
 # Long enough that a signer's next check re-reads its policy files.
 SIGNERS_POLL = DEFAULT_POLL_SECONDS + 0.2

@@ -12,8 +12,10 @@ from pathlib import Path
 import aiohttp
 import jwt
 
+from extauthz.dev.calls import check_request
+from extauthz.dev.inprocess import running_stack
+from extauthz.dev.settings import DEPLOY, ISSUER
 from extauthz.http_edge import start_http
-from tests.extauthz.stack import DEPLOY, ISSUER, check_request, running_stack
 
 INTEROP = Path(__file__).resolve().parents[1] / "interop"
 

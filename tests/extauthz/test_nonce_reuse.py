@@ -17,7 +17,8 @@ from pathlib import Path
 from prometheus_client import REGISTRY
 
 from extauthz.audit_reconcile import GapKind, read_source, reconcile
-from tests.extauthz.stack import Stack, check_request, running_stack
+from extauthz.dev.calls import check_request
+from extauthz.dev.inprocess import Stack, running_stack
 
 ROUNDS = 6
 PER_ROUND = 16

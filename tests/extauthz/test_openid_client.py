@@ -16,10 +16,11 @@ from typing import Any
 
 import pytest
 
+from extauthz.dev.inprocess import Stack, running_stack
+from extauthz.dev.servers import BackgroundLoop
+from extauthz.dev.settings import DEPLOY, ORDERS
 from extauthz.http_edge import start_http
 from extauthz.token_exchange import TOKEN_TYPE_JWT
-from tests.envoy.servers import BackgroundLoop
-from tests.extauthz.stack import DEPLOY, ORDERS, Stack, running_stack
 
 INTEROP = Path(__file__).resolve().parents[1] / "interop"
 CLIENT_ID = "keymint-interop"

@@ -12,12 +12,14 @@ from pathlib import Path
 import aiohttp
 import jwt
 
+from extauthz.dev.calls import check_request
+from extauthz.dev.inprocess import Stack, running_stack
+from extauthz.dev.settings import DEPLOY, ISSUER
 from extauthz.http_edge import start_http
 from extauthz.keyring import load_trust_root
 from signer.ceremony.driver import connect
 from signer.endorsement import verify_chain
 from signer.token import kid_for
-from tests.extauthz.stack import DEPLOY, ISSUER, Stack, check_request, running_stack
 from tests.extauthz.test_gateway import minted
 
 

@@ -15,16 +15,16 @@ from pathlib import Path
 
 from extauthz.app import build_gateway
 from extauthz.config import GatewaySettings
-from extauthz.gateway import Gateway
-from tests.extauthz.stack import (
+from extauthz.dev.calls import check_request
+from extauthz.dev.settings import (
     OIDC_AUDIENCE,
     TRUST_DOMAIN,
-    check_request,
     root_ca,
     stack_env,
     valid_now,
     write_trust_root,
 )
+from extauthz.gateway import Gateway
 from tests.helpers.certs import CertificateAuthority, pem
 from tests.helpers.redis_server import RedisServer
 from tests.signer.harness import SignerCluster
@@ -40,7 +40,7 @@ async def starting_gateway(
     cluster = SignerCluster(directory, 2, 3)
     assert cluster.package is not None
     env = {
-        **stack_env(directory, "https://issuer.invalid", cluster),
+        **stack_env(directory, "https://issuer.invalid"),
         "KEYMINT_OIDC_AUDIENCES": OIDC_AUDIENCE,
         "KEYMINT_TRUST_ROOT": str(write_trust_root(directory, cluster.package.group_public_key)),
         **overrides,

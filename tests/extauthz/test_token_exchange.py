@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 
 from extauthz.decision import Deny
+from extauthz.dev.github import DEFAULT_AUDIENCE, LocalOidcIssuer, SigningKey
 from extauthz.http_edge import PipelineBackend, build_app, start_app
 from extauthz.identity import GitHubOidcVerifier, JwksSettings, Reason
 from extauthz.limits import Revocations
@@ -43,7 +44,6 @@ from signer.coordinator import QuorumUnavailable
 from signer.proto import signer_pb2
 from tests.extauthz.policy import DEPLOY, ORDERS, policy_document
 from tests.helpers import ManualClock, Run
-from tests.helpers.oidc_issuer import DEFAULT_AUDIENCE, LocalOidcIssuer, SigningKey
 
 FORM = "application/x-www-form-urlencoded"
 KEYMINT = "https://keymint.test"

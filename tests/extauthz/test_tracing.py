@@ -22,8 +22,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
+from extauthz.dev.calls import check_request
+from extauthz.dev.inprocess import running_stack
 from signer import tracing
-from tests.extauthz.stack import check_request, running_stack
 from tests.helpers.otlp_collector import CollectedSpan, OtlpCollector
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"

@@ -25,28 +25,16 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from extauthz.dev.calls import check_request
+from extauthz.dev.github import REMOVE, compact_jws, hs256_signer
+from extauthz.dev.inprocess import Stack, running_stack
+from extauthz.dev.issuers import JwtKey, gitlab_claims, kubernetes_claims, sign_token, svid_claims
+from extauthz.dev.servers import BackgroundLoop
+from extauthz.dev.settings import DEPLOY, ISSUER, ORDERS, TRUST_DOMAIN
+from extauthz.dev.workloads import ENGINEER_TTL, WORKLOAD_AUDIENCE, Workloads
 from extauthz.http_edge import start_http
 from extauthz.identity import github_subject
 from extauthz.token_exchange import GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_ID_TOKEN, TOKEN_TYPE_JWT
-from tests.envoy.servers import BackgroundLoop
-from tests.extauthz.stack import (
-    DEPLOY,
-    ISSUER,
-    ORDERS,
-    TRUST_DOMAIN,
-    Stack,
-    check_request,
-    running_stack,
-)
-from tests.extauthz.workloads import ENGINEER_TTL, WORKLOAD_AUDIENCE, Workloads
-from tests.helpers.oidc_issuer import REMOVE, compact_jws, hs256_signer
-from tests.helpers.token_issuers import (
-    JwtKey,
-    gitlab_claims,
-    kubernetes_claims,
-    sign_token,
-    svid_claims,
-)
 
 
 @dataclass

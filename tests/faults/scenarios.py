@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from extauthz.dev.github import SigningKey
 from tests.faults.stack import (
     MAX_STALENESS_SECONDS,
     SIGN_TIMEOUT_SECONDS,
@@ -27,7 +28,6 @@ from tests.faults.stack import (
     FaultStack,
 )
 from tests.faults.traffic import Outcome, Traffic, failures_by_status, latency_ms
-from tests.helpers.oidc_issuer import SigningKey
 
 BASELINE_SECONDS = 3.0
 BACK_IN_USE_SECONDS = 1.0  # a restarted (or resumed) signer is used again within this of ready

@@ -41,8 +41,8 @@ from pathlib import Path
 
 import jwt
 
+from extauthz.dev.gateway import pin_keys
 from signer.token import kid_for
-from tests.e2e.stack import pin_keys
 from tests.faults.stack import FaultStack, fault_stack
 from tests.faults.traffic import Traffic, failures_by_status, latency_ms
 from tests.replicas.stack import ADMIN_TOKEN

@@ -28,16 +28,17 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.e2e.stack import REPO, GatewayProcess
-from tests.envoy.harness import (
+from extauthz.dev.envoy import (
     EnvoyProcess,
     check_port_values,
     render,
     server_certificate,
     write_tls,
 )
-from tests.envoy.servers import BackgroundLoop, EchoUpstream
-from tests.extauthz.stack import (
+from extauthz.dev.gateway import GatewayProcess
+from extauthz.dev.github import LocalOidcIssuer
+from extauthz.dev.servers import BackgroundLoop, EchoUpstream
+from extauthz.dev.settings import (
     OIDC_AUDIENCE,
     TRUST_DOMAIN,
     root_ca,
@@ -45,9 +46,10 @@ from tests.extauthz.stack import (
     valid_now,
     write_trust_root,
 )
+from extauthz.dev.signers import SignerProcess
+from tests.conftest import REPO
 from tests.faults.disk import SmallDisk
 from tests.helpers.certs import CertificateAuthority, IssuedCertificate, pem
-from tests.helpers.oidc_issuer import LocalOidcIssuer
 from tests.replicas.stack import (
     ADMIN_TOKEN,
     FRONT_HOSTNAME,
@@ -56,7 +58,7 @@ from tests.replicas.stack import (
     _write_secret,
     free_port,
 )
-from tests.signer.harness import SignerCluster, SignerProcess
+from tests.signer.harness import SignerCluster
 
 REPLICAS = 2
 SYNC_SECONDS = 0.25
@@ -266,7 +268,7 @@ def fault_stack(
         cluster = SignerCluster(directory, 2, 3)
         assert cluster.package is not None
         env = {
-            **stack_env(directory, issuer.issuer, cluster),
+            **stack_env(directory, issuer.issuer),
             "KEYMINT_TRUST_ROOT": str(
                 write_trust_root(directory, cluster.package.group_public_key)
             ),

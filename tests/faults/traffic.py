@@ -26,7 +26,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.e2e.replies import exchange_form
+from extauthz.dev.calls import exchange_form
 from tests.faults.stack import FaultStack
 from tests.replicas.stack import FRONT_HOSTNAME
 
@@ -265,7 +265,7 @@ def _access_token(document: Any) -> str | None:
 
 
 def _write_client(stack: FaultStack, name: str, svid: Any) -> tuple[str, str]:
-    from tests.envoy.harness import write_tls
+    from extauthz.dev.envoy import write_tls
 
     cert, key = write_tls(stack.directory, name, svid)
     return str(cert), str(key)

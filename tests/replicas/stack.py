@@ -38,32 +38,33 @@ from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 from extauthz.app import build_identifier, build_policy_engine
 from extauthz.claims import confirmation_claim, provenance_claims
 from extauthz.config import GatewaySettings
-from extauthz.mint import evidence_message
-from extauthz.model import Route
-from extauthz.policy import AuthzRequest, Denial
-from signer.coordinator import Coordinator
-from signer.frost import trusted_dealer_keygen
-from signer.token import header_for, signing_input
-from tests.e2e.stack import REPO, GatewayProcess
-from tests.envoy.harness import (
+from extauthz.dev.calls import envoy_channel
+from extauthz.dev.envoy import (
     EnvoyProcess,
     check_port_values,
     render,
     server_certificate,
     write_tls,
 )
-from tests.envoy.servers import BackgroundLoop, EchoUpstream, Reply, request
-from tests.extauthz.stack import (
+from extauthz.dev.gateway import GatewayProcess
+from extauthz.dev.github import LocalOidcIssuer
+from extauthz.dev.servers import BackgroundLoop, EchoUpstream, Reply, request
+from extauthz.dev.settings import (
     OIDC_AUDIENCE,
     TRUST_DOMAIN,
-    envoy_channel,
     root_ca,
     stack_env,
     valid_now,
     write_trust_root,
 )
+from extauthz.mint import evidence_message
+from extauthz.model import Route
+from extauthz.policy import AuthzRequest, Denial
+from signer.coordinator import Coordinator
+from signer.frost import trusted_dealer_keygen
+from signer.token import header_for, signing_input
+from tests.conftest import REPO
 from tests.helpers.certs import CertificateAuthority, IssuedCertificate, pem
-from tests.helpers.oidc_issuer import LocalOidcIssuer
 from tests.signer.harness import SignerCluster
 
 ADMIN_TOKEN = "replicas-admin-token"
@@ -398,7 +399,7 @@ def replicas_stack(directory: Path) -> Iterator[ReplicasStack]:
         for share in shares:
             cluster.seal_key(share.identifier, share, package)
         env = {
-            **stack_env(directory, issuer.issuer, cluster),
+            **stack_env(directory, issuer.issuer),
             "KEYMINT_TRUST_ROOT": str(
                 write_trust_root(directory, cluster.package.group_public_key)
             ),

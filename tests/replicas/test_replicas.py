@@ -14,10 +14,10 @@ from collections import Counter
 
 from envoy.service.auth.v3.external_auth_pb2 import CheckResponse
 
+from extauthz.dev.calls import check_request
 from signer.coordinator import SigningRefused
 from signer.token import kid_for
 from tests.e2e.replies import minted
-from tests.extauthz.stack import check_request
 from tests.replicas.stack import (
     MAX_STALENESS_SECONDS,
     PUBLISH_LEAD_SECONDS,

@@ -18,21 +18,21 @@ import pytest
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 
-from extauthz.workers import worker_audit_log
-from tests.e2e.stack import REPO, GatewayProcess
-from tests.envoy.servers import BackgroundLoop
-from tests.extauthz.stack import (
+from extauthz.dev.calls import check_request, envoy_channel
+from extauthz.dev.gateway import GatewayProcess
+from extauthz.dev.github import LocalOidcIssuer
+from extauthz.dev.servers import BackgroundLoop
+from extauthz.dev.settings import (
     OIDC_AUDIENCE,
     TRUST_DOMAIN,
-    check_request,
-    envoy_channel,
     root_ca,
     stack_env,
     valid_now,
     write_trust_root,
 )
+from extauthz.workers import worker_audit_log
+from tests.conftest import REPO
 from tests.helpers.certs import CertificateAuthority, IssuedCertificate, pem
-from tests.helpers.oidc_issuer import LocalOidcIssuer
 from tests.replicas.stack import wait_until
 from tests.replicas.test_replicas import outcome
 from tests.signer.harness import SignerCluster
@@ -109,7 +109,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkersStack]:
     cluster = SignerCluster(directory, 2, 3)
     assert cluster.package is not None
     env = {
-        **stack_env(directory, issuer.issuer, cluster),
+        **stack_env(directory, issuer.issuer),
         "KEYMINT_TRUST_ROOT": str(write_trust_root(directory, cluster.package.group_public_key)),
     }
     for signer in cluster.signers.values():

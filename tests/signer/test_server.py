@@ -20,7 +20,7 @@ BASE = {
     "KEYMINT_SIGNER_ID": "1",
     "KEYMINT_TLS_DIR": "/nonexistent/pki",
     "KEYMINT_ISSUER": "https://keymint.test",
-    "KEYMINT_EVIDENCE_CHECKER": "tests.signer.evidence:factory",
+    "KEYMINT_EVIDENCE_CHECKER": "benchmarks.standin_signing:factory",
 }
 
 

@@ -22,7 +22,7 @@ def _env(**extra: str) -> dict[str, str]:
         "KEYMINT_SIGNER_ID": "2",
         "KEYMINT_TLS_DIR": "/etc/keymint/tls",
         "KEYMINT_ISSUER": "https://keymint.test",
-        "KEYMINT_EVIDENCE_CHECKER": "tests.signer.evidence:factory",
+        "KEYMINT_EVIDENCE_CHECKER": "benchmarks.standin_signing:factory",
         **extra,
     }
 

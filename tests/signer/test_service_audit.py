@@ -16,6 +16,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from benchmarks.standin_signing import StandInEvidenceChecker
 from signer.audit import AuditError
 from signer.devca import signer_name, spiffe_id, tls_files
 from signer.frost import commit
@@ -26,7 +27,6 @@ from signer.server import KeyedGuard
 from signer.service import REFUSING_SERVICE, SignerService
 from signer.signer_faults import SignerFault
 from signer.tls import secure_channel, server_credentials
-from tests.signer.evidence import StandInEvidenceChecker
 from tests.signer.harness import ISSUER, SignerCluster, evidence_for, token_message
 
 

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 import aiohttp
 import pytest
 
+from extauthz.dev.github import DEFAULT_AUDIENCE, LocalOidcIssuer, SigningKey
 from extauthz.identity import GitHubOidcVerifier, JwksSettings
 from tests.helpers import ManualClock, Run
-from tests.helpers.oidc_issuer import DEFAULT_AUDIENCE, LocalOidcIssuer, SigningKey
 
 START = 1_900_000_000.0  # 2030-03-17: tokens and caches run on this manual clock
 # Local issuer speaks http; everything else as in production.

@@ -10,6 +10,16 @@ import aiohttp
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from extauthz.dev.github import (
+    DEFAULT_AUDIENCE,
+    REMOVE,
+    LocalOidcIssuer,
+    SigningKey,
+    b64url,
+    compact_jws,
+    hs256_signer,
+    rs256_signer,
+)
 from extauthz.identity import (
     GITHUB_ISSUER,
     GitHubOidcVerifier,
@@ -25,16 +35,6 @@ from extauthz.identity import (
 from extauthz.model import IdentityKind
 from tests.extauthz.identity.conftest import TEST_JWKS_SETTINGS
 from tests.helpers import ManualClock, Run
-from tests.helpers.oidc_issuer import (
-    DEFAULT_AUDIENCE,
-    REMOVE,
-    LocalOidcIssuer,
-    SigningKey,
-    b64url,
-    compact_jws,
-    hs256_signer,
-    rs256_signer,
-)
 
 
 def refusal(run: Run, verifier: GitHubOidcVerifier, token: str | bytes) -> IdentityError:

@@ -11,10 +11,10 @@ from typing import Any
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from extauthz.dev.github import DEFAULT_AUDIENCE, LocalOidcIssuer, compact_jws, rs256_signer
 from extauthz.identity import GitHubOidcVerifier, IdentityError, Reason
 from tests.extauthz.identity.conftest import START
 from tests.helpers import Run
-from tests.helpers.oidc_issuer import DEFAULT_AUDIENCE, LocalOidcIssuer, compact_jws, rs256_signer
 
 # The fixtures (event loop, issuer, verifier) are meant to be shared by every example.
 FUZZ = settings(

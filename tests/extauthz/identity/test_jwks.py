@@ -11,11 +11,11 @@ import pytest
 from aiocache import SimpleMemoryCache
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from extauthz.dev.github import LocalOidcIssuer, SigningKey, b64url
 from extauthz.identity import IdentityConfigError, IdentityError, JwksCache, JwksSettings, Reason
 from extauthz.identity.jwks import is_rs256_signing_key
 from tests.extauthz.identity.conftest import TEST_JWKS_SETTINGS
 from tests.helpers import ManualClock, Run
-from tests.helpers.oidc_issuer import LocalOidcIssuer, SigningKey, b64url
 
 COOLDOWN = TEST_JWKS_SETTINGS.fetch_cooldown_seconds  # 60 s
 

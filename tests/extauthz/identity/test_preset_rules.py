@@ -11,6 +11,16 @@ from typing import Any
 import aiohttp
 import pytest
 
+from extauthz.dev.github import REMOVE
+from extauthz.dev.issuers import (
+    JwtKey,
+    LocalIssuer,
+    kubernetes_claims,
+    okta_claims,
+    sign_token,
+    svid_claims,
+    trust_bundle,
+)
 from extauthz.identity import (
     IdentityConfigError,
     IdentityError,
@@ -23,16 +33,6 @@ from extauthz.identity.issuers import JwksPath
 from extauthz.model import IdentityKind
 from tests.extauthz.identity.conftest import TEST_JWKS_SETTINGS
 from tests.helpers import ManualClock, Run
-from tests.helpers.oidc_issuer import REMOVE
-from tests.helpers.token_issuers import (
-    JwtKey,
-    LocalIssuer,
-    kubernetes_claims,
-    okta_claims,
-    sign_token,
-    svid_claims,
-    trust_bundle,
-)
 
 KEYMINT = "https://keymint.test"
 CLUSTER = "https://oidc.prod-cluster.example"

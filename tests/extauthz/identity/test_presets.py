@@ -15,18 +15,8 @@ import aiohttp
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from extauthz.identity import (
-    IdentityError,
-    IssuerConfig,
-    JwtVerifier,
-    Reason,
-)
-from extauthz.identity.issuers import JwksPath, JwksUri
-from extauthz.model import IdentityKind
-from tests.extauthz.identity.conftest import TEST_JWKS_SETTINGS
-from tests.helpers import ManualClock, Run
-from tests.helpers.oidc_issuer import REMOVE, compact_jws, hs256_signer
-from tests.helpers.token_issuers import (
+from extauthz.dev.github import REMOVE, compact_jws, hs256_signer
+from extauthz.dev.issuers import (
     JwtKey,
     LocalIssuer,
     entra_claims,
@@ -39,6 +29,16 @@ from tests.helpers.token_issuers import (
     svid_claims,
     trust_bundle,
 )
+from extauthz.identity import (
+    IdentityError,
+    IssuerConfig,
+    JwtVerifier,
+    Reason,
+)
+from extauthz.identity.issuers import JwksPath, JwksUri
+from extauthz.model import IdentityKind
+from tests.extauthz.identity.conftest import TEST_JWKS_SETTINGS
+from tests.helpers import ManualClock, Run
 
 KEYMINT = "https://keymint.test"
 CLIENT_ID = "0oa-keymint-cli"

@@ -12,14 +12,15 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from extauthz.dev.idp import DEFAULT_USERS, LocalIdp
+from extauthz.dev.inprocess import Stack, running_stack
+from extauthz.dev.issuers import JwtKey
+from extauthz.dev.servers import BackgroundLoop
+from extauthz.dev.settings import DEPLOY, ISSUER
+from extauthz.dev.workloads import CLIENT_ID, Workloads
 from extauthz.http_edge import start_http
 from extauthz.login.command import LoginOptions
-from tests.envoy.servers import BackgroundLoop
-from tests.extauthz.stack import DEPLOY, ISSUER, Stack, running_stack
-from tests.extauthz.workloads import CLIENT_ID, Workloads
 from tests.helpers import ManualClock, Run
-from tests.helpers.idp import DEFAULT_USERS, LocalIdp
-from tests.helpers.token_issuers import JwtKey
 
 START = 1_900_000_000.0
 

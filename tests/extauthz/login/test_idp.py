@@ -9,6 +9,7 @@ import jwt
 import pytest
 from aiohttp import web
 
+from extauthz.dev.idp import LocalIdp
 from extauthz.login.idp import (
     DeviceAuthorization,
     DeviceFlow,
@@ -20,7 +21,6 @@ from extauthz.login.idp import (
 )
 from tests.extauthz.login.conftest import sleeper
 from tests.helpers import ManualClock, Run
-from tests.helpers.idp import LocalIdp
 
 SCOPE = "openid email profile"
 

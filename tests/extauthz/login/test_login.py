@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 
+from extauthz.dev.idp import LocalIdp
+from extauthz.dev.settings import DEPLOY, ORDERS
+from extauthz.dev.workloads import CLIENT_ID, ENGINEER_TTL
 from extauthz.exchange_client import ExchangedToken
 from extauthz.login.command import LoginOptions, run_login, time_left, write_private
 from extauthz.login.idp import LoginError, LoginRefused
 from extauthz.login.store import KeyringStore, account_for
 from tests.extauthz.login.conftest import Live
 from tests.extauthz.login.test_pkce import browse
-from tests.extauthz.stack import DEPLOY, ORDERS
-from tests.extauthz.workloads import CLIENT_ID, ENGINEER_TTL
-from tests.helpers.idp import LocalIdp
 from tests.helpers.keyring_backend import MemoryKeyring
 
 

@@ -19,11 +19,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from extauthz.dev.github import compact_jws
+from extauthz.dev.settings import DEPLOY
+from extauthz.dev.workloads import CLIENT_ID
 from tests.extauthz.login.conftest import Live
 from tests.extauthz.login.test_pkce import browse
-from tests.extauthz.stack import DEPLOY
-from tests.extauthz.workloads import CLIENT_ID
-from tests.helpers.oidc_issuer import compact_jws
 
 REPO = Path(__file__).resolve().parents[3]
 KEYRING = "tests.helpers.keyring_backend.FileKeyring"

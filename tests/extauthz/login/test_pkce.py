@@ -10,6 +10,7 @@ import aiohttp
 import jwt
 import pytest
 
+from extauthz.dev.idp import LocalIdp
 from extauthz.login.idp import (
     IdpAnswerError,
     IdpClient,
@@ -21,7 +22,6 @@ from extauthz.login.idp import (
 )
 from extauthz.login.loopback import LoopbackReceiver
 from tests.helpers import Run
-from tests.helpers.idp import LocalIdp
 
 SCOPE = "openid email profile"
 

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 import redis
 
+from extauthz.dev.settings import root_ca, valid_now
 from extauthz.keyring import KeyRing, KeyRingError
 from extauthz.limits import RateLimiter, Revocations, SharedRateLimiter, StateUnavailable
 from extauthz.state import SharedState, StateSettings
 from extauthz.state.redis_store import RedisStore
 from signer.redisconn import KEYRING_KEY, RedisSettings, RedisSettingsError
 from signer.token import kid_for
-from tests.extauthz.stack import root_ca, valid_now
 from tests.extauthz.test_keyring import ISSUER, InMemorySigners, root_of
 from tests.helpers.certs import pem
 from tests.helpers.redis_server import RedisServer

@@ -16,6 +16,9 @@ from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 
 from extauthz.app import build_policy_engine
 from extauthz.config import GatewaySettings
+from extauthz.dev.calls import check_request
+from extauthz.dev.inprocess import Stack, running_stack
+from extauthz.dev.settings import OIDC_AUDIENCE
 from extauthz.model import Route
 from extauthz.policy import (
     AuthzRequest,
@@ -29,7 +32,6 @@ from extauthz.policy import (
     ReloadOutcome,
 )
 from tests.extauthz.policy import spiffe_identity
-from tests.extauthz.stack import OIDC_AUDIENCE, Stack, check_request, running_stack
 from tests.policy.opa_envoy import (
     CALLER,
     POLICIES,

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.stack import E2EStack, e2e_stack
+from extauthz.dev.servers import Reply
+from extauthz.dev.settings import OIDC_AUDIENCE
+from extauthz.dev.stack import LocalStack, local_stack
 from tests.envoy.harness import with_rego_settings
-from tests.envoy.servers import Reply
-from tests.extauthz.stack import OIDC_AUDIENCE
 from tests.policy.opa_envoy import (
     POLICIES,
     REFUSED,
@@ -30,16 +30,16 @@ RELOAD_TIMEOUT = 30.0
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2EStack]:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     directory = tmp_path_factory.mktemp("opa-envoy-e2e")
     rego = directory / "policy.rego"
     rego.write_text((POLICIES / "boolean.rego").read_text())
     env = {"REGO_FILE": str(rego), **SETTINGS}
-    with e2e_stack(directory, extra_env=env, front_config=with_rego_settings) as running:
+    with local_stack(directory, extra_env=env, front_config=with_rego_settings) as running:
         yield running
 
 
-def wait_for_log(stack: E2EStack, text: str, after: int) -> None:
+def wait_for_log(stack: LocalStack, text: str, after: int) -> None:
     """The gateway polls its Rego file every 2 s and logs each reload or refusal: wait for
     `text` in what it logged past byte `after`."""
     log = stack.gateway.log
@@ -51,7 +51,7 @@ def wait_for_log(stack: E2EStack, text: str, after: int) -> None:
     raise AssertionError(f"the gateway never logged {text!r}: see {log}")
 
 
-def use(stack: E2EStack, name: str) -> None:
+def use(stack: LocalStack, name: str) -> None:
     """Put policy `name` in force by writing the Rego file, as an operator would."""
     path = Path(stack.env["REGO_FILE"])
     text = policy_text(name, jwks=stack.issuer.jwks_json(), audience=OIDC_AUDIENCE)
@@ -62,7 +62,7 @@ def use(stack: E2EStack, name: str) -> None:
     wait_for_log(stack, f"reloaded (sha256 {sha256(text)})", logged)
 
 
-def call(stack: E2EStack, case: Case) -> Reply:
+def call(stack: LocalStack, case: Case) -> Reply:
     headers = dict(case.headers)
     certificate = None
     if case.caller == "ci":
@@ -77,7 +77,7 @@ def call(stack: E2EStack, case: Case) -> Reply:
 
 
 @pytest.mark.parametrize(("policy", "case"), cases(), ids=list(map(case_id, cases())))
-def test_through_envoy(stack: E2EStack, policy: str, case: Case) -> None:
+def test_through_envoy(stack: LocalStack, policy: str, case: Case) -> None:
     use(stack, policy)
     reply = call(stack, case)
     assert reply.status == case.status, reply.body
@@ -99,7 +99,7 @@ def test_through_envoy(stack: E2EStack, policy: str, case: Case) -> None:
         assert reply.json()["error"] == case.error
 
 
-def test_a_policy_with_http_send_is_refused_and_the_one_in_force_stays(stack: E2EStack) -> None:
+def test_a_policy_with_http_send_is_refused_and_the_one_in_force_stays(stack: LocalStack) -> None:
     use(stack, "boolean.rego")
     path = Path(stack.env["REGO_FILE"])
     in_force = path.read_text()

@@ -1,9 +1,11 @@
-"""A local OIDC issuer that behaves like GitHub Actions' token service, for tests.
+"""A local OIDC issuer that behaves like GitHub Actions' token service (the local stack, tests).
 
 It serves `{issuer}/.well-known/openid-configuration` and `{issuer}/.well-known/jwks` over real
 HTTP on 127.0.0.1 (port chosen by the OS), with Cache-Control and ETag, counts what it serves,
 can rotate keys and can go down. `mint()` signs tokens shaped like GitHub's documented example
-(`shared/vectors/github-oidc/example-token-claims.json`) with iat/nbf/exp from the test's clock.
+(`data/github-example-token.json`: the example token in GitHub's documentation of Actions OIDC,
+"About security hardening with OpenID Connect", templating resolved for github.com), with
+iat/nbf/exp from the caller's clock.
 
     async with LocalOidcIssuer(clock=clock) as issuer:  # or start() / stop()
         token = issuer.mint({"repository_id": "99"}, {"kid": "other"})
@@ -23,6 +25,7 @@ import socket
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any, Final
 
 import jwt
@@ -30,9 +33,9 @@ from aiohttp import web
 from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from tests.conftest import VECTORS
-
-EXAMPLE = json.loads((VECTORS / "github-oidc" / "example-token-claims.json").read_text())
+EXAMPLE = json.loads(
+    resources.files("extauthz.dev").joinpath("data/github-example-token.json").read_text()
+)
 DEFAULT_AUDIENCE = "https://keymint.test/token-exchange"
 TOKEN_LIFETIME = 300  # exp - iat, as in most real GitHub tokens
 NOT_BEFORE_SKEW = 600  # iat - nbf, as in GitHub's example

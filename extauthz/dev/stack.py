@@ -1,4 +1,4 @@
-"""Everything real, on loopback: keymint as production runs it, with two Envoys around it.
+"""The local stack: keymint as production runs it, every part real, on loopback, for development.
 
     caller --TLS/mTLS--> front Envoy (envoy/envoy.yaml) --ext_authz gRPC, mTLS--> gateway process
                               |                                                | mTLS gRPC
@@ -6,25 +6,24 @@
     caller ----------------> jwt Envoy (envoy/upstream-jwt.yaml) --> echo upstream
                               +-- local_jwks: keys `extauthz pin-keys` chained from the trust root
 
-The gateway is `python -m extauthz.cli serve` with the environment of tests/extauthz/stack.py;
-the signers are `SignerCluster`'s processes with the same environment, so their guards check the
-same policy. The local OIDC issuer (GitHub's shape) and the echo upstream run in this process, on
-an event loop in a background thread, as do the test's HTTP clients. Ports are all chosen by the
-OS (port 0) and read back: the gateway prints them, Envoy's admin API lists its listeners.
+The gateway is `python -m extauthz.cli serve` with extauthz.dev.settings' environment; the signers
+are `SignerCluster`'s processes with the same environment, so their guards check the same policy.
+The local OIDC issuer (GitHub's shape), the other issuers and the IdP (`workloads`) and the echo
+upstream run in this process, on an event loop in a background thread, as do the callers' HTTP
+clients. Ports are all chosen by the OS (port 0) and read back: the gateway prints them, Envoy's
+admin API lists its listeners.
+
+What makes it a development stack: a development CA for callers and for the Check port, key
+shares from a trusted dealer (or a DKG among the signers, `dkg=True`) sealed with a passphrase
+from the environment, plain HTTP to the stand-in issuers, and every key made on this machine.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import select
 import ssl
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,18 +31,19 @@ from typing import Any
 
 import jwt
 
-from extauthz.cli import READY_LINE
 from extauthz.config import CHECK_TLS_VARIABLES
-from tests.envoy.harness import (
+from extauthz.dev.certs import CertificateAuthority, IssuedCertificate, pem
+from extauthz.dev.envoy import (
     EnvoyProcess,
     check_port_values,
     render,
     server_certificate,
-    with_unix_check_port,
     write_tls,
 )
-from tests.envoy.servers import BackgroundLoop, EchoUpstream, Reply, request
-from tests.extauthz.stack import (
+from extauthz.dev.gateway import GatewayProcess, pin_keys
+from extauthz.dev.github import LocalOidcIssuer
+from extauthz.dev.servers import BackgroundLoop, EchoUpstream, Reply, request
+from extauthz.dev.settings import (
     DEPLOY,
     ISSUER,
     OIDC_AUDIENCE,
@@ -54,12 +54,9 @@ from tests.extauthz.stack import (
     valid_now,
     write_trust_root,
 )
-from tests.extauthz.workloads import Workloads
-from tests.helpers.certs import CertificateAuthority, IssuedCertificate, pem
-from tests.helpers.oidc_issuer import LocalOidcIssuer
-from tests.signer.harness import SignerCluster
+from extauthz.dev.signers import SignerCluster
+from extauthz.dev.workloads import Workloads
 
-REPO = Path(__file__).resolve().parents[2]
 FRONT_HOSTNAME = "front.keymint.test"  # the name in the front listener's certificate
 FRONT_LISTENER = "front_tls"
 JWT_LISTENER = "api"
@@ -67,102 +64,7 @@ REQUIRED_CLAIMS = ["exp", "iat", "nbf", "iss", "aud", "sub", "jti"]
 
 
 @dataclass
-class GatewayProcess:
-    """`python -m extauthz.cli serve`, configured by its environment; ports read from its line."""
-
-    env: Mapping[str, str]
-    log: Path
-    process: subprocess.Popen[bytes] | None = None
-    grpc_port: int = 0
-    http_port: int = 0
-
-    def start(self, timeout: float = 60.0, *, wait_ready: bool = True) -> None:
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "extauthz.cli", "serve"],
-                env=dict(self.env),
-                stdout=subprocess.PIPE,
-                stderr=log,
-                cwd=REPO,
-            )
-        assert self.process.stdout is not None
-        prefix = READY_LINE.split(" grpc_port")[0].encode()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([self.process.stdout], [], [], 0.2)
-            if not ready:
-                if self.process.poll() is not None:
-                    raise RuntimeError(
-                        f"gateway exited ({self.process.returncode}): see {self.log}"
-                    )
-                continue
-            line = self.process.stdout.readline()
-            if not line:
-                raise RuntimeError(f"gateway exited: see {self.log}")
-            if line.startswith(prefix):
-                fields = dict(part.split(b"=") for part in line.split()[2:])
-                self.grpc_port = int(fields[b"grpc_port"])
-                self.http_port = int(fields[b"http_port"])
-                if wait_ready:
-                    self.wait_ready(deadline - time.monotonic())
-                return
-        raise RuntimeError(f"gateway did not start within {timeout}s: see {self.log}")
-
-    def readiness(self) -> tuple[int, dict[str, Any]]:
-        """GET /readyz: its status and document (0 and {} when the edge does not answer)."""
-        url = f"http://127.0.0.1:{self.http_port}/readyz"
-        try:
-            with urllib.request.urlopen(url, timeout=2) as answer:
-                return int(answer.status), json.loads(answer.read())
-        except urllib.error.HTTPError as refused:
-            return int(refused.code), json.loads(refused.read())
-        except OSError:
-            return 0, {}
-
-    def wait_ready(self, timeout: float = 30.0, *, in_a_row: int = 1) -> None:
-        """The gateway listens before it is ready (extauthz.startup): wait for /readyz's 200,
-        `in_a_row` times on as many connections. With `--workers N` each connection reaches a
-        worker the kernel picks, and each worker becomes ready on its own: 16 in a row all land
-        on one worker once in 2**15 tries."""
-        deadline = time.monotonic() + timeout
-        seen = 0
-        while time.monotonic() < deadline:
-            status, document = self.readiness()
-            seen = seen + 1 if status == 200 else 0
-            if seen >= in_a_row:
-                return
-            if status == 200:
-                continue
-            if not self.alive():
-                raise RuntimeError(f"gateway exited: see {self.log}")
-            time.sleep(0.05)
-        raise RuntimeError(f"gateway not ready within {timeout:.0f}s: {document}; see {self.log}")
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def kill(self) -> None:
-        """A crash, not a shutdown: SIGKILL."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-
-
-@dataclass
-class E2EStack:
+class LocalStack:
     directory: Path
     background: BackgroundLoop
     issuer: LocalOidcIssuer
@@ -181,7 +83,12 @@ class E2EStack:
     # --- identities ---------------------------------------------------------------------------
 
     def svid(self, path: str) -> IssuedCertificate:
-        return self.ca.issue_svid(f"spiffe://{TRUST_DOMAIN}{path}", **valid_now())
+        """An X.509-SVID for `path` in the stack's trust domain, valid now."""
+        return self.ca.issue_svid(self.svid_id(path), **valid_now())
+
+    @staticmethod
+    def svid_id(path: str) -> str:
+        return f"spiffe://{TRUST_DOMAIN}{path}"
 
     def oidc_token(self, **claims: Any) -> str:
         return self.issuer.mint(claims or None)
@@ -200,7 +107,7 @@ class E2EStack:
         """A request to the front Envoy over TLS, with `certificate` as the client's (mTLS)."""
         context = ssl.create_default_context(cafile=str(self.edge_ca))
         if certificate is not None:
-            cert, key = self._files_for(certificate)
+            cert, key = self.client_files(certificate)
             context.load_cert_chain(str(cert), str(key))
         url = f"https://127.0.0.1:{self.front.port(FRONT_LISTENER)}{path}"
         return self.background.run(request(method, url, headers, data, context, FRONT_HOSTNAME))
@@ -211,7 +118,8 @@ class E2EStack:
         url = f"http://127.0.0.1:{self.jwt_envoy.port(JWT_LISTENER)}{path}"
         return self.background.run(request("GET", url, headers, None, None, None))
 
-    def _files_for(self, certificate: IssuedCertificate) -> tuple[Path, Path]:
+    def client_files(self, certificate: IssuedCertificate) -> tuple[Path, Path]:
+        """`certificate` and its key as PEM files in the stack's directory (for curl, say)."""
         name = f"client-{certificate.certificate.serial_number:x}"
         if name not in self._client_files:
             self._client_files[name] = write_tls(self.directory, name, certificate)
@@ -259,37 +167,8 @@ async def _dkg(cluster: SignerCluster) -> bytes:
         return (await driver.dkg(2)).group_public_key
 
 
-def pin_keys(env: Mapping[str, str], http_port: int, out: Path) -> str:
-    """`extauthz pin-keys` as an operator runs it; its output line."""
-    url = f"http://127.0.0.1:{http_port}/.well-known/keymint-endorsements.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "extauthz.cli",
-            "pin-keys",
-            "--trust-root",
-            env["KEYMINT_TRUST_ROOT"],
-            "--endorsements",
-            url,
-            "--allow-http",
-            "--out",
-            str(out),
-        ],
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"pin-keys exited {done.returncode}: {done.stderr}")
-    return done.stdout
-
-
 @contextlib.contextmanager
-def e2e_stack(
+def local_stack(
     directory: Path,
     *,
     dkg: bool = False,
@@ -297,16 +176,18 @@ def e2e_stack(
     check_socket: Path | None = None,
     front_config: Callable[[str], str] | None = None,
     workloads: bool = False,
-) -> Iterator[E2EStack]:
-    """Start everything (and stop everything, whatever happened) for one test module.
+    idp_interval: int = 1,
+) -> Iterator[LocalStack]:
+    """Start everything, and stop everything whatever happened.
 
     With `dkg`, the signers start keyless and a DKG among them makes the group key (as
     `make demo` does); otherwise a trusted dealer's shares are sealed to their vaults first.
     The gateway's Check port is mTLS (Envoy's certificate); with `check_socket`, it is a Unix
-    socket there instead, and the front Envoy reaches it with envoy/README.md's cluster.
-    `front_config` rewrites the front Envoy's rendered config (README snippets applied). With
-    `workloads`, the issuers of tests/extauthz/workloads.py (a cluster, GitLab, SPIRE, an IdP
-    polled every second) are trusted through KEYMINT_ISSUERS_FILE as well as GitHub.
+    socket there instead, and `front_config` must point the front Envoy's keymint_grpc cluster
+    at it (envoy/README.md's cluster). `front_config` rewrites the front Envoy's rendered config.
+    With `workloads`, the issuers of extauthz.dev.workloads (a cluster, GitLab, SPIRE, an IdP
+    polled every `idp_interval` seconds) are trusted through KEYMINT_ISSUERS_FILE as well as
+    GitHub.
     """
     with contextlib.ExitStack() as stack:
         background = BackgroundLoop()
@@ -314,7 +195,7 @@ def e2e_stack(
 
         others = None
         if workloads:
-            others = background.run(Workloads.start(directory, idp_interval=1))
+            others = background.run(Workloads.start(directory, idp_interval=idp_interval))
             stack.callback(lambda: background.run(others.stop()))
             issuer = others.github
         else:
@@ -329,7 +210,7 @@ def e2e_stack(
         (directory / "trust-bundle.pem").write_bytes(pem(ca.certificate))
         cluster = SignerCluster(directory, 2, 3, dealer=not dkg)
         env = {
-            **stack_env(directory, issuer.issuer, cluster),
+            **stack_env(directory, issuer.issuer),
             **(others.env() if others is not None else {}),
             **(extra_env or {}),
         }
@@ -346,7 +227,7 @@ def e2e_stack(
         env["KEYMINT_TRUST_ROOT"] = str(write_trust_root(directory, first_key))
 
         signers = ",".join(f"{i}={p.address}" for i, p in sorted(cluster.signers.items()))
-        gateway_env = {**os.environ, **env, "KEYMINT_SIGNERS": signers, "PYTHONPATH": str(REPO)}
+        gateway_env = {**os.environ, **env, "KEYMINT_SIGNERS": signers}
         if check_socket is not None:
             for name in CHECK_TLS_VARIABLES:
                 del gateway_env[name]
@@ -359,7 +240,7 @@ def e2e_stack(
         edge_ca = directory / "edge-ca.pem"
         edge_ca.write_bytes(pem(edge.certificate))
         server_cert, server_key = write_tls(
-            directory, "front-server", server_certificate(edge, FRONT_HOSTNAME)
+            directory, "front-server", server_certificate(edge, FRONT_HOSTNAME, "localhost")
         )
         front = EnvoyProcess(
             render(
@@ -379,8 +260,6 @@ def e2e_stack(
             directory,
             "front-envoy",
         )
-        if check_socket is not None:
-            front.config.write_text(with_unix_check_port(front.config.read_text(), check_socket))
         if front_config is not None:
             front.config.write_text(front_config(front.config.read_text()))
         stack.callback(front.stop)
@@ -410,7 +289,7 @@ def e2e_stack(
             **{**jwt_values, "LISTEN_PORT": jwt_envoy.port(JWT_LISTENER)},
         )
 
-        yield E2EStack(
+        yield LocalStack(
             directory=directory,
             background=background,
             issuer=issuer,

@@ -34,7 +34,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.helpers.token_issuers import JwtKey, sign_token
+from extauthz.dev.issuers import JwtKey, sign_token
 
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 CLIENT_ID = "keymint-cli"
@@ -293,7 +293,7 @@ class LocalIdp:
         if form.get("client_id") != self.client_id:
             return _error(401, "invalid_client")
         grant_type = form.get("grant_type")
-        self.served[f"token:{grant_type}"] += 1
+        self.served[f"token:{grant_type!s}"] += 1
         if grant_type == DEVICE_CODE_GRANT:
             return self._device_token(str(form.get("device_code", "")))
         if grant_type == "authorization_code":

@@ -1,15 +1,15 @@
-"""Every kind of caller the gateway accepts, around the test stacks (and the demo).
+"""Every kind of caller the gateway accepts, around the local stack (the demo, tests).
 
 - GitHub Actions: the stack's own GitHub-shaped issuer (discovery).
 - A Kubernetes cluster: projected service-account tokens; its keys exported to a JWKS file, as an
   operator does with `kubectl get --raw /openid/v1/jwks`.
 - GitLab CI: `id_tokens`, keys by discovery.
 - SPIRE: JWT-SVIDs for the stack's trust domain, keys in a SPIFFE trust bundle file.
-- The organisation's IdP (`tests.helpers.idp.LocalIdp`): engineers, by device flow or PKCE.
+- The organisation's IdP (`extauthz.dev.idp.LocalIdp`): engineers, by device flow or PKCE.
 
 `Workloads.env()` writes `KEYMINT_ISSUERS_FILE` and a policy with a binding for each of them (on
-top of the stack's own), and turns the GitHub-only settings off; pass it to `running_stack` or
-`e2e_stack` with the stack's GitHub issuer.
+top of the stack's own), and turns the GitHub-only settings off; `local_stack(workloads=True)`
+does so with the stack's GitHub issuer.
 """
 
 from __future__ import annotations
@@ -21,16 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.extauthz.stack import (
-    DEPLOY,
-    OIDC_AUDIENCE,
-    ORDERS,
-    TRUST_DOMAIN,
-    policy_document,
-)
-from tests.helpers.idp import DEFAULT_USERS, LocalIdp
-from tests.helpers.oidc_issuer import LocalOidcIssuer
-from tests.helpers.token_issuers import (
+from extauthz.dev.github import LocalOidcIssuer
+from extauthz.dev.idp import DEFAULT_USERS, LocalIdp
+from extauthz.dev.issuers import (
     JwtKey,
     LocalIssuer,
     gitlab_claims,
@@ -38,6 +31,13 @@ from tests.helpers.token_issuers import (
     sign_token,
     svid_claims,
     trust_bundle,
+)
+from extauthz.dev.settings import (
+    DEPLOY,
+    OIDC_AUDIENCE,
+    ORDERS,
+    TRUST_DOMAIN,
+    policy_document,
 )
 
 # The audience each workload asks its platform for (a projected volume's `audience`, an

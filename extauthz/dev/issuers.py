@@ -1,6 +1,6 @@
-"""Token issuers of every kind keymint accepts, for tests: keys of every allowed algorithm, a local
-issuer serving discovery and a JWKS (or writing the JWKS to a file), and claims in each issuer's
-documented shape.
+"""Token issuers of every kind keymint accepts, for the local stack and tests: keys of every
+allowed algorithm, a local issuer serving discovery and a JWKS (or writing the JWKS to a file),
+and claims in each issuer's documented shape.
 
     key = JwtKey.generate("k8s-1", "RS256")
     async with LocalIssuer(clock=clock, keys=[key]) as cluster:
@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
-from tests.helpers.oidc_issuer import REMOVE, compact_jws
+from extauthz.dev.github import REMOVE, compact_jws
 
 _CURVES = {
     "ES256": (ec.SECP256R1(), hashes.SHA256(), 32),
@@ -411,4 +411,8 @@ def claims_factory(
     shape: Callable[..., Claims], *args: Any, **kwargs: Any
 ) -> Callable[[float, Overrides], Claims]:
     """`shape` with its issuer and audience fixed: (now, overrides) -> claims."""
-    return lambda now, overrides=None: shape(*args, now, overrides=overrides, **kwargs)
+
+    def claims(now: float, overrides: Overrides = None) -> Claims:
+        return shape(*args, now, overrides=overrides, **kwargs)
+
+    return claims

@@ -1,7 +1,8 @@
-"""In-process servers and clients for Envoy tests, on an event loop in a background thread.
+"""In-process servers and clients of the local stack, on an event loop in a background thread.
 
-pytest-asyncio is not installed, and module-scoped servers must outlive any one test's
-`asyncio.run`: so servers live on a `BackgroundLoop`, and tests submit their client calls to it.
+The stack's servers (the echo upstream, the stand-in issuers) must outlive any one caller's
+`asyncio.run`, and the callers (tests, the demo) are synchronous: so servers live on a
+`BackgroundLoop`, and callers submit their coroutines to it.
 """
 
 from __future__ import annotations
