@@ -25,6 +25,7 @@ import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from extauthz.dev.settings import ISSUER
 from signer.ceremony import CeremonyDriver, CeremonyFailed, CeremonyResult, connect
 from signer.ceremony.approvals import ReplaceApprovals
 from signer.ceremony.driver import ParticipantError
@@ -37,7 +38,7 @@ from signer.proto import ceremony_pb2 as pb
 from signer.proto import ceremony_pb2_grpc
 from signer.tls import secure_channel
 from signer.token import compact, kid_for
-from tests.signer.harness import ISSUER, SignerCluster, evidence_for, token_message
+from tests.signer.harness import SignerCluster, evidence_for, token_message
 
 SIGNERS = (1, 2, 3)
 NOT_AN_OPERATOR = (

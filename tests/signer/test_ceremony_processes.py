@@ -12,13 +12,14 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from extauthz.dev.settings import ISSUER
 from signer.ceremony.driver import connect
 from signer.coordinator import Coordinator
 from signer.devca import signer_name
 from signer.proto import ceremony_pb2, ceremony_pb2_grpc
 from signer.tls import secure_channel
 from signer.token import compact, kid_for
-from tests.signer.harness import ISSUER, SignerCluster, evidence_for, token_message
+from tests.signer.harness import SignerCluster, evidence_for, token_message
 
 
 async def sign_with(cluster: SignerCluster, ids: tuple[int, ...], group_key: bytes) -> None:

@@ -14,13 +14,14 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from prometheus_client import REGISTRY
 
+from extauthz.dev.settings import ISSUER
 from signer.coordinator import Coordinator, CoordinatorSettings, QuorumUnavailable, SigningRefused
 from signer.frost import commit
 from signer.frost.encoding import decode_signing_commitment, encode_commitment_list
 from signer.proto import signer_pb2, signer_pb2_grpc
 from signer.tls import secure_channel
 from signer.token import compact, kid_for
-from tests.signer.harness import ISSUER, SignerCluster, evidence_for, token_message
+from tests.signer.harness import SignerCluster, evidence_for, token_message
 
 
 @pytest.fixture

@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from extauthz.dev.settings import ISSUER
 from signer.coordinator import Coordinator, QuorumUnavailable, UnknownKey
 from signer.endorsement import TrustRoot, endorsement_message, verify_chain
 from signer.frost import trusted_dealer_keygen
 from signer.key_agreement import KeyAgreementError
 from signer.token import compact, kid_for
-from tests.signer.harness import ISSUER, SignerCluster, evidence_for, token_message
+from tests.signer.harness import SignerCluster, evidence_for, token_message
 
 
 def coordinator_for(cluster: SignerCluster) -> Coordinator:

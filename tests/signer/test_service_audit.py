@@ -17,6 +17,7 @@ import grpc
 import pytest
 
 from benchmarks.standin_signing import StandInEvidenceChecker
+from extauthz.dev.settings import ISSUER
 from signer.audit import AuditError
 from signer.devca import signer_name, spiffe_id, tls_files
 from signer.frost import commit
@@ -27,7 +28,7 @@ from signer.server import KeyedGuard
 from signer.service import REFUSING_SERVICE, SignerService
 from signer.signer_faults import SignerFault
 from signer.tls import secure_channel, server_credentials
-from tests.signer.harness import ISSUER, SignerCluster, evidence_for, token_message
+from tests.signer.harness import SignerCluster, evidence_for, token_message
 
 
 class FullDisk:
