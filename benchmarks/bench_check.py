@@ -42,7 +42,6 @@ from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from extauthz.check_port import AllowedClients
 from extauthz.dev.calls import check_request, envoy_channel
 from extauthz.dev.certs import pem
 from extauthz.dev.github import LocalOidcIssuer
@@ -54,6 +53,7 @@ from extauthz.dev.settings import (
     write_trust_root,
 )
 from extauthz.dev.signers import SignerCluster
+from extauthz.server.check_port import AllowedClients
 from signer.devca import envoy_name, gateway_name, spiffe_id
 from signer.tls import server_credentials
 
@@ -74,7 +74,7 @@ from pathlib import Path
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 from envoy.service.auth.v3.external_auth_pb2 import CheckResponse
 from google.rpc import status_pb2
-from extauthz.check_port import AllowedClients, GuardedRegistry
+from extauthz.server.check_port import AllowedClients, GuardedRegistry
 from signer.devca import TlsFiles
 from signer.tls import server_credentials
 
@@ -111,7 +111,7 @@ asyncio.run(main())
 
 GATEWAY_SERVER = """
 import asyncio, os
-from extauthz.app import serve
+from extauthz.server.app import serve
 from extauthz.config import GatewaySettings
 asyncio.run(serve(GatewaySettings.from_env(os.environ),
                   started=lambda g, h: print(f"ready {g} {h}", flush=True)))
@@ -136,7 +136,7 @@ def start_cli_gateway(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int
         process.kill()
         raise RuntimeError(f"gateway did not start: {line!r}")
     fields = dict(part.split("=") for part in line.split()[2:])
-    wait_ready(int(fields["http_port"]))  # it listens before it is ready (extauthz.startup)
+    wait_ready(int(fields["http_port"]))  # it listens before it is ready (extauthz.server.startup)
     return process, int(fields["grpc_port"])
 
 

@@ -43,11 +43,11 @@ from extauthz.dev.calls import check_request  # noqa: E402
 from extauthz.dev.inprocess import running_stack  # noqa: E402
 from extauthz.dev.settings import DEPLOY, SCOPES, TRUST_DOMAIN  # noqa: E402
 from extauthz.dev.signers import SignerCluster  # noqa: E402
-from extauthz.hotcache import HotCache, HotEntry, request_fingerprint  # noqa: E402
 from extauthz.model import Route  # noqa: E402
-from extauthz.pipeline import Pipeline  # noqa: E402
 from extauthz.policy import AuthzRequest, Limits, PolicyEngine  # noqa: E402
 from extauthz.policy.loader import compile_policy  # noqa: E402
+from extauthz.server.hotcache import HotCache, HotEntry, request_fingerprint  # noqa: E402
+from extauthz.server.pipeline import Pipeline  # noqa: E402
 from signer.coordinator import Coordinator  # noqa: E402
 
 OUT = HERE.parent / "docs" / "performance"

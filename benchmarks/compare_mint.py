@@ -39,7 +39,7 @@ from extauthz.dev.signers import SignerCluster
 HERE = Path(__file__).resolve().parent.parent
 GATEWAY = """
 import asyncio, os
-from extauthz.app import serve
+from extauthz.server.app import serve
 from extauthz.config import GatewaySettings
 asyncio.run(serve(GatewaySettings.from_env(os.environ),
                   started=lambda g, h: print(f"ready {g} {h}", flush=True)))

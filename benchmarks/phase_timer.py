@@ -98,8 +98,8 @@ def _dump_forever(path: Path) -> None:
 
 
 def gateway_targets() -> list[tuple[object, str, str]]:
-    import extauthz.mint as mint
-    import extauthz.pipeline as pipeline
+    import extauthz.server.mint as mint
+    import extauthz.server.pipeline as pipeline
     import signer.audit as audit
     import signer.coordinator as coordinator
     from extauthz.identity.jwt_verifier import JwtVerifier

@@ -35,7 +35,7 @@ from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 
 from extauthz.dev.calls import check_request
 from extauthz.dev.inprocess import running_stack
-from extauthz.pipeline import Pipeline
+from extauthz.server.pipeline import Pipeline
 
 ROUNDS = 7
 BATCH = 300

@@ -6,7 +6,7 @@ the trust root, the JSON and Rego policies, the issuers file, the SPIFFE bundles
 mTLS files, the Check port's certificate and key, Redis's credentials and CA. Every problem found is
 kept; the one SettingsError raised holds them all, one line each. Nothing here opens a connection:
 signers, Redis and OIDC issuers being down is not a configuration problem (the gateway starts and
-waits for them, `extauthz.startup`).
+waits for them, `extauthz.server.startup`).
 
     extauthz check-config [--config FILE]    # exit 0: "configuration OK ..."; exit 2: the problems
 """
@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, cast
 from extauthz.config import GATEWAY_SCHEMA, CheckPortUnix, GatewaySettings, SettingsError
 from extauthz.errors import ExtAuthzError
 from extauthz.identity import IdentityConfigError, TrustBundle
-from extauthz.keyring import KeyRingError, load_trust_root
 from extauthz.policy.model import PolicyError
+from extauthz.server.keyring import KeyRingError, load_trust_root
 from signer.devca import tls_files
 from signer.redisconn import RedisSettingsError
 from signer.settings import Problem, Problems, effective_env
@@ -99,7 +99,7 @@ def file_problems_of(settings: GatewaySettings, *, serving: bool = True) -> list
         except IdentityConfigError as exc:
             p.add("KEYMINT_SPIFFE_BUNDLES", f"{domain}: {path}: {exc}")
     if not any(problem.setting == "KEYMINT_SPIFFE_BUNDLES" for problem in p):
-        from extauthz.app import build_identifier
+        from extauthz.server.app import build_identifier
 
         # The identifier reads the issuers' local JWKS files; it only keeps the session, for
         # fetches that never happen here.
@@ -137,7 +137,7 @@ def _serving_problems(p: Problems, settings: GatewaySettings) -> None:
                 "and coordinator-key.pem (`signer certs` makes them for development)",
             )
     if settings.check_port is not None and not isinstance(settings.check_port, CheckPortUnix):
-        from extauthz.check_port import preflight
+        from extauthz.server.check_port import preflight
 
         port = settings.check_port
         p.attempt(lambda: preflight(port), None)
@@ -150,7 +150,7 @@ def _serving_problems(p: Problems, settings: GatewaySettings) -> None:
 
 
 def _policy_problems(p: Problems, settings: GatewaySettings) -> None:
-    from extauthz.app import build_policy_engine
+    from extauthz.server.app import build_policy_engine
 
     try:
         build_policy_engine(settings)

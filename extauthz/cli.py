@@ -26,11 +26,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from extauthz import check_config, exchange_client, pinned_keys, policy_cli, verify_cli
+from extauthz import check_config
 from extauthz.config import SettingsError
 from extauthz.dev import cli as dev_cli
 from extauthz.errors import ExtAuthzError
-from extauthz.login import command as login_command
+from extauthz.tools import exchange_client, pinned_keys, policy_cli, verify_cli
+from extauthz.tools.login import command as login_command
 from signer.errors import SignerError
 from signer.observability import configure_logging
 
@@ -44,9 +45,9 @@ class CommandError(ExtAuthzError):
 def _serve(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from extauthz import app  # the gateway's dependencies load only for this command
     from extauthz.check_config import load
     from extauthz.config import workers_problem
+    from extauthz.server import app  # the gateway's dependencies load only for this command
     from signer.observability import configure_logging
     from signer.settings import CONFIG_FILE_VARIABLE
 
@@ -65,13 +66,13 @@ def _serve(args: argparse.Namespace) -> int:
         print(READY_LINE.format(grpc_port=grpc_port, http_port=http_port), flush=True)
 
     if args.worker_index is not None:  # one of `--workers N`'s processes
-        from extauthz.workers import worker_audit_log
+        from extauthz.server.workers import worker_audit_log
 
         settings = dataclasses.replace(
             settings, audit_log=worker_audit_log(settings.audit_log, args.worker_index)
         )
     elif settings.workers > 1:
-        from extauthz.workers import Supervisor
+        from extauthz.server.workers import Supervisor
 
         return Supervisor(settings, verbose=args.verbose, announce=announce).run()
     asyncio.run(app.serve(settings, started=announce))
@@ -101,7 +102,7 @@ def _audit_verify(args: argparse.Namespace) -> int:
 def _audit_reconcile(args: argparse.Namespace) -> int:
     import json
 
-    from extauthz import audit_reconcile
+    from extauthz.tools import audit_reconcile
     from signer.audit import AuditError
 
     try:

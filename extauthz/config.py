@@ -147,8 +147,9 @@ class GatewaySettings:
     state_dir: Path  # the key ring (public JSON, re-verified from the trust root at start)
     oidc_max_lifetime: int
     policy_headers: PolicyHeaders
-    # Shared state (extauthz.state): Redis when configured (signer.redisconn), else files under
-    # state_dir. A replica serves nothing once its last sync is older than the staleness bound.
+    # Shared state (extauthz.server.state): Redis when configured (signer.redisconn), else files
+    # under state_dir. A replica serves nothing once its last sync is older than the staleness
+    # bound.
     redis: RedisSettings | None = None
     state_sync_seconds: float = 0.5
     state_max_staleness_seconds: float = 5.0

@@ -19,15 +19,15 @@ from collections.abc import Mapping
 
 import aiohttp
 
-from extauthz.app import build_identifier, build_policy_engine
-from extauthz.claims import provenance_claims
 from extauthz.config import GATEWAY_SETTINGS, GatewaySettings, SettingsError
 from extauthz.identity import IdentityError
 from extauthz.model import Identity, Route
-from extauthz.pipeline import Identifier
 from extauthz.policy import AuthzRequest, Denial, PolicyEngine, RequestAttributes
 from extauthz.policy.attributes import AttributesError
 from extauthz.policy.versions import DEFAULT_OVERLAP_SECONDS, PolicyVersions
+from extauthz.server.app import build_identifier, build_policy_engine
+from extauthz.server.claims import provenance_claims
+from extauthz.server.pipeline import Identifier
 from signer.guard import (
     EVIDENCE_CERTIFICATE,
     EVIDENCE_OIDC_TOKEN,

@@ -65,7 +65,7 @@ class Identity:
     claims: Mapping[str, str] = field(default_factory=dict)  # OIDC claims, ids as strings
     # Claims whose value is a list of strings (`groups`, `amr`): policy matches any element.
     claim_lists: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    # What minted tokens carry about where this identity came from (see extauthz.claims).
+    # What minted tokens carry about where this identity came from (see extauthz.server.claims).
     provenance: Mapping[str, str] = field(default_factory=dict)
 
 

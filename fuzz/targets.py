@@ -48,7 +48,7 @@ from google.protobuf.message import DecodeError
 from extauthz.identity import IdentityError, TrustedProxies, XfccIdentifier
 from extauthz.identity._jws import read_unverified
 from extauthz.identity.xfcc import XfccElement, parse_xfcc
-from extauthz.token_exchange import ExchangeError, parse_exchange
+from extauthz.server.token_exchange import ExchangeError, parse_exchange
 from fuzz import world
 from signer.ceremony.errors import CeremonyError
 from signer.ceremony.wire import (

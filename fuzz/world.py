@@ -42,10 +42,10 @@ from extauthz.identity import (
     XfccIdentifier,
     github_configs,
 )
-from extauthz.mint import Minter, MintSettings
-from extauthz.own_tokens import OwnTokenVerifier
-from extauthz.pipeline import Identifier, Pipeline
 from extauthz.policy import Limits, PolicyEngine, PolicyStore, parse_policy
+from extauthz.server.mint import Minter, MintSettings
+from extauthz.server.own_tokens import OwnTokenVerifier
+from extauthz.server.pipeline import Identifier, Pipeline
 from signer.audit import canonical_json, scrub
 from signer.budget import BudgetSettings, EvidenceBudget
 from signer.devca import coordinator_name, signer_name, spiffe_id

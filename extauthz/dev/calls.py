@@ -14,7 +14,7 @@ from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 
 from extauthz.dev.certs import IssuedCertificate
 from extauthz.dev.settings import DEPLOY, check_port_pki
-from extauthz.token_exchange import GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_ID_TOKEN
+from extauthz.server.token_exchange import GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_ID_TOKEN
 from signer.devca import dns_name, envoy_name, gateway_name
 
 

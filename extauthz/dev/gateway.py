@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from extauthz.workers import READY_PREFIX
+from extauthz.server.workers import READY_PREFIX
 
 
 @dataclass
@@ -71,7 +71,7 @@ class GatewayProcess:
             return 0, {}
 
     def wait_ready(self, timeout: float = 30.0, *, in_a_row: int = 1) -> None:
-        """The gateway listens before it is ready (extauthz.startup): wait for /readyz's 200,
+        """The gateway listens before it is ready (extauthz.server.startup): wait for /readyz's 200,
         `in_a_row` times on as many connections. With `--workers N` each connection reaches a
         worker the kernel picks, and each worker becomes ready on its own: 16 in a row all land
         on one worker once in 2**15 tries."""

@@ -21,7 +21,6 @@ import base64
 import copy
 import hashlib
 import json
-import socket
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +31,8 @@ import jwt
 from aiohttp import web
 from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from extauthz.dev.servers import LoopbackServer
 
 EXAMPLE = json.loads(
     resources.files("extauthz.dev").joinpath("data/github-example-token.json").read_text()
@@ -104,7 +105,7 @@ class SigningKey:
         return {**jwk, "kid": self.kid, "use": "sig", "alg": "RS256"}
 
 
-class LocalOidcIssuer:
+class LocalOidcIssuer(LoopbackServer):
     """See the module docstring. Attributes a test may change at any time: `down`, `max_age`,
     `published` (the keys in the JWKS), `extra_jwks` (raw JWKs published after them),
     `discovery_overrides` (members replacing the discovery document's)."""
@@ -118,6 +119,7 @@ class LocalOidcIssuer:
         audience: str = DEFAULT_AUDIENCE,
         max_age: int = 300,
     ) -> None:
+        super().__init__()
         self.clock = clock
         self.published: list[SigningKey] = list(keys or [SigningKey.generate("key-1")])
         self.path = path  # "" for github.com's shape, "/_services/token" for GHES, "/<slug>"
@@ -127,39 +129,12 @@ class LocalOidcIssuer:
         self.extra_jwks: list[Any] = []  # raw members, not necessarily valid JWKs
         self.discovery_overrides: dict[str, Any] = {}
         self.served: Counter[str] = Counter()  # "discovery", "jwks", "jwks_not_modified", "down"
-        self._runner: web.AppRunner | None = None
-        self._port: int | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
 
-    async def start(self) -> LocalOidcIssuer:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_get(f"{self.path}/.well-known/openid-configuration", self._discovery)
         app.router.add_get(f"{self.path}/.well-known/jwks", self._jwks)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        self._port = sock.getsockname()[1]
-        await web.SockSite(self._runner, sock).start()
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> LocalOidcIssuer:
-        return await self.start()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
-
-    @property
-    def issuer(self) -> str:
-        if self._port is None:
-            raise RuntimeError("LocalOidcIssuer.start() first")
-        return f"http://127.0.0.1:{self._port}{self.path}"
 
     @property
     def jwks_uri(self) -> str:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
-import socket
 import time
 import urllib.parse
 from collections import Counter
@@ -35,6 +34,7 @@ from typing import Any
 from aiohttp import web
 
 from extauthz.dev.issuers import JwtKey, sign_token
+from extauthz.dev.servers import LoopbackServer
 
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 CLIENT_ID = "keymint-cli"
@@ -79,7 +79,7 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-class LocalIdp:
+class LocalIdp(LoopbackServer):
     """See the module docstring. A test may change `interval`, `force_slow_down`, `login_as`,
     `refresh_tokens` (False: none issued), `id_token_lifetime` at any time."""
 
@@ -94,6 +94,7 @@ class LocalIdp:
         device_expires_in: int = 600,
         id_token_lifetime: int = 3600,
     ) -> None:
+        super().__init__()
         self.key = key
         self.users = dict(users)
         self.client_id = client_id
@@ -109,43 +110,16 @@ class LocalIdp:
         self.refresh: dict[str, Grant] = {}
         self.polls: list[float] = []  # when each device-code poll arrived (the IdP's clock)
         self.served: Counter[str] = Counter()
-        self._runner: web.AppRunner | None = None
-        self._port: int | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
 
-    async def start(self) -> LocalIdp:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_get("/.well-known/openid-configuration", self._discovery)
         app.router.add_get("/keys", self._jwks)
         app.router.add_post("/device_authorization", self._device_authorization)
         app.router.add_get("/device", self._device_page)
         app.router.add_get("/authorize", self._authorize)
         app.router.add_post("/token", self._token)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        self._port = sock.getsockname()[1]
-        await web.SockSite(self._runner, sock).start()
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> LocalIdp:
-        return await self.start()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
-
-    @property
-    def issuer(self) -> str:
-        if self._port is None:
-            raise RuntimeError("LocalIdp.start() first")
-        return f"http://127.0.0.1:{self._port}"
 
     # --- the user ------------------------------------------------------------------------
 

@@ -17,7 +17,6 @@ from pathlib import Path
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 
-from extauthz.app import build_gateway
 from extauthz.config import GatewaySettings
 from extauthz.dev.calls import envoy_channel
 from extauthz.dev.certs import CertificateAuthority, IssuedCertificate, pem
@@ -32,8 +31,9 @@ from extauthz.dev.settings import (
     write_trust_root,
 )
 from extauthz.dev.signers import SignerCluster
-from extauthz.gateway import Gateway
-from extauthz.grpc_edge import start_grpc
+from extauthz.server.app import build_gateway
+from extauthz.server.gateway import Gateway
+from extauthz.server.grpc_edge import start_grpc
 
 
 @dataclass

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -31,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from extauthz.dev.github import REMOVE, compact_jws
+from extauthz.dev.servers import LoopbackServer
 
 _CURVES = {
     "ES256": (ec.SECP256R1(), hashes.SHA256(), 32),
@@ -111,7 +111,7 @@ def sign_token(
     return compact_jws(_apply(base, header), claims, key.sign)
 
 
-class LocalIssuer:
+class LocalIssuer(LoopbackServer):
     """An OIDC issuer on 127.0.0.1: `{issuer}/.well-known/openid-configuration` and its JWKS.
     `published` may change at any time (rotation); `served` counts what was fetched."""
 
@@ -123,42 +123,16 @@ class LocalIssuer:
         max_age: int = 300,
         typ: str | None = "JWT",
     ) -> None:
+        super().__init__()
         self.published = list(keys)
         self.path = path
         self.max_age = max_age
         self.typ = typ
         self.served: Counter[str] = Counter()
-        self._runner: web.AppRunner | None = None
-        self._port: int | None = None
 
-    async def start(self) -> LocalIssuer:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_get(f"{self.path}/.well-known/openid-configuration", self._discovery)
         app.router.add_get(f"{self.path}/keys", self._jwks)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        self._port = sock.getsockname()[1]
-        await web.SockSite(self._runner, sock).start()
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> LocalIssuer:
-        return await self.start()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
-
-    @property
-    def issuer(self) -> str:
-        if self._port is None:
-            raise RuntimeError("LocalIssuer.start() first")
-        return f"http://127.0.0.1:{self._port}{self.path}"
 
     @property
     def key(self) -> JwtKey:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import ssl
 import threading
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import aiohttp
 from aiohttp import web
@@ -38,25 +39,58 @@ class BackgroundLoop:
         self.loop.close()
 
 
-class EchoUpstream:
-    """The API behind Envoy: answers every request with what it received, as JSON."""
+class LoopbackServer:
+    """An aiohttp application on 127.0.0.1, on a port the OS picks at `start()`; a subclass adds
+    its routes in `routes` and serves them under `path` ("" for the root)."""
+
+    path = ""
 
     def __init__(self) -> None:
-        self.port = 0
         self._runner: web.AppRunner | None = None
+        self._port: int | None = None
 
-    async def start(self) -> None:
+    def routes(self, app: web.Application) -> None:
+        raise NotImplementedError
+
+    async def start(self) -> Self:
         app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._echo)
+        self.routes(app)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = int(self._runner.addresses[0][1])
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        self._port = int(sock.getsockname()[1])
+        await web.SockSite(self._runner, sock).start()
+        return self
 
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError(f"{type(self).__name__}.start() first")
+        return self._port
+
+    @property
+    def issuer(self) -> str:
+        """Its base URL (with `path`): what an identity provider names as its issuer."""
+        return f"http://127.0.0.1:{self.port}{self.path}"
+
+
+class EchoUpstream(LoopbackServer):
+    """The API behind Envoy: answers every request with what it received, as JSON."""
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_route("*", "/{tail:.*}", self._echo)
 
     async def _echo(self, request: web.Request) -> web.Response:
         body = await request.read()

@@ -47,7 +47,7 @@ from extauthz.identity.keys import (
     is_rs256_signing_key,
     parse_jwks,
 )
-from extauthz.metrics import JWKS_FETCHES
+from extauthz.server.metrics import JWKS_FETCHES
 
 log = logging.getLogger(__name__)
 

@@ -23,13 +23,13 @@ import aiohttp
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from extauthz.app import build_identifier, build_policy_engine
-from extauthz.claims import confirmation_claim, provenance_claims
 from extauthz.dev.inprocess import Stack, running_stack
 from extauthz.dev.settings import DEPLOY, ISSUER, ORDERS
-from extauthz.mint import evidence_message
 from extauthz.model import Identity, Route
 from extauthz.policy import AuthzRequest, Denial, PolicyEngine
+from extauthz.server.app import build_identifier, build_policy_engine
+from extauthz.server.claims import confirmation_claim, provenance_claims
+from extauthz.server.mint import evidence_message
 from signer.coordinator import Coordinator, SigningRefused
 from signer.proto import signer_pb2
 from signer.token import header_for, signing_input

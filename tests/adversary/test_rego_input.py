@@ -21,13 +21,13 @@ from typing import Any
 import aiohttp
 import pytest
 
-from extauthz.claims import provenance_claims
 from extauthz.dev.calls import check_request
 from extauthz.dev.inprocess import Stack, running_stack
 from extauthz.dev.settings import ISSUER
-from extauthz.mint import evidence_message
 from extauthz.model import Route
 from extauthz.policy import AuthzRequest, Denial, RequestAttributes
+from extauthz.server.claims import provenance_claims
+from extauthz.server.mint import evidence_message
 from signer.token import header_for
 from tests.adversary.test_guard import Attacker, Forgery
 

@@ -66,7 +66,7 @@ from extauthz.dev.github import (
     rs256_signer,
 )
 from extauthz.dev.settings import DEPLOY, ISSUER, OIDC_AUDIENCE, ORDERS
-from extauthz.token_exchange import (
+from extauthz.server.token_exchange import (
     GRANT_TYPE_TOKEN_EXCHANGE,
     TOKEN_TYPE_ACCESS_TOKEN,
     TOKEN_TYPE_ID_TOKEN,

@@ -28,16 +28,16 @@ from envoy.service.auth.v3 import external_auth_pb2_grpc
 from envoy.service.auth.v3.attribute_context_pb2 import AttributeContext
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 
-from extauthz.app import build_identifier, build_policy_engine
-from extauthz.claims import confirmation_claim, provenance_claims
 from extauthz.config import GatewaySettings
 from extauthz.dev.calls import envoy_channel
 from extauthz.dev.github import b64url
 from extauthz.dev.settings import ISSUER
 from extauthz.dev.stack import FRONT_HOSTNAME, FRONT_LISTENER, LocalStack
-from extauthz.mint import evidence_message
 from extauthz.model import Identity, Route
 from extauthz.policy import AuthzRequest, Denial
+from extauthz.server.app import build_identifier, build_policy_engine
+from extauthz.server.claims import confirmation_claim, provenance_claims
+from extauthz.server.mint import evidence_message
 from signer.ceremony.service import CULPRIT_METADATA
 from signer.ceremony.wire import CEREMONY_ID_SIZE, CeremonyKind, CeremonyParameters
 from signer.devca import signer_name

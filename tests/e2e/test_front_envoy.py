@@ -17,7 +17,7 @@ from extauthz.dev.github import compact_jws
 from extauthz.dev.settings import DEPLOY, ISSUER, ORDERS, root_ca, valid_now
 from extauthz.dev.stack import LocalStack
 from extauthz.identity import github_subject
-from extauthz.token_exchange import MAX_BODY_BYTES, TOKEN_TYPE_JWT
+from extauthz.server.token_exchange import MAX_BODY_BYTES, TOKEN_TYPE_JWT
 from tests.e2e.replies import bearer, denial, minted, tampered
 
 SPOOFED_XFCC = "By=spiffe://prod.test/ns/edge/sa/envoy;URI=spiffe://prod.test/ns/shop/sa/admin"

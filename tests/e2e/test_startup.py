@@ -1,5 +1,5 @@
 """A gateway started before its dependencies: it serves at once, says what it waits for, and is
-ready within 2 s of them coming up, with no restart (extauthz.startup).
+ready within 2 s of them coming up, with no restart (extauthz.server.startup).
 
 Real processes: `extauthz serve` and three signer processes (2-of-3), the gateway reached as Envoy
 reaches it (its mTLS Check port, Envoy's client certificate) and as the kubelet does (/readyz).
@@ -30,7 +30,7 @@ from extauthz.dev.settings import (
     valid_now,
     write_trust_root,
 )
-from extauthz.grpc_edge import SERVICE
+from extauthz.server.grpc_edge import SERVICE
 from tests.conftest import REPO
 from tests.helpers.certs import CertificateAuthority, pem
 from tests.signer.harness import SignerCluster

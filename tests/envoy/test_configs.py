@@ -32,8 +32,8 @@ from extauthz.dev.envoy import (
     write_tls,
 )
 from extauthz.dev.settings import policy_document, root_ca
-from extauthz.pinned_keys import pinned_jwks
-from extauthz.token_exchange import MAX_BODY_BYTES
+from extauthz.server.token_exchange import MAX_BODY_BYTES
+from extauthz.tools.pinned_keys import pinned_jwks
 from signer.coordinator import CoordinatorSettings
 from signer.devca import gateway_name, spiffe_id
 from signer.token import kid_for

@@ -43,7 +43,7 @@ from extauthz.dev.envoy import (
 )
 from extauthz.dev.servers import BackgroundLoop, EchoUpstream, Reply, request
 from extauthz.dev.settings import check_port_pki, root_ca, valid_now
-from extauthz.grpc_edge import SERVICE
+from extauthz.server.grpc_edge import SERVICE
 from signer.devca import dns_name, envoy_name, gateway_name, spiffe_id
 from signer.tls import server_credentials
 from tests.helpers.certs import CertificateAuthority, IssuedCertificate, pem

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from extauthz.dev.envoy import EnvoyProcess, declared_defaults, render_text
 from extauthz.dev.servers import BackgroundLoop, EchoUpstream, request
-from extauthz.pinned_keys import pinned_jwks
+from extauthz.tools.pinned_keys import pinned_jwks
 from signer.files import write_atomically
 from signer.token import compact, header_for, kid_for, signing_input
 

@@ -4,7 +4,8 @@ The record of a fresh mint is made durable before anyone sees the token: not the
 callers waiting on the same mint, not the token cache (which other replicas read). When it cannot
 be written (disk full, read-only), the Check is a 503 `audit_unavailable` and the token goes
 nowhere; once the log can be written again, minting resumes. The pipeline, minter and identity
-layer are the real ones (tests/extauthz/test_pipeline.py's), with one Ed25519 key for the quorum.
+layer are the real ones (tests/extauthz/server/test_pipeline.py's), with one Ed25519 key for the
+quorum.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from envoy.service.auth.v3.external_auth_pb2 import CheckResponse
 
 from signer.audit import AuditError, token_ref
 from signer.coordinator import QuorumUnavailable
-from tests.extauthz.test_pipeline import (
+from tests.extauthz.server.test_pipeline import (
     Signed,
     Signer,
     check_request,

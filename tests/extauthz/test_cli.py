@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from extauthz import app, verify_cli
 from extauthz.cli import build_parser, main
 from extauthz.config import GatewaySettings
 from extauthz.errors import ExtAuthzError
+from extauthz.server import app
+from extauthz.tools import verify_cli
 from signer.audit import AuditLog
 from tests.extauthz.configs import serving_env
 

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 from envoy.service.auth.v3.external_auth_pb2 import CheckResponse
 
-from extauthz.decision import Allow
 from extauthz.dev.calls import check_request
 from extauthz.dev.inprocess import Stack, running_stack
 from extauthz.dev.settings import DEPLOY, policy_document
@@ -22,6 +21,7 @@ from extauthz.guard_checker import credential_id
 from extauthz.model import Evidence, Identity, IdentityKind
 from extauthz.policy.engine import policy_digest
 from extauthz.policy.versions import DEFAULT_POLL_SECONDS
+from extauthz.server.decision import Allow
 from signer.guard import GuardEvidence
 
 # Long enough that a signer's next check re-reads its policy files.

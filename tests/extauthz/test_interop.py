@@ -15,7 +15,7 @@ import jwt
 from extauthz.dev.calls import check_request
 from extauthz.dev.inprocess import running_stack
 from extauthz.dev.settings import DEPLOY, ISSUER
-from extauthz.http_edge import start_http
+from extauthz.server.http_edge import start_http
 
 INTEROP = Path(__file__).resolve().parents[1] / "interop"
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from prometheus_client import REGISTRY
 
-from extauthz.audit_reconcile import GapKind, read_source, reconcile
 from extauthz.dev.calls import check_request
 from extauthz.dev.inprocess import Stack, running_stack
+from extauthz.tools.audit_reconcile import GapKind, read_source, reconcile
 
 ROUNDS = 6
 PER_ROUND = 16

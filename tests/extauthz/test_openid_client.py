@@ -19,8 +19,8 @@ import pytest
 from extauthz.dev.inprocess import Stack, running_stack
 from extauthz.dev.servers import BackgroundLoop
 from extauthz.dev.settings import DEPLOY, ORDERS
-from extauthz.http_edge import start_http
-from extauthz.token_exchange import TOKEN_TYPE_JWT
+from extauthz.server.http_edge import start_http
+from extauthz.server.token_exchange import TOKEN_TYPE_JWT
 
 INTEROP = Path(__file__).resolve().parents[1] / "interop"
 CLIENT_ID = "keymint-interop"

@@ -15,12 +15,12 @@ import jwt
 from extauthz.dev.calls import check_request
 from extauthz.dev.inprocess import Stack, running_stack
 from extauthz.dev.settings import DEPLOY, ISSUER
-from extauthz.http_edge import start_http
-from extauthz.keyring import load_trust_root
+from extauthz.server.http_edge import start_http
+from extauthz.server.keyring import load_trust_root
 from signer.ceremony.driver import connect
 from signer.endorsement import verify_chain
 from signer.token import kid_for
-from tests.extauthz.test_gateway import minted
+from tests.extauthz.server.test_gateway import minted
 
 
 async def jwks(port: int) -> dict[str, object]:

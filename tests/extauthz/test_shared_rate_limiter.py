@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from extauthz.limits import RateLimiter, SharedRateLimiter
+from extauthz.server.limits import RateLimiter, SharedRateLimiter
 
 KEY = "subject\x1fspiffe\x1fspiffe://prod.test/a"
 

@@ -32,9 +32,13 @@ from extauthz.dev.issuers import JwtKey, gitlab_claims, kubernetes_claims, sign_
 from extauthz.dev.servers import BackgroundLoop
 from extauthz.dev.settings import DEPLOY, ISSUER, ORDERS, TRUST_DOMAIN
 from extauthz.dev.workloads import ENGINEER_TTL, WORKLOAD_AUDIENCE, Workloads
-from extauthz.http_edge import start_http
 from extauthz.identity import github_subject
-from extauthz.token_exchange import GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_ID_TOKEN, TOKEN_TYPE_JWT
+from extauthz.server.http_edge import start_http
+from extauthz.server.token_exchange import (
+    GRANT_TYPE_TOKEN_EXCHANGE,
+    TOKEN_TYPE_ID_TOKEN,
+    TOKEN_TYPE_JWT,
+)
 
 
 @dataclass

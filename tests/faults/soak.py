@@ -58,8 +58,9 @@ SHORT_WINDOWS = {
     "KEYMINT_STATE_MAX_STALENESS_SECONDS": "5",
 }
 SIGNER_WINDOWS = {"KEYMINT_EVIDENCE_BUDGET_WINDOW_SECONDS": "120"}
-# A verified identity is kept for its credential's life, at most 300 s (extauthz/identitycache.py):
-# CI tokens living 120 s, like the windows above, let that cache fill before the baseline too.
+# A verified identity is kept for its credential's life, at most 300 s
+# (extauthz/server/identitycache.py): CI tokens living 120 s, like the windows above, let that
+# cache fill before the baseline too.
 CI_TOKEN_LIFETIME = 120
 
 

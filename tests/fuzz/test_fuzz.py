@@ -52,7 +52,7 @@ def test_a_check_request_minting_a_token_the_group_key_does_not_verify_would_be_
     from cryptography.exceptions import InvalidSignature
     from envoy.service.auth.v3.external_auth_pb2 import CheckResponse, OkHttpResponse
 
-    from extauthz.respond import _header
+    from extauthz.server.respond import _header
 
     response = CheckResponse(
         ok_response=OkHttpResponse(headers=[_header("authorization", "Bearer e30.e30.AAAA")])

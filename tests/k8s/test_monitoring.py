@@ -15,7 +15,7 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY
 
-import extauthz.app  # noqa: F401  (registers the gateway's collectors)
+import extauthz.server.app  # noqa: F401  (registers the gateway's collectors)
 import signer.metrics  # noqa: F401
 from tests.conftest import REPO
 

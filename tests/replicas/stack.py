@@ -35,8 +35,6 @@ import yaml
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 
-from extauthz.app import build_identifier, build_policy_engine
-from extauthz.claims import confirmation_claim, provenance_claims
 from extauthz.config import GatewaySettings
 from extauthz.dev.calls import envoy_channel
 from extauthz.dev.envoy import (
@@ -57,9 +55,11 @@ from extauthz.dev.settings import (
     valid_now,
     write_trust_root,
 )
-from extauthz.mint import evidence_message
 from extauthz.model import Route
 from extauthz.policy import AuthzRequest, Denial
+from extauthz.server.app import build_identifier, build_policy_engine
+from extauthz.server.claims import confirmation_claim, provenance_claims
+from extauthz.server.mint import evidence_message
 from signer.coordinator import Coordinator
 from signer.frost import trusted_dealer_keygen
 from signer.token import header_for, signing_input

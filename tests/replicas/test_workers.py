@@ -30,7 +30,7 @@ from extauthz.dev.settings import (
     valid_now,
     write_trust_root,
 )
-from extauthz.workers import worker_audit_log
+from extauthz.server.workers import worker_audit_log
 from tests.conftest import REPO
 from tests.helpers.certs import CertificateAuthority, IssuedCertificate, pem
 from tests.replicas.stack import wait_until

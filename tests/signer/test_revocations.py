@@ -142,7 +142,7 @@ def test_a_signer_follows_redis_and_a_redis_that_forgets_lifts_nothing(tmp_path:
         await asyncio.sleep(0.3)
         try:
             started = time.monotonic()
-            # What a gateway does when it revokes (extauthz.state.redis_store).
+            # What a gateway does when it revokes (extauthz.server.state.redis_store).
             until = time.time() + 60
             admin.zadd("keymint:revoked:subject", {"spiffe://prod.test/x": until})
             admin.set("keymint:revoked:version", "v1")

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 
-from extauthz.app import build_policy_engine
 from extauthz.config import GatewaySettings
 from extauthz.dev.calls import check_request
 from extauthz.dev.inprocess import Stack, running_stack
@@ -31,6 +30,7 @@ from extauthz.policy import (
     RegoPolicy,
     ReloadOutcome,
 )
+from extauthz.server.app import build_policy_engine
 from tests.extauthz.policy import spiffe_identity
 from tests.policy.opa_envoy import (
     CALLER,
