@@ -118,7 +118,7 @@ class ReplicasStack:
     echo: EchoUpstream
     front: EnvoyProcess
     edge_ca: Path  # verifies the front listener's certificate
-    env: Mapping[str, str]  # what every replica's environment holds (each adds its own ports...)
+    env: Mapping[str, str]  # what every replica's environment holds besides its own ports and files
     admin_token: str = ADMIN_TOKEN
     _client_files: dict[str, tuple[Path, Path]] = field(default_factory=dict)
 
@@ -163,14 +163,14 @@ class ReplicasStack:
 
     # --- straight to one replica ----------------------------------------------------------------
 
-    def check(self, replica: int, check: CheckRequest) -> CheckResponse:
+    def check(self, replica: int, message: CheckRequest) -> CheckResponse:
         """One Check on replica `replica`'s Check port, as Envoy makes it (its certificate)."""
         port = self.gateway(replica).grpc_port
 
         async def call() -> CheckResponse:
             async with envoy_channel(self.directory, f"127.0.0.1:{port}") as channel:
                 stub = external_auth_pb2_grpc.AuthorizationStub(channel)
-                response: CheckResponse = await stub.Check(check, timeout=10)
+                response: CheckResponse = await stub.Check(message, timeout=10)
                 return response
 
         return self.background.run(call())
