@@ -45,7 +45,6 @@ from extauthz.dev.gateway import pin_keys
 from signer.token import kid_for
 from tests.faults.stack import FaultStack, fault_stack
 from tests.faults.traffic import Traffic, failures_by_status, latency_ms
-from tests.replicas.stack import ADMIN_TOKEN
 
 BOUND = 0.10
 SAMPLE_SECONDS = 5.0
@@ -82,7 +81,10 @@ def admin(stack: FaultStack, replica: int, step: str, document: object) -> dict[
     request = urllib.request.Request(
         url,
         data=json.dumps(document).encode(),
-        headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"},
+        headers={
+            "Authorization": f"Bearer {stack.admin_token}",
+            "Content-Type": "application/json",
+        },
         method="POST",
     )
     try:

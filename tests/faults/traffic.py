@@ -27,8 +27,8 @@ from typing import Any
 import aiohttp
 
 from extauthz.dev.calls import exchange_form
+from extauthz.dev.stack import FRONT_HOSTNAME
 from tests.faults.stack import FaultStack
-from tests.replicas.stack import FRONT_HOSTNAME
 
 KINDS = ("seen", "ci", "exchange")
 CLIENT_TIMEOUT_SECONDS = 10.0

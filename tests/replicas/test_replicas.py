@@ -30,6 +30,7 @@ from tests.replicas.stack import (
 )
 
 REVOCATION_BOUND_SECONDS = 1.0
+NUMBERS = range(1, REPLICAS + 1)  # replicas are numbered from 1: "gateway-1" is replica 1
 
 
 def outcome(response: CheckResponse) -> tuple[int, str]:
@@ -47,7 +48,7 @@ def test_a_revocation_through_one_replica_is_refused_by_every_replica_and_signer
     subject = "spiffe://prod.test/ns/shop/sa/revoked-web"
     request = check_request(certificate=svid, route_key="orders")
     # Every replica serves the caller, from its hot cache after the first Check.
-    for replica in range(REPLICAS):
+    for replica in NUMBERS:
         for _ in range(2):
             assert outcome(stack.check(replica, request)) == (200, "ok")
     rogue = stack.rogue(svid)
@@ -58,10 +59,10 @@ def test_a_revocation_through_one_replica_is_refused_by_every_replica_and_signer
             assert not isinstance(signed, BaseException), signed
 
         started = time.monotonic()
-        status, answer = stack.revoke(0, subject=subject, until=time.time() + 3600)
+        status, answer = stack.revoke(1, subject=subject, until=time.time() + 3600)
         assert status == 200, answer
         refused_after: dict[str, float] = {}
-        pending = {f"replica {r + 1}": r for r in range(REPLICAS)}
+        pending = {f"replica {r}": r for r in NUMBERS}
         while pending and time.monotonic() - started < 5:
             for name, replica in list(pending.items()):
                 if outcome(stack.check(replica, request)) == (403, "subject_revoked"):
@@ -88,7 +89,7 @@ def test_a_revocation_through_one_replica_is_refused_by_every_replica_and_signer
         assert reply.status == 403, reply.body
 
 
-def active_kid(stack: ReplicasStack, replica: int = 0) -> str:
+def active_kid(stack: ReplicasStack, replica: int = 1) -> str:
     status, _, body = stack.http(replica, "GET", "/admin/keys")
     assert status == 200, body
     kid: str = json.loads(body)["active"]
@@ -100,16 +101,16 @@ def test_a_key_published_and_activated_through_other_replicas_is_served_identica
 ) -> None:
     new_kid = kid_for(stack.second_key)
     old_kid = active_kid(stack)
-    status, _, body = stack.http(1, "POST", "/admin/keys/publish", {"kid": new_kid})
+    status, _, body = stack.http(2, "POST", "/admin/keys/publish", {"kid": new_kid})
     assert status == 200, body
     time.sleep(PUBLISH_LEAD_SECONDS)
     # Activated through another replica than the one that published: it learned the key there.
-    status, _, body = stack.http(2, "POST", "/admin/keys/activate")
+    status, _, body = stack.http(3, "POST", "/admin/keys/activate")
     assert status == 200, body
 
     def documents() -> list[tuple[str, str, bytes, bytes]]:
         served = []
-        for replica in range(REPLICAS):
+        for replica in NUMBERS:
             jwks_status, jwks_headers, jwks = stack.http(replica, "GET", "/.well-known/jwks.json")
             chain_status, chain_headers, chain = stack.http(
                 replica, "GET", "/.well-known/keymint-endorsements.json"
@@ -122,10 +123,10 @@ def test_a_key_published_and_activated_through_other_replicas_is_served_identica
     ((jwks_etag, _, jwks, chain),) = set(documents())
     assert [key["kid"] for key in json.loads(jwks)["keys"]] == [new_kid, old_kid]
     assert len(json.loads(chain)["endorsements"]) == 1
-    assert {active_kid(stack, r) for r in range(REPLICAS)} == {new_kid}
+    assert {active_kid(stack, r) for r in NUMBERS} == {new_kid}
     # Every replica mints with it, and Envoy serves the same JWKS whichever replica answers.
     svid = stack.svid("/ns/shop/sa/after-rotation")
-    for replica in range(REPLICAS):
+    for replica in NUMBERS:
         response = stack.check(replica, check_request(certificate=svid, route_key="orders"))
         assert outcome(response) == (200, "ok")
     etags = {
@@ -142,7 +143,7 @@ def test_the_revocation_and_the_key_ring_survive_kill_9_of_every_replica(
     stack.kill_replicas()
     stack.start_replicas()
     svid = stack.svid("/ns/shop/sa/revoked-web")
-    for replica in range(REPLICAS):
+    for replica in NUMBERS:
         _, _, body = stack.http(replica, "GET", "/admin/revocations")
         assert subject in json.loads(body)["subjects"], body
         request = check_request(certificate=svid, route_key="orders")
@@ -160,7 +161,7 @@ def test_a_rate_limit_holds_across_replicas(stack: ReplicasStack) -> None:
     sent = 0
     while time.monotonic() - started < 3.0:
         token = stack.issuer.mint({"jti": str(uuid.uuid4()), "workflow_ref": workflow})
-        replica = sent % REPLICAS
+        replica = sent % REPLICAS + 1
         status, _ = outcome(stack.check(replica, check_request(bearer=token, route_key="deploy")))
         statuses[status] += 1
         if status == 200:
@@ -183,12 +184,12 @@ def test_redis_killed_under_load_refuses_past_the_bound_and_heals_when_it_return
     good = goods[0]
     revoked = stack.svid("/ns/shop/sa/revoked-before-the-outage")
     status, _ = stack.revoke(
-        0,
+        1,
         subject="spiffe://prod.test/ns/shop/sa/revoked-before-the-outage",
         until=time.time() + 600,
     )
     assert status == 200
-    for replica in range(REPLICAS):
+    for replica in NUMBERS:
         assert (
             outcome(stack.check(replica, check_request(certificate=good, route_key="orders")))[0]
             == 200
@@ -203,7 +204,7 @@ def test_redis_killed_under_load_refuses_past_the_bound_and_heals_when_it_return
         while not stop.is_set():
             for name, certificate in (("good", goods[turn % len(goods)]), ("revoked", revoked)):
                 request = check_request(certificate=certificate, route_key="orders")
-                status, reason = outcome(stack.check(turn % REPLICAS, request))
+                status, reason = outcome(stack.check(turn % REPLICAS + 1, request))
                 answers.append((time.monotonic(), name, status, reason))
             turn += 1
             time.sleep(0.05)
@@ -217,14 +218,14 @@ def test_redis_killed_under_load_refuses_past_the_bound_and_heals_when_it_return
         # During the outage a revocation reaches only the replica it was made on, which says so.
         time.sleep(0.5)
         late_subject = "spiffe://prod.test/ns/shop/sa/revoked-during-the-outage"
-        status, answer = stack.revoke(1, subject=late_subject, until=time.time() + 600)
+        status, answer = stack.revoke(2, subject=late_subject, until=time.time() + 600)
         assert status == 503, answer
         time.sleep(MAX_STALENESS_SECONDS + 1.5)
         restarted = time.monotonic()
         stack.redis.start()
         probe = check_request(certificate=stack.svid("/ns/shop/sa/probe"), route_key="orders")
         healed_after = wait_until(
-            lambda: all(outcome(stack.check(r, probe))[0] != 503 for r in range(REPLICAS)),
+            lambda: all(outcome(stack.check(r, probe))[0] != 503 for r in NUMBERS),
             timeout=10,
             interval=0.1,
         )
@@ -246,7 +247,7 @@ def test_redis_killed_under_load_refuses_past_the_bound_and_heals_when_it_return
     # outage was pushed to Redis by its replica and holds everywhere.
     assert any(a[1] == "good" and a[2] == 200 and a[0] > restarted for a in answers)
     late = stack.svid("/ns/shop/sa/revoked-during-the-outage")
-    for replica in range(REPLICAS):
+    for replica in NUMBERS:
         wait_until(
             lambda r=replica: (
                 outcome(stack.check(r, check_request(certificate=late, route_key="orders")))
