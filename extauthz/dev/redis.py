@@ -23,7 +23,7 @@ import redis
 # docs/operations.md, "Redis users": what each party may do, and nothing else.
 GATEWAY_ACL = (
     "on ~keymint:* &keymint:* -@all +@read +@write +@scripting +@pubsub +@transaction "
-    "+@connection +time"
+    "+@connection +time -@dangerous"
 )
 SIGNER_ACL = (
     "on resetkeys ~keymint:revoked:* resetchannels &keymint:events -@all "

@@ -47,6 +47,11 @@ def test_the_gateways_user_reaches_keymint_keys_and_channels_only(server: RedisP
     assert refused(lambda: gateway.publish("elsewhere", "probe"))
     assert refused(lambda: gateway.config_get("dir"))
     assert refused(lambda: gateway.acl_list())
+    # Commands that take no key escape the key pattern: -@dangerous takes them away.
+    assert refused(lambda: gateway.flushall())
+    assert refused(lambda: gateway.flushdb())
+    assert refused(lambda: gateway.keys("*"))
+    assert gateway.exists("keymint:probe") == 1
 
 
 def test_the_signers_user_reads_revocations_and_listens_for_them_only(
