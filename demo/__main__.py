@@ -6,8 +6,8 @@ is accepted) pinned to the DKG's key as its trust root, the front Envoy and an u
 jwt_authn Envoy whose keys `extauthz pin-keys` wrote (both the real Envoy binary), an echo upstream,
 local issuers standing in for GitHub's and a Kubernetes cluster's, and an IdP (device flow and PKCE)
 for engineers who self-mint with `extauthz login`.
-The demo reuses the end-to-end test stack (tests/e2e/stack.py), so what it shows is what the tests
-check.
+The demo runs the local stack of `keymint dev` (extauthz/dev), the one the tests run on, so what it
+shows is what the tests check.
 
 `--check` runs the flows without a terminal, exits 0 only if every one behaved, and stops all.
 """
@@ -43,6 +43,7 @@ from extauthz.dev.calls import (  # noqa: E402
     envoy_channel,
     exchange_form,
 )
+from extauthz.dev.cli import shell_exports, stack_environment  # noqa: E402
 from extauthz.dev.servers import request  # noqa: E402
 from extauthz.dev.settings import DEPLOY, ISSUER, ORDERS, check_port_pki  # noqa: E402
 from extauthz.dev.stack import FRONT_LISTENER, JWT_LISTENER, LocalStack, local_stack  # noqa: E402
@@ -339,6 +340,10 @@ def print_try_it(stack: LocalStack, directory: Path, token: str) -> None:
     front = stack.front.port(FRONT_LISTENER)
     resolve = f"--resolve front.keymint.test:{front}:127.0.0.1"
     base = f"https://front.keymint.test:{front}"
+    environment = stack_environment(stack)
+    (directory / "env.sh").write_text(shell_exports(environment))
+    say(f"\nThe stack's environment, as `keymint dev` prints it (also in {directory}/env.sh):")
+    say(shell_exports(environment).rstrip())
     say("\nThe stack stays up until Ctrl-C. Try it:")
     say(
         f"  curl {resolve} --cacert {stack.edge_ca} --cert {cert} --key {key} \\\n"

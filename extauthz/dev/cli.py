@@ -1,6 +1,7 @@
 """`keymint dev`: the local stack, for development, until Ctrl-C.
 
     keymint dev --dir ./keymint-dev            # a DKG among 3 signers (2-of-3)
+    keymint dev --dir ./keymint-dev --signers 5 --threshold 3
     keymint dev --dir ./keymint-dev --trusted-dealer
     keymint dev --dir ./keymint-dev --check    # start, pass one request through Envoy, stop
 
@@ -55,6 +56,16 @@ def add_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         help="the stack's state: keys, certificates, configs and logs (empty or absent)",
     )
     parser.add_argument(
+        "--signers", type=int, default=3, metavar="N", help="signer processes (default: 3)"
+    )
+    parser.add_argument(
+        "--threshold",
+        type=int,
+        default=2,
+        metavar="T",
+        help="signers needed for a signature, 2 to N (default: 2)",
+    )
+    parser.add_argument(
         "--trusted-dealer",
         action="store_true",
         help="deal the group key from one process instead of a DKG among the signers",
@@ -72,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
 
     directory: Path = args.dir
     try:
+        _check_quorum(args.signers, args.threshold)
         _prepare(directory)
     except DevError as exc:
         print(f"keymint dev: {exc}", file=sys.stderr)
@@ -80,7 +92,13 @@ def run(args: argparse.Namespace) -> int:
     if args.trusted_dealer:
         print(f"WARNING: {DEALER_WARNING}", file=sys.stderr)
     print(f"starting the local stack in {directory} (logs there) ...", file=sys.stderr, flush=True)
-    with local_stack(directory.resolve(), dkg=not args.trusted_dealer, workloads=True) as stack:
+    with local_stack(
+        directory.resolve(),
+        dkg=not args.trusted_dealer,
+        workloads=True,
+        signers=args.signers,
+        threshold=args.threshold,
+    ) as stack:
         environment = stack_environment(stack)
         (directory / "env.sh").write_text(shell_exports(environment))
         print(shell_exports(environment), end="", flush=True)
@@ -92,6 +110,15 @@ def run(args: argparse.Namespace) -> int:
         _wait_for_signal()
         print("stopping the local stack", file=sys.stderr, flush=True)
     return 0
+
+
+def _check_quorum(signers: int, threshold: int) -> None:
+    if not 2 <= threshold <= signers:
+        raise DevError(
+            f"--threshold {threshold} with --signers {signers}: the threshold must be at least 2 "
+            "(one signer alone must not sign) and at most the number of signers, e.g. "
+            "--signers 5 --threshold 3"
+        )
 
 
 def _prepare(directory: Path) -> None:

@@ -160,11 +160,12 @@ class LocalStack:
         return claims
 
 
-async def _dkg(cluster: SignerCluster) -> bytes:
+async def _dkg(cluster: SignerCluster, threshold: int) -> bytes:
     from signer.ceremony.driver import connect
 
-    async with connect(cluster.addresses([1, 2, 3]), tls_files=cluster.operator_tls) as driver:
-        return (await driver.dkg(2)).group_public_key
+    addresses = cluster.addresses(sorted(cluster.signers))
+    async with connect(addresses, tls_files=cluster.operator_tls) as driver:
+        return (await driver.dkg(threshold)).group_public_key
 
 
 @contextlib.contextmanager
@@ -177,11 +178,14 @@ def local_stack(
     front_config: Callable[[str], str] | None = None,
     workloads: bool = False,
     idp_interval: int = 1,
+    signers: int = 3,
+    threshold: int = 2,
 ) -> Iterator[LocalStack]:
     """Start everything, and stop everything whatever happened.
 
-    With `dkg`, the signers start keyless and a DKG among them makes the group key (as
-    `make demo` does); otherwise a trusted dealer's shares are sealed to their vaults first.
+    `signers` signer processes hold a `threshold`-of-`signers` key. With `dkg`, they start
+    keyless and a DKG among them makes the group key (as `make demo` does); otherwise a trusted
+    dealer's shares are sealed to their vaults first.
     The gateway's Check port is mTLS (Envoy's certificate); with `check_socket`, it is a Unix
     socket there instead, and `front_config` must point the front Envoy's keymint_grpc cluster
     at it (envoy/README.md's cluster). `front_config` rewrites the front Envoy's rendered config.
@@ -208,7 +212,7 @@ def local_stack(
 
         ca = root_ca(TRUST_DOMAIN)
         (directory / "trust-bundle.pem").write_bytes(pem(ca.certificate))
-        cluster = SignerCluster(directory, 2, 3, dealer=not dkg)
+        cluster = SignerCluster(directory, threshold, signers, dealer=not dkg)
         env = {
             **stack_env(directory, issuer.issuer),
             **(others.env() if others is not None else {}),
@@ -219,15 +223,21 @@ def local_stack(
         stack.callback(cluster.stop)
         cluster.start()
         if dkg:
-            first_key = background.run(_dkg(cluster))
+            first_key = background.run(_dkg(cluster, threshold))
         else:
             assert cluster.package is not None
             first_key = cluster.package.group_public_key
         # Operators pin the first group key (the DKG's, or the dealer's in development).
         env["KEYMINT_TRUST_ROOT"] = str(write_trust_root(directory, first_key))
 
-        signers = ",".join(f"{i}={p.address}" for i, p in sorted(cluster.signers.items()))
-        gateway_env = {**os.environ, **env, "KEYMINT_SIGNERS": signers}
+        addresses = ",".join(f"{i}={p.address}" for i, p in sorted(cluster.signers.items()))
+        gateway_env = {
+            **os.environ,
+            **env,
+            "KEYMINT_SIGNERS": addresses,
+            "FROST_N": str(signers),
+            "FROST_T": str(threshold),
+        }
         if check_socket is not None:
             for name in CHECK_TLS_VARIABLES:
                 del gateway_env[name]

@@ -30,6 +30,17 @@ def test_a_file_in_place_of_the_directory_is_refused(
     assert "must be an empty directory" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("signers", "threshold"), [(3, 1), (3, 4), (1, 1)])
+def test_a_threshold_one_signer_could_meet_or_no_quorum_could_meet_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], signers: int, threshold: int
+) -> None:
+    directory = tmp_path / "stack"
+    args = ["dev", "--dir", str(directory), "--signers", str(signers)]
+    assert main([*args, "--threshold", str(threshold)]) == 2
+    assert f"--threshold {threshold} with --signers {signers}" in capsys.readouterr().err
+    assert not directory.exists()  # refused before anything was made
+
+
 def test_help_says_it_is_for_development_only(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["dev", "--help"])
@@ -47,3 +58,17 @@ def test_the_exports_survive_a_shell_whatever_the_values() -> None:
     assert printed == list(values.values())
     assert all(line.startswith(("#", "export ")) for line in shell_exports(values).splitlines())
     assert shlex.split(shell_exports(values).splitlines()[1])[1].startswith("KEYMINT_DEV_A=")
+
+
+def test_check_passes_a_request_through_envoy_with_a_3_of_4_key_made_by_dkg(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    directory = tmp_path / "stack"
+    args = ["dev", "--dir", str(directory), "--signers", "4", "--threshold", "3", "--check"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "through Envoy: 200 the API behind Envoy received a keymint token" in out
+    assert sorted(p.name for p in directory.glob("signer-*") if p.is_dir()) == [
+        f"signer-{i}" for i in range(1, 5)
+    ]
+    assert (directory / "env.sh").read_text() in out
