@@ -25,12 +25,13 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
-from extauthz.dev.certs import CertificateAuthority, IssuedCertificate
-from extauthz.dev.settings import check_port_pki, valid_now
+from extauthz.dev.certs import CertificateAuthority, IssuedCertificate, pem
+from extauthz.dev.settings import check_port_pki, root_ca, valid_now
 from signer.devca import envoy_name
 
 CONFIG_DIR = Path(str(resources.files("extauthz.dev").joinpath("configs")))
 CONFIGS = ("envoy.yaml", "upstream-jwt.yaml")
+FRONT_HOSTNAME = "front.keymint.test"  # the name in the front listener's certificate
 _DECLARATION = re.compile(r"^#   ([A-Z][A-Z0-9_]*) = (\S+)", re.MULTILINE)
 
 
@@ -115,6 +116,35 @@ def write_tls(directory: Path, name: str, issued: IssuedCertificate) -> tuple[Pa
     )
     key.chmod(0o600)
     return cert, key
+
+
+def front_envoy(
+    directory: Path, *, grpc_port: int, http_port: int, upstream_port: int
+) -> tuple[EnvoyProcess, Path]:
+    """The front Envoy (envoy.yaml, not started) in front of a gateway's ports and the upstream:
+    its listener's certificate from a new edge CA (for FRONT_HOSTNAME and localhost), callers'
+    certificates checked against `directory`/trust-bundle.pem, mTLS to the Check port. Returns it
+    and the edge CA's file, which verifies its listener."""
+    edge = root_ca("edge.test")
+    edge_ca = directory / "edge-ca.pem"
+    edge_ca.write_bytes(pem(edge.certificate))
+    listener = server_certificate(edge, FRONT_HOSTNAME, "localhost")
+    server_cert, server_key = write_tls(directory, "front-server", listener)
+    config = render(
+        "envoy.yaml",
+        directory,
+        ADMIN_PORT=0,
+        LISTEN_ADDRESS="127.0.0.1",
+        LISTEN_PORT=0,
+        SERVER_CERT=server_cert,
+        SERVER_KEY=server_key,
+        CLIENT_CA_BUNDLE=directory / "trust-bundle.pem",
+        GATEWAY_GRPC_PORT=grpc_port,
+        **check_port_values(directory),
+        GATEWAY_HTTP_PORT=http_port,
+        UPSTREAM_PORT=upstream_port,
+    )
+    return EnvoyProcess(config, directory, "front-envoy"), edge_ca
 
 
 @dataclass

@@ -47,13 +47,7 @@ from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 
 from extauthz.dev.calls import envoy_channel
 from extauthz.dev.certs import CertificateAuthority, IssuedCertificate, pem
-from extauthz.dev.envoy import (
-    EnvoyProcess,
-    check_port_values,
-    render,
-    server_certificate,
-    write_tls,
-)
+from extauthz.dev.envoy import FRONT_HOSTNAME, EnvoyProcess, front_envoy, write_tls
 from extauthz.dev.gateway import GatewayProcess
 from extauthz.dev.github import LocalOidcIssuer
 from extauthz.dev.redis import RedisProcess, free_port, write_credentials
@@ -67,7 +61,7 @@ from extauthz.dev.settings import (
     write_trust_root,
 )
 from extauthz.dev.signers import SignerCluster
-from extauthz.dev.stack import FRONT_HOSTNAME, FRONT_LISTENER
+from extauthz.dev.stack import FRONT_LISTENER
 
 # The replicas' admin API token (KEYMINT_ADMIN_TOKEN_SHA256 is its hash): development only.
 ADMIN_TOKEN = "replicas-admin-token"  # noqa: S105
@@ -378,25 +372,11 @@ def _front_envoy(
     directory: Path, gateways: Sequence[GatewayProcess], echo: EchoUpstream
 ) -> tuple[EnvoyProcess, Path]:
     """The front Envoy (not started) balancing over `gateways`, and the CA of its certificate."""
-    edge = root_ca("edge.test")
-    edge_ca = directory / "edge-ca.pem"
-    edge_ca.write_bytes(pem(edge.certificate))
-    server_cert, server_key = write_tls(
-        directory, "front-server", server_certificate(edge, FRONT_HOSTNAME, "localhost")
-    )
-    config = render(
-        "envoy.yaml",
+    front, edge_ca = front_envoy(
         directory,
-        ADMIN_PORT=0,
-        LISTEN_ADDRESS="127.0.0.1",
-        LISTEN_PORT=0,
-        SERVER_CERT=server_cert,
-        SERVER_KEY=server_key,
-        CLIENT_CA_BUNDLE=directory / "trust-bundle.pem",
-        GATEWAY_GRPC_PORT=gateways[0].grpc_port,
-        **check_port_values(directory),
-        GATEWAY_HTTP_PORT=gateways[0].http_port,
-        UPSTREAM_PORT=echo.port,
+        grpc_port=gateways[0].grpc_port,
+        http_port=gateways[0].http_port,
+        upstream_port=echo.port,
     )
-    config.write_text(balance_over_replicas(config.read_text(), gateways))
-    return EnvoyProcess(config, directory, "front-envoy"), edge_ca
+    front.config.write_text(balance_over_replicas(front.config.read_text(), gateways))
+    return front, edge_ca

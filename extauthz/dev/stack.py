@@ -33,13 +33,7 @@ import jwt
 
 from extauthz.config import CHECK_TLS_VARIABLES
 from extauthz.dev.certs import CertificateAuthority, IssuedCertificate, pem
-from extauthz.dev.envoy import (
-    EnvoyProcess,
-    check_port_values,
-    render,
-    server_certificate,
-    write_tls,
-)
+from extauthz.dev.envoy import FRONT_HOSTNAME, EnvoyProcess, front_envoy, render, write_tls
 from extauthz.dev.gateway import GatewayProcess, pin_keys
 from extauthz.dev.github import LocalOidcIssuer
 from extauthz.dev.servers import BackgroundLoop, EchoUpstream, Reply, request
@@ -57,7 +51,6 @@ from extauthz.dev.settings import (
 from extauthz.dev.signers import SignerCluster
 from extauthz.dev.workloads import Workloads
 
-FRONT_HOSTNAME = "front.keymint.test"  # the name in the front listener's certificate
 FRONT_LISTENER = "front_tls"
 JWT_LISTENER = "api"
 REQUIRED_CLAIMS = ["exp", "iat", "nbf", "iss", "aud", "sub", "jti"]
@@ -246,29 +239,11 @@ def local_stack(
         stack.callback(gateway.stop)
         gateway.start()
 
-        edge = root_ca("edge.test")
-        edge_ca = directory / "edge-ca.pem"
-        edge_ca.write_bytes(pem(edge.certificate))
-        server_cert, server_key = write_tls(
-            directory, "front-server", server_certificate(edge, FRONT_HOSTNAME, "localhost")
-        )
-        front = EnvoyProcess(
-            render(
-                "envoy.yaml",
-                directory,
-                ADMIN_PORT=0,
-                LISTEN_ADDRESS="127.0.0.1",
-                LISTEN_PORT=0,
-                SERVER_CERT=server_cert,
-                SERVER_KEY=server_key,
-                CLIENT_CA_BUNDLE=directory / "trust-bundle.pem",
-                GATEWAY_GRPC_PORT=gateway.grpc_port,
-                **check_port_values(directory),
-                GATEWAY_HTTP_PORT=gateway.http_port,
-                UPSTREAM_PORT=echo.port,
-            ),
+        front, edge_ca = front_envoy(
             directory,
-            "front-envoy",
+            grpc_port=gateway.grpc_port,
+            http_port=gateway.http_port,
+            upstream_port=echo.port,
         )
         if front_config is not None:
             front.config.write_text(front_config(front.config.read_text()))

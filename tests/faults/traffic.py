@@ -27,7 +27,7 @@ from typing import Any
 import aiohttp
 
 from extauthz.dev.calls import exchange_form
-from extauthz.dev.stack import FRONT_HOSTNAME
+from extauthz.dev.envoy import FRONT_HOSTNAME
 from tests.faults.stack import FaultStack
 
 KINDS = ("seen", "ci", "exchange")
