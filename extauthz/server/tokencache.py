@@ -1,4 +1,6 @@
-"""The minted-token cache: in memory by default (aiocache), on Redis when replicas share it.
+"""The minted-token cache: in memory by default (aiocache), on Redis when replicas share it. With
+a shared cache each replica keeps its own in memory in front of it (extauthz.server.mint): a token
+it minted or has vouched for is served again with no Redis round trip.
 
 Values cross Redis as JSON, never pickle: a compromised cache must not become code execution.
 A cache that errors is bypassed, not trusted: the caller simply mints. A token read from Redis is

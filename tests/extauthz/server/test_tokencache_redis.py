@@ -253,3 +253,66 @@ def test_a_token_not_signed_by_a_published_key_is_not_served(redis_url: str) -> 
     # And pickles are not read at all: the entry is JSON or nothing.
     client.set(key, b"\x80\x04\x95" + b"\x00" * 16)
     assert _serve_once(redis_url, REQUEST) == (False, 1)
+
+
+class CountingBackend:
+    """A shared backend (JSON text, as Redis holds it) that counts the reads it answers."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, str] = {}
+        self.reads = 0
+
+    async def get(self, key: str) -> str | None:
+        self.reads += 1
+        return self.values.get(key)
+
+    async def set(self, key: str, value: object, ttl: int) -> None:
+        assert isinstance(value, str)
+        self.values[key] = value
+
+    async def delete(self, key: str) -> None:
+        self.values.pop(key, None)
+
+    async def close(self) -> None:
+        pass
+
+
+def test_a_replica_serves_its_own_and_vouched_tokens_again_without_a_shared_read() -> None:
+    async def run() -> None:
+        shared = CountingBackend()
+        first_signer, second_signer = CountingSigner(), CountingSigner()
+        first = replica(TokenCache(shared, shared=True), first_signer)
+        second = replica(TokenCache(shared, shared=True), second_signer)
+        minted, cached = await first.mint(REQUEST, GRANT, POLICY)
+        assert (cached, first_signer.calls, shared.reads) == (False, 1, 1)
+        assert await first.mint(REQUEST, GRANT, POLICY) == (minted, True)
+        assert shared.reads == 1  # its own token: no shared read
+        # The other replica reads it once, vouches for it, and keeps it.
+        assert await second.mint(REQUEST, GRANT, POLICY) == (minted, True)
+        assert await second.mint(REQUEST, GRANT, POLICY) == (minted, True)
+        assert (shared.reads, second_signer.calls) == (2, 0)
+        # Forgetting it (a revoked jti) drops both layers: the next call is a new signature.
+        await second.forget(IDENTITY, GRANT)
+        renewed, cached = await second.mint(REQUEST, GRANT, POLICY)
+        assert (cached, second_signer.calls) == (False, 1)
+        assert renewed.jti != minted.jti
+
+    asyncio.run(run())
+
+
+def test_a_token_the_shared_cache_lies_about_is_not_kept_as_the_replicas_own() -> None:
+    async def run() -> None:
+        shared = CountingBackend()
+        owner = replica(TokenCache(shared, shared=True), CountingSigner())
+        stolen, _ = await owner.mint(REQUEST, GRANT, POLICY)
+        key_b = cache_key(OTHER.credential_hash, GRANT.audience, GRANT.scopes)
+        shared.values[key_b] = dataclasses.replace(stolen, subject=OTHER.subject).to_json()
+        signer = CountingSigner()
+        other = replica(TokenCache(shared, shared=True), signer)
+        first, cached = await other.mint(AuthzRequest(OTHER, ROUTE), GRANT, POLICY)
+        assert (cached, signer.calls) == (False, 1)
+        assert first.token != stolen.token
+        again, cached = await other.mint(AuthzRequest(OTHER, ROUTE), GRANT, POLICY)
+        assert (again, cached, signer.calls) == (first, True, 1)
+
+    asyncio.run(run())
