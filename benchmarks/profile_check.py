@@ -1,6 +1,6 @@
 """python benchmarks/profile_check.py: what one Check costs inside the gateway, path by path.
 
-In the in-process stack of tests/extauthz/stack.py (the gateway's own objects, 3 real signer
+In the in-process stack of extauthz/dev/inprocess.py (the gateway's own objects, 3 real signer
 processes), with no gRPC around it, `Pipeline.check` on:
 - hit: a credential seen on this route (the hot cache), one request object over and over;
 - hit_parsed: the same, each request freshly parsed from the wire as the server hands it over
@@ -9,6 +9,9 @@ processes), with no gRPC around it, `Pipeline.check` on:
   minter's token cache);
 - newpath_unverified: the same with the identity cache emptied before every request (what a
   seen credential on a new path cost before the identity cache: its signature verified again).
+With `--redis`, the gateway shares its state and tokens through a redis-server as replicas do, and
+- newpath_shared_only: newpath without the replica's own token cache in front of Redis (what a
+  seen credential on a new path cost before it: a Redis read and a signature check per Check).
 Each figure is the best of ROUNDS batches (microseconds per Check). `--profile` adds the top of
 a cProfile of each path (cumulative time), which is how docs/performance/analysis.md found what
 to remove. The gRPC server around a Check costs more than any of these: bench-check reports it.
@@ -35,6 +38,7 @@ from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 
 from extauthz.dev.calls import check_request
 from extauthz.dev.inprocess import running_stack
+from extauthz.dev.redis import RedisProcess, write_credentials
 from extauthz.server.pipeline import Pipeline
 
 ROUNDS = 7
@@ -71,9 +75,9 @@ async def profiled(
     return out.getvalue()
 
 
-async def measure(directory: Path, profile: bool) -> dict[str, float]:
+async def measure(directory: Path, profile: bool, shared: dict[str, str]) -> dict[str, float]:
     async with running_stack(
-        directory, KEYMINT_RATE_PER_SECOND="1000000", KEYMINT_RATE_BURST="1000000"
+        directory, KEYMINT_RATE_PER_SECOND="1000000", KEYMINT_RATE_BURST="1000000", **shared
     ) as stack:
         pipeline = stack.gateway.pipeline
         token = stack.issuer.mint()
@@ -96,8 +100,13 @@ async def measure(directory: Path, profile: bool) -> dict[str, float]:
             "newpath": (new_path, nothing),
             "newpath_unverified": (new_path, pipeline.identities.clear),
         }
+        minter = pipeline._minter  # a benchmark's look inside: the replica's own token cache
+        own_tokens = minter._local
+        if shared:
+            cases["newpath_shared_only"] = (new_path, nothing)
         figures = {}
         for name, (make, before) in cases.items():
+            minter._local = None if name == "newpath_shared_only" else own_tokens
             await pipeline.check(make())  # warm
             figures[f"{name}_us"] = await best_us(pipeline, make, before)
             print(f"{name:20s} {figures[f'{name}_us']:8.1f} us per Check", flush=True)
@@ -109,9 +118,28 @@ async def measure(directory: Path, profile: bool) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--profile", action="store_true", help="print a cProfile of each path")
+    parser.add_argument(
+        "--redis", action="store_true", help="share state and tokens through a redis-server"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="keymint-profile-") as directory:
-        figures = asyncio.run(measure(Path(directory), args.profile))
+        shared: dict[str, str] = {}
+        redis_server = None
+        if args.redis:
+            (Path(directory) / "redis").mkdir()
+            redis_server = RedisProcess(Path(directory) / "redis", {"gateway": "profile-password"})
+            redis_server.start()
+            credentials = Path(directory) / "redis.credentials"
+            write_credentials(credentials, "gateway", "profile-password")
+            shared = {
+                "KEYMINT_REDIS_URL": redis_server.url,
+                "KEYMINT_REDIS_CREDENTIALS_FILE": str(credentials),
+            }
+        try:
+            figures = asyncio.run(measure(Path(directory), args.profile, shared))
+        finally:
+            if redis_server is not None:
+                redis_server.stop()
     print(json.dumps({k: round(v, 2) for k, v in figures.items()}))
 
 
