@@ -97,3 +97,18 @@ def test_the_report_renders_what_the_benchmarks_left(results: Path) -> None:
     )
     e2e = json.loads((results / "bench-e2e.json").read_text())["summary"]
     assert f"| new credential p50 through Envoy | {e2e['new_p50_ms']:.3g} ms |" in text
+
+
+def test_profile_check_with_redis_reaches_every_path() -> None:
+    finished = subprocess.run(
+        [sys.executable, "benchmarks/profile_check.py", "--redis"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    figures = json.loads(finished.stdout.strip().splitlines()[-1])
+    paths = ("hit", "hit_parsed", "newpath", "newpath_unverified", "newpath_shared_only")
+    assert sorted(figures) == sorted(f"{path}_us" for path in paths)
+    assert all(isinstance(value, float) and value > 0 for value in figures.values())
