@@ -3,6 +3,7 @@
     keymint serve [--workers N] [--config FILE]     # the gateway
     keymint signer serve|dkg|refresh|reshare|...    # a signer and its key ceremonies
     keymint exchange|login|token-info|verify|pin-keys|audit|policy|check-config ...
+    keymint dev --dir DIR                           # the local stack, for development
 
 `keymint X` is `extauthz X` (same arguments, same exit codes), and `keymint signer X` is
 `signer X`: those two commands stay, as aliases.
