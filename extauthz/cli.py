@@ -11,7 +11,7 @@ verify tokens and audit logs.
     extauthz audit verify PATH
     extauthz policy test [FILE...]    # a Rego policy's test_ rules, a JSON policy's examples
     extauthz audit reconcile --gateway LOG... --signer ID=LOG... [--json]
-    extauthz dev --dir DIR [--signers N --threshold T] [--check]  # the local stack, development only
+    extauthz dev --dir DIR [--signers N --threshold T] [--check]  # the local stack (development)
 
 Exit codes: 0 done; 1 a check said no (token refused, audit chain broken, a login denied or
 refused, a token expired); 2 the command could not run (bad settings or arguments, a server
