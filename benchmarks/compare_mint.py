@@ -47,8 +47,12 @@ GATEWAY = """
 import asyncio, os
 from extauthz.app import serve
 from extauthz.config import GatewaySettings
-asyncio.run(serve(GatewaySettings.from_env(os.environ),
-                  started=lambda g, h: print(f"ready {g} {h}", flush=True)))
+try:  # the event loop `extauthz serve` runs on
+    from signer.runtime import run
+except ImportError:  # a baseline from before signer.runtime
+    run = asyncio.run
+run(serve(GatewaySettings.from_env(os.environ),
+          started=lambda g, h: print(f"ready {g} {h}", flush=True)))
 """
 
 
