@@ -111,10 +111,17 @@ asyncio.run(main())
 
 GATEWAY_SERVER = """
 import asyncio, os
-from extauthz.server.app import serve
+try:
+    from extauthz.server.app import serve
+except ImportError:  # a baseline from before extauthz/server/ (bench_cached_ab.py runs one)
+    from extauthz.app import serve
 from extauthz.config import GatewaySettings
-asyncio.run(serve(GatewaySettings.from_env(os.environ),
-                  started=lambda g, h: print(f"ready {g} {h}", flush=True)))
+try:  # the event loop `extauthz serve` runs on
+    from signer.runtime import run
+except ImportError:  # a baseline from before signer.runtime
+    run = asyncio.run
+run(serve(GatewaySettings.from_env(os.environ),
+          started=lambda g, h: print(f"ready {g} {h}", flush=True)))
 """
 
 

@@ -39,10 +39,17 @@ from extauthz.dev.signers import SignerCluster
 HERE = Path(__file__).resolve().parent.parent
 GATEWAY = """
 import asyncio, os
-from extauthz.server.app import serve
+try:
+    from extauthz.server.app import serve
+except ImportError:  # a baseline from before extauthz/server/
+    from extauthz.app import serve
 from extauthz.config import GatewaySettings
-asyncio.run(serve(GatewaySettings.from_env(os.environ),
-                  started=lambda g, h: print(f"ready {g} {h}", flush=True)))
+try:  # the event loop `extauthz serve` runs on
+    from signer.runtime import run
+except ImportError:  # a baseline from before signer.runtime
+    run = asyncio.run
+run(serve(GatewaySettings.from_env(os.environ),
+          started=lambda g, h: print(f"ready {g} {h}", flush=True)))
 """
 
 

@@ -21,7 +21,6 @@ refused or was unreachable), with a message on stderr.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from collections.abc import Sequence
@@ -49,6 +48,7 @@ def _serve(args: argparse.Namespace) -> int:
     from extauthz.check_config import load
     from extauthz.config import workers_problem
     from extauthz.server import app  # the gateway's dependencies load only for this command
+    from signer import runtime
     from signer.observability import configure_logging
     from signer.settings import CONFIG_FILE_VARIABLE
 
@@ -76,7 +76,7 @@ def _serve(args: argparse.Namespace) -> int:
         from extauthz.server.workers import Supervisor
 
         return Supervisor(settings, verbose=args.verbose, announce=announce).run()
-    asyncio.run(app.serve(settings, started=announce))
+    runtime.run(app.serve(settings, started=announce))
     return 0
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from collections.abc import Sequence
@@ -14,7 +13,7 @@ from signer.observability import configure_logging
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from signer import tracing
+    from signer import runtime, tracing
     from signer.config_check import load
     from signer.observability import configure_logging
     from signer.server import serve
@@ -28,7 +27,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"keymint-signer ready id={settings.identifier} port={port}", flush=True)
 
     try:
-        asyncio.run(serve(settings, env, started=announce))
+        runtime.run(serve(settings, env, started=announce))
     finally:
         tracing.shutdown()
     return 0

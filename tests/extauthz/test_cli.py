@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import uvloop
 
 from extauthz.cli import build_parser, main
 from extauthz.config import GatewaySettings
@@ -126,6 +127,19 @@ def test_serve_prints_the_ready_line(
     assert main(["serve"]) == 0
     assert capsys.readouterr().out == "keymint-gateway ready grpc_port=45678 http_port=8081\n"
     assert seen[0].issuer == "https://keymint.test"
+
+
+def test_serve_runs_the_gateway_on_uvloop(
+    gateway_env: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    loops: list[type[asyncio.AbstractEventLoop]] = []
+
+    async def fake_serve(settings: GatewaySettings, **kwargs: object) -> None:
+        loops.append(type(asyncio.get_running_loop()))
+
+    monkeypatch.setattr(app, "serve", fake_serve)
+    assert main(["serve"]) == 0
+    assert loops == [uvloop.Loop]  # signer.runtime: what measured faster
 
 
 def test_serve_with_bad_settings_exits_2(
