@@ -93,7 +93,7 @@ def test_the_venv_imports_keymint_from_the_wheel_not_the_checkout(venv: Path) ->
 
 
 @pytest.fixture(scope="module")
-def dev_stack(venv: Path) -> Iterator[tuple[subprocess.Popen[str], dict[str, str]]]:
+def dev_stack(venv: Path) -> Iterator[tuple[subprocess.Popen[bytes], dict[str, str]]]:
     """`keymint dev` from the wheel's virtualenv, until its ready line; the environment it
     printed (its `export` lines)."""
     state = venv.parent / "stack"
@@ -103,26 +103,29 @@ def dev_stack(venv: Path) -> Iterator[tuple[subprocess.Popen[str], dict[str, str
         env=clean_env(),
         stdout=subprocess.PIPE,
         stderr=(venv.parent / "keymint-dev.log").open("w"),
-        text=True,
     )
     assert process.stdout is not None
     printed: dict[str, str] = {}
+    log = venv.parent / "keymint-dev.log"
+    # Raw reads: a text wrapper would buffer lines where select() cannot see them.
+    descriptor, pending, ready = process.stdout.fileno(), b"", False
     deadline = time.monotonic() + 180
     try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([process.stdout], [], [], 1.0)
-            if not ready:
-                assert process.poll() is None, (venv.parent / "keymint-dev.log").read_text()
+        while not ready and time.monotonic() < deadline:
+            readable, _, _ = select.select([descriptor], [], [], 1.0)
+            if not readable:
+                assert process.poll() is None, log.read_text()
                 continue
-            line = process.stdout.readline()
-            assert line, (venv.parent / "keymint-dev.log").read_text()
-            if line.startswith("export "):
-                name, _, value = line.removeprefix("export ").strip().partition("=")
-                printed[name] = shlex.split(value)[0]
-            if line.strip() == "keymint-dev ready":
-                break
-        else:
-            pytest.fail(f"keymint dev was not ready in 180 s: {venv.parent / 'keymint-dev.log'}")
+            chunk = os.read(descriptor, 65536)
+            assert chunk, log.read_text()
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in (raw.decode() for raw in lines):
+                if line.startswith("export "):
+                    name, _, value = line.removeprefix("export ").partition("=")
+                    printed[name] = shlex.split(value)[0]
+                ready = ready or line == "keymint-dev ready"
+        if not ready:
+            pytest.fail(f"keymint dev was not ready in 180 s: {log}")
         yield process, printed
     finally:
         if process.poll() is None:
@@ -143,7 +146,7 @@ def get(url: str, context: ssl.SSLContext) -> tuple[int, bytes]:
 
 
 def test_a_request_through_the_stacks_envoy_is_allowed_with_a_keymint_token(
-    dev_stack: tuple[subprocess.Popen[str], dict[str, str]],
+    dev_stack: tuple[subprocess.Popen[bytes], dict[str, str]],
 ) -> None:
     _, env = dev_stack
     context = ssl.create_default_context(cafile=env["KEYMINT_DEV_CA"])
@@ -164,7 +167,7 @@ def test_a_request_through_the_stacks_envoy_is_allowed_with_a_keymint_token(
 
 
 def test_the_printed_environment_is_in_env_sh_and_ctrl_c_stops_everything(
-    dev_stack: tuple[subprocess.Popen[str], dict[str, str]],
+    dev_stack: tuple[subprocess.Popen[bytes], dict[str, str]],
 ) -> None:
     process, env = dev_stack
     written = (Path(env["KEYMINT_DEV_DIR"]) / "env.sh").read_text()
