@@ -106,7 +106,8 @@ async def main():
     print(f"ready {port} 0", flush=True)
     await server.wait_for_termination()
 
-asyncio.run(main())
+from signer.runtime import run  # the runtime keymint's servers run on: like against like
+run(main())
 """
 
 GATEWAY_SERVER = """
