@@ -44,9 +44,10 @@ from extauthz.dev.calls import (  # noqa: E402
     exchange_form,
 )
 from extauthz.dev.cli import shell_exports, stack_environment  # noqa: E402
+from extauthz.dev.envoy import FRONT_LISTENER, JWT_LISTENER  # noqa: E402
 from extauthz.dev.servers import request  # noqa: E402
 from extauthz.dev.settings import DEPLOY, ISSUER, ORDERS, check_port_pki  # noqa: E402
-from extauthz.dev.stack import FRONT_LISTENER, JWT_LISTENER, LocalStack, local_stack  # noqa: E402
+from extauthz.dev.stack import LocalStack, local_stack  # noqa: E402
 from extauthz.dev.workloads import CLIENT_ID, Workloads  # noqa: E402
 from signer.devca import dns_name, gateway_name  # noqa: E402
 from signer.token import compact, header_for, signing_input  # noqa: E402

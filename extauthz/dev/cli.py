@@ -132,7 +132,7 @@ def _prepare(directory: Path) -> None:
 
 def stack_environment(stack: LocalStack) -> dict[str, str]:
     """What a user's tools need to reach the running stack, as environment variables."""
-    from extauthz.dev.stack import FRONT_LISTENER, JWT_LISTENER
+    from extauthz.dev.envoy import FRONT_LISTENER, JWT_LISTENER
 
     certificate, key = stack.client_files(stack.svid(CLIENT_SPIFFE_PATH))
     front = f"https://localhost:{stack.front.port(FRONT_LISTENER)}"

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 import string
 import subprocess
 import time
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -26,12 +28,15 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 
 from extauthz.dev.certs import CertificateAuthority, IssuedCertificate, pem
+from extauthz.dev.servers import BackgroundLoop, Reply, request
 from extauthz.dev.settings import check_port_pki, root_ca, valid_now
 from signer.devca import envoy_name
 
 CONFIG_DIR = Path(str(resources.files("extauthz.dev").joinpath("configs")))
 CONFIGS = ("envoy.yaml", "upstream-jwt.yaml")
 FRONT_HOSTNAME = "front.keymint.test"  # the name in the front listener's certificate
+FRONT_LISTENER = "front_tls"  # envoy.yaml's listener, by name in Envoy's admin API
+JWT_LISTENER = "api"  # upstream-jwt.yaml's
 _DECLARATION = re.compile(r"^#   ([A-Z][A-Z0-9_]*) = (\S+)", re.MULTILINE)
 
 
@@ -266,3 +271,42 @@ class EnvoyProcess:
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait()
+
+
+class FrontCalls:
+    """Calls through a stack's front Envoy over TLS, as a caller makes them (mixed into the
+    stacks: each has these attributes)."""
+
+    directory: Path
+    background: BackgroundLoop
+    front: EnvoyProcess
+    edge_ca: Path  # verifies the front listener's certificate
+    _client_files: dict[str, tuple[Path, Path]]
+
+    @property
+    def front_url(self) -> str:
+        return f"https://127.0.0.1:{self.front.port(FRONT_LISTENER)}"
+
+    def front_call(
+        self,
+        method: str,
+        path: str,
+        *,
+        certificate: IssuedCertificate | None = None,
+        headers: Mapping[str, str] | None = None,
+        data: bytes | Mapping[str, str] | None = None,
+    ) -> Reply:
+        """A request to the front Envoy over TLS, with `certificate` as the client's (mTLS)."""
+        context = ssl.create_default_context(cafile=str(self.edge_ca))
+        if certificate is not None:
+            cert, key = self.client_files(certificate)
+            context.load_cert_chain(str(cert), str(key))
+        url = f"{self.front_url}{path}"
+        return self.background.run(request(method, url, headers, data, context, FRONT_HOSTNAME))
+
+    def client_files(self, certificate: IssuedCertificate) -> tuple[Path, Path]:
+        """`certificate` and its key as PEM files in the stack's directory (for curl, say)."""
+        name = f"client-{certificate.certificate.serial_number:x}"
+        if name not in self._client_files:
+            self._client_files[name] = write_tls(self.directory, name, certificate)
+        return self._client_files[name]

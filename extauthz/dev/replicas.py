@@ -31,7 +31,6 @@ import contextlib
 import hashlib
 import json
 import os
-import ssl
 import time
 import urllib.error
 import urllib.request
@@ -47,11 +46,11 @@ from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 
 from extauthz.dev.calls import envoy_channel
 from extauthz.dev.certs import CertificateAuthority, IssuedCertificate, pem
-from extauthz.dev.envoy import FRONT_HOSTNAME, EnvoyProcess, front_envoy, write_tls
+from extauthz.dev.envoy import EnvoyProcess, FrontCalls, front_envoy
 from extauthz.dev.gateway import GatewayProcess
 from extauthz.dev.github import LocalOidcIssuer
 from extauthz.dev.redis import RedisProcess, free_port, write_credentials
-from extauthz.dev.servers import BackgroundLoop, EchoUpstream, Reply, request
+from extauthz.dev.servers import BackgroundLoop, EchoUpstream
 from extauthz.dev.settings import (
     OIDC_AUDIENCE,
     TRUST_DOMAIN,
@@ -61,7 +60,6 @@ from extauthz.dev.settings import (
     write_trust_root,
 )
 from extauthz.dev.signers import SignerCluster
-from extauthz.dev.stack import FRONT_LISTENER
 
 # The replicas' admin API token (KEYMINT_ADMIN_TOKEN_SHA256 is its hash): development only.
 ADMIN_TOKEN = "replicas-admin-token"  # noqa: S105
@@ -98,7 +96,7 @@ class ReplicaSettings:
 
 
 @dataclass
-class ReplicasStack:
+class ReplicasStack(FrontCalls):
     """The running stack. Replicas are numbered from 1, as signers are: `gateways[0]` is
     replica 1, named "gateway-1"."""
 
@@ -126,34 +124,6 @@ class ReplicasStack:
         return self.gateways[replica - 1]
 
     # --- through the front Envoy ---------------------------------------------------------------
-
-    @property
-    def front_url(self) -> str:
-        return f"https://127.0.0.1:{self.front.port(FRONT_LISTENER)}"
-
-    def front_call(
-        self,
-        method: str,
-        path: str,
-        *,
-        certificate: IssuedCertificate | None = None,
-        headers: Mapping[str, str] | None = None,
-        data: bytes | Mapping[str, str] | None = None,
-    ) -> Reply:
-        """A request to the front Envoy over TLS, with `certificate` as the client's (mTLS)."""
-        context = ssl.create_default_context(cafile=str(self.edge_ca))
-        if certificate is not None:
-            cert, key = self.client_files(certificate)
-            context.load_cert_chain(str(cert), str(key))
-        url = f"{self.front_url}{path}"
-        return self.background.run(request(method, url, headers, data, context, FRONT_HOSTNAME))
-
-    def client_files(self, certificate: IssuedCertificate) -> tuple[Path, Path]:
-        """`certificate` and its key as PEM files in the stack's directory."""
-        name = f"client-{certificate.certificate.serial_number:x}"
-        if name not in self._client_files:
-            self._client_files[name] = write_tls(self.directory, name, certificate)
-        return self._client_files[name]
 
     # --- straight to one replica ----------------------------------------------------------------
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -33,7 +32,13 @@ import jwt
 
 from extauthz.config import CHECK_TLS_VARIABLES
 from extauthz.dev.certs import CertificateAuthority, IssuedCertificate, pem
-from extauthz.dev.envoy import FRONT_HOSTNAME, EnvoyProcess, front_envoy, render, write_tls
+from extauthz.dev.envoy import (
+    JWT_LISTENER,
+    EnvoyProcess,
+    FrontCalls,
+    front_envoy,
+    render,
+)
 from extauthz.dev.gateway import GatewayProcess, pin_keys
 from extauthz.dev.github import LocalOidcIssuer
 from extauthz.dev.servers import BackgroundLoop, EchoUpstream, Reply, request
@@ -51,13 +56,11 @@ from extauthz.dev.settings import (
 from extauthz.dev.signers import SignerCluster
 from extauthz.dev.workloads import Workloads
 
-FRONT_LISTENER = "front_tls"
-JWT_LISTENER = "api"
 REQUIRED_CLAIMS = ["exp", "iat", "nbf", "iss", "aud", "sub", "jti"]
 
 
 @dataclass
-class LocalStack:
+class LocalStack(FrontCalls):
     directory: Path
     background: BackgroundLoop
     issuer: LocalOidcIssuer
@@ -88,35 +91,11 @@ class LocalStack:
 
     # --- calls --------------------------------------------------------------------------------
 
-    def front_call(
-        self,
-        method: str,
-        path: str,
-        *,
-        certificate: IssuedCertificate | None = None,
-        headers: Mapping[str, str] | None = None,
-        data: bytes | Mapping[str, str] | None = None,
-    ) -> Reply:
-        """A request to the front Envoy over TLS, with `certificate` as the client's (mTLS)."""
-        context = ssl.create_default_context(cafile=str(self.edge_ca))
-        if certificate is not None:
-            cert, key = self.client_files(certificate)
-            context.load_cert_chain(str(cert), str(key))
-        url = f"https://127.0.0.1:{self.front.port(FRONT_LISTENER)}{path}"
-        return self.background.run(request(method, url, headers, data, context, FRONT_HOSTNAME))
-
     def jwt_call(self, path: str, *, bearer: str | None = None) -> Reply:
         """A request to the upstream-side jwt_authn Envoy (plain HTTP on loopback)."""
         headers = {} if bearer is None else {"authorization": f"Bearer {bearer}"}
         url = f"http://127.0.0.1:{self.jwt_envoy.port(JWT_LISTENER)}{path}"
         return self.background.run(request("GET", url, headers, None, None, None))
-
-    def client_files(self, certificate: IssuedCertificate) -> tuple[Path, Path]:
-        """`certificate` and its key as PEM files in the stack's directory (for curl, say)."""
-        name = f"client-{certificate.certificate.serial_number:x}"
-        if name not in self._client_files:
-            self._client_files[name] = write_tls(self.directory, name, certificate)
-        return self._client_files[name]
 
     # --- the keys the jwt Envoy pins --------------------------------------------------------
 

@@ -30,10 +30,10 @@ from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 
 from extauthz.config import GatewaySettings
 from extauthz.dev.calls import envoy_channel
-from extauthz.dev.envoy import FRONT_HOSTNAME
+from extauthz.dev.envoy import FRONT_HOSTNAME, FRONT_LISTENER
 from extauthz.dev.github import b64url
 from extauthz.dev.settings import ISSUER
-from extauthz.dev.stack import FRONT_LISTENER, LocalStack
+from extauthz.dev.stack import LocalStack
 from extauthz.model import Identity, Route
 from extauthz.policy import AuthzRequest, Denial
 from extauthz.server.app import build_identifier, build_policy_engine
