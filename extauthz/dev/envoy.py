@@ -28,6 +28,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 
 from extauthz.dev.certs import CertificateAuthority, IssuedCertificate, pem
+from extauthz.dev.processes import stop_process
 from extauthz.dev.servers import BackgroundLoop, Reply, request
 from extauthz.dev.settings import check_port_pki, root_ca, valid_now
 from signer.devca import envoy_name
@@ -263,14 +264,8 @@ class EnvoyProcess:
         )
 
     def stop(self) -> None:
-        for process in [*self.parents, *([self.process] if self.process else [])]:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+        for process in [*self.parents, self.process]:
+            stop_process(process)
 
 
 class FrontCalls:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from extauthz.dev.processes import kill_process, stop_process
 from extauthz.server.workers import READY_PREFIX
 
 
@@ -94,22 +95,10 @@ class GatewayProcess:
 
     def kill(self) -> None:
         """A crash, not a shutdown: SIGKILL."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        kill_process(self.process)
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self.process.stdout is not None:
-            self.process.stdout.close()
+        stop_process(self.process)
 
 
 def pin_keys(env: Mapping[str, str], http_port: int, out: Path) -> str:

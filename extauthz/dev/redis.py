@@ -20,6 +20,8 @@ from pathlib import Path
 
 import redis
 
+from extauthz.dev.processes import kill_process, stop_process
+
 # docs/operations.md, "Redis users": what each party may do, and nothing else.
 GATEWAY_ACL = (
     "on ~keymint:* &keymint:* -@all +@read +@write +@scripting +@pubsub +@transaction "
@@ -143,13 +145,7 @@ class RedisProcess:
 
     def kill(self) -> None:
         """A crash, not a shutdown: SIGKILL."""
-        if self.alive():
-            assert self.process is not None
-            self.process.kill()
-            self.process.wait()
+        kill_process(self.process)
 
     def stop(self) -> None:
-        if self.alive():
-            assert self.process is not None
-            self.process.terminate()
-            self.process.wait()
+        stop_process(self.process)

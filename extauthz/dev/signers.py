@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from extauthz.dev.processes import kill_process, stop_process
 from extauthz.dev.settings import ISSUER
 from signer.coordinator import SignerEndpoint
 from signer.devca import TlsFiles, make_dev_pki, operator_name, spiffe_id, tls_files
@@ -76,9 +77,8 @@ class SignerProcess:
         return f"127.0.0.1:{self.port}"
 
     def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        """A crash, not a shutdown: SIGKILL."""
+        kill_process(self.process)
 
     def hang(self) -> None:
         assert self.process is not None
@@ -89,18 +89,7 @@ class SignerProcess:
         self.process.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self.process.stdout is not None:
-            self.process.stdout.close()
+        stop_process(self.process)
 
 
 class SignerCluster:
