@@ -7,6 +7,7 @@ The stack's servers (the echo upstream, the stand-in issuers) must outlive any o
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import json
 import socket
@@ -39,7 +40,7 @@ class BackgroundLoop:
         self.loop.close()
 
 
-class LoopbackServer:
+class LoopbackServer(abc.ABC):
     """An aiohttp application on 127.0.0.1, on a port the OS picks at `start()`; a subclass adds
     its routes in `routes` and serves them under `path` ("" for the root)."""
 
@@ -49,8 +50,9 @@ class LoopbackServer:
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
 
+    @abc.abstractmethod
     def routes(self, app: web.Application) -> None:
-        raise NotImplementedError
+        """Add this server's routes to `app`."""
 
     async def start(self) -> Self:
         app = web.Application()

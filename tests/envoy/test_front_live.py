@@ -35,10 +35,10 @@ from google.rpc import code_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from extauthz.dev.envoy import (
+    FRONT_HOSTNAME,
+    FRONT_LISTENER,
     EnvoyProcess,
-    check_port_values,
-    render,
-    server_certificate,
+    front_envoy,
     write_tls,
 )
 from extauthz.dev.servers import BackgroundLoop, EchoUpstream, Reply, request
@@ -48,7 +48,6 @@ from signer.devca import dns_name, envoy_name, gateway_name, spiffe_id
 from signer.tls import server_credentials
 from tests.helpers.certs import CertificateAuthority, IssuedCertificate, pem
 
-HOSTNAME = "front.keymint.test"
 MINTED = "Bearer minted-by-the-fake-authorizer"
 SPOOFED_XFCC = "By=spiffe://prod.test/ns/edge/sa/envoy;URI=spiffe://prod.test/ns/shop/sa/admin"
 TEST_ID = "x-test-id"
@@ -121,9 +120,9 @@ class Front:
                 self.files[serial] = write_tls(self.directory, f"client-{serial:x}", certificate)
             cert, key = self.files[serial]
             context.load_cert_chain(str(cert), str(key))
-        url = f"https://127.0.0.1:{self.envoy.port('front_tls')}{path}"
+        url = f"https://127.0.0.1:{self.envoy.port(FRONT_LISTENER)}{path}"
         all_headers = {**(headers or {}), TEST_ID: test_id}
-        reply = self.background.run(request("GET", url, all_headers, None, context, HOSTNAME))
+        reply = self.background.run(request("GET", url, all_headers, None, context, FRONT_HOSTNAME))
         return reply, self.authorizer.seen.get(test_id)
 
     def svid(self, path: str) -> IssuedCertificate:
@@ -160,28 +159,13 @@ def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
         stack.callback(lambda: background.run(server.stop(None)))
 
         ca = root_ca("prod.test")
-        (directory / "bundle.pem").write_bytes(pem(ca.certificate))
-        edge = root_ca("edge.test")
-        (directory / "edge-ca.pem").write_bytes(pem(edge.certificate))
-        cert, key = write_tls(directory, "server", server_certificate(edge, HOSTNAME))
-        config = render(
-            "envoy.yaml",
-            directory,
-            ADMIN_PORT=0,
-            LISTEN_ADDRESS="127.0.0.1",
-            LISTEN_PORT=0,
-            SERVER_CERT=cert,
-            SERVER_KEY=key,
-            CLIENT_CA_BUNDLE=directory / "bundle.pem",
-            GATEWAY_GRPC_PORT=grpc_port,
-            **check_port_values(directory),
-            GATEWAY_HTTP_PORT=CLOSED_PORT,
-            UPSTREAM_PORT=echo.port,
+        (directory / "trust-bundle.pem").write_bytes(pem(ca.certificate))
+        envoy, edge_ca = front_envoy(
+            directory, grpc_port=grpc_port, http_port=CLOSED_PORT, upstream_port=echo.port
         )
-        envoy = EnvoyProcess(config, directory, "front")
         stack.callback(envoy.stop)
         envoy.start()
-        yield Front(background, authorizer, envoy, directory / "edge-ca.pem", ca, directory)
+        yield Front(background, authorizer, envoy, edge_ca, ca, directory)
 
 
 def test_ok_replaces_the_callers_credentials(front: Front) -> None:
@@ -322,34 +306,16 @@ def test_envoy_sends_no_check_to_a_server_without_the_gateways_certificate(
         authorizer = FakeAuthorizer()
         server, port = background.run(_start_impostor(authorizer, key, chain))
         stack.callback(lambda: background.run(server.stop(None)))
-        edge = root_ca("edge.test")
-        (tmp_path / "edge-ca.pem").write_bytes(pem(edge.certificate))
-        (tmp_path / "bundle.pem").write_bytes(pem(root_ca("prod.test").certificate))
-        cert, server_key = write_tls(tmp_path, "server", server_certificate(edge, HOSTNAME))
-        envoy = EnvoyProcess(
-            render(
-                "envoy.yaml",
-                tmp_path,
-                ADMIN_PORT=0,
-                LISTEN_ADDRESS="127.0.0.1",
-                LISTEN_PORT=0,
-                SERVER_CERT=cert,
-                SERVER_KEY=server_key,
-                CLIENT_CA_BUNDLE=tmp_path / "bundle.pem",
-                GATEWAY_GRPC_PORT=port,
-                **check_port_values(tmp_path),
-                GATEWAY_HTTP_PORT=CLOSED_PORT,
-                UPSTREAM_PORT=CLOSED_PORT,
-            ),
-            tmp_path,
-            "front",
+        (tmp_path / "trust-bundle.pem").write_bytes(pem(root_ca("prod.test").certificate))
+        envoy, edge_ca = front_envoy(
+            tmp_path, grpc_port=port, http_port=CLOSED_PORT, upstream_port=CLOSED_PORT
         )
         stack.callback(envoy.stop)
         envoy.start()
-        context = ssl.create_default_context(cafile=str(tmp_path / "edge-ca.pem"))
-        url = f"https://127.0.0.1:{envoy.port('front_tls')}/orders/v1/orders"
+        context = ssl.create_default_context(cafile=str(edge_ca))
+        url = f"https://127.0.0.1:{envoy.port(FRONT_LISTENER)}/orders/v1/orders"
         headers = {"authorization": "Bearer a-callers-credential"}
-        reply = background.run(request("GET", url, headers, None, context, HOSTNAME))
+        reply = background.run(request("GET", url, headers, None, context, FRONT_HOSTNAME))
         assert reply.status == 503
         assert reply.json()["error"] == "authorization_unavailable"
         assert authorizer.seen == {}  # no Check, so no caller credential, ever reached it
