@@ -112,14 +112,17 @@ run(main())
 
 GATEWAY_SERVER = """
 import asyncio, os
-try:
+# Run from the tree's root (cwd): ask its files, not an import, which the project's editable
+# install would answer from this checkout for a module the tree lacks.
+from pathlib import Path
+if Path("extauthz/server/app.py").exists():
     from extauthz.server.app import serve
-except ImportError:  # a baseline from before extauthz/server/ (bench_cached_ab.py runs one)
+else:  # a baseline from before extauthz/server/
     from extauthz.app import serve
 from extauthz.config import GatewaySettings
-try:  # the event loop `extauthz serve` runs on
+if Path("signer/runtime.py").exists():  # the event loop `extauthz serve` runs on
     from signer.runtime import run
-except ImportError:  # a baseline from before signer.runtime
+else:  # a baseline from before signer.runtime
     run = asyncio.run
 run(serve(GatewaySettings.from_env(os.environ),
           started=lambda g, h: print(f"ready {g} {h}", flush=True)))

@@ -39,14 +39,17 @@ from extauthz.dev.signers import SignerCluster
 HERE = Path(__file__).resolve().parent.parent
 GATEWAY = """
 import asyncio, os
-try:
+# Run from the tree's root (cwd): ask its files, not an import, which the project's editable
+# install would answer from this checkout for a module the tree lacks.
+from pathlib import Path
+if Path("extauthz/server/app.py").exists():
     from extauthz.server.app import serve
-except ImportError:  # a baseline from before extauthz/server/
+else:  # a baseline from before extauthz/server/
     from extauthz.app import serve
 from extauthz.config import GatewaySettings
-try:  # the event loop `extauthz serve` runs on
+if Path("signer/runtime.py").exists():  # the event loop `extauthz serve` runs on
     from signer.runtime import run
-except ImportError:  # a baseline from before signer.runtime
+else:  # a baseline from before signer.runtime
     run = asyncio.run
 run(serve(GatewaySettings.from_env(os.environ),
           started=lambda g, h: print(f"ready {g} {h}", flush=True)))
@@ -90,13 +93,14 @@ def start(stack: Stack, issuer: str) -> None:
         [sys.executable, "-c", GATEWAY],
         env=gateway_env,
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=(directory / "gateway.log").open("ab"),
         cwd=stack.tree,
     )
     assert stack.gateway.stdout is not None
     line = stack.gateway.stdout.readline().decode()
     if not line.startswith("ready"):
-        raise RuntimeError(f"the {stack.name} gateway did not start: {line!r}")
+        log = (directory / "gateway.log").read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"the {stack.name} gateway did not start:\n{log}")
     stack.port = int(line.split()[1])
 
 
