@@ -2,7 +2,7 @@
 
 In one run:
 - identities: the cached Check (`Pipeline.check` on a hit, in the gateway's own process shape:
-  the in-process stack of tests/extauthz/stack.py, real signers) with 1k, 100k and 1M cached
+  the in-process stack of extauthz/dev/inprocess.py, real signers) with 1k, 100k and 1M cached
   credentials, each a credential of its own (its own rate-limit bucket too), looked up in random
   order; and the resident memory each cached credential adds (RSS over the entries stored);
 - bindings: the JSON policy's decision (`PolicyEngine.judge`) for a GitHub Actions identity and

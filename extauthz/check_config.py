@@ -79,6 +79,10 @@ def load(
         _required_for_serving(p, merged)
     if settings is not None:
         p.extend(file_problems_of(settings, serving=serving))
+    else:
+        # The files are read whole only from settings that parsed; until then, at least say
+        # which of them cannot be read, so one round of fixes is enough.
+        p.extend(_unreadable_files(merged))
     if p:
         raise SettingsError.of(p.all)
     assert settings is not None
@@ -106,6 +110,24 @@ def file_problems_of(settings: GatewaySettings, *, serving: bool = True) -> list
         no_session = cast("aiohttp.ClientSession", None)
         p.attempt(lambda: build_identifier(settings, no_session, lambda: 0.0), None)
     return list(p)
+
+
+# Settings naming one file that `serve` reads.
+FILE_SETTINGS = ("POLICY_FILE", "REGO_FILE", "KEYMINT_TRUST_ROOT", "KEYMINT_ISSUERS_FILE")
+
+
+def _unreadable_files(env: Mapping[str, str]) -> list[Problem]:
+    problems = []
+    for name in FILE_SETTINGS:
+        value = env.get(name, "").strip()
+        if not value:
+            continue
+        try:
+            with open(value, "rb"):
+                pass
+        except OSError as exc:
+            problems.append(Problem(name, f"{value} cannot be read: {exc.strerror}"))
+    return problems
 
 
 def _required_for_serving(p: Problems, env: Mapping[str, str]) -> None:

@@ -6,6 +6,7 @@ TOKEN_DEFAULT_TTL_SECONDS, ALLOWED_SCOPES, POLICY_FILE, FROST_N / FROST_T.
 
 from __future__ import annotations
 
+import math
 import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from signer.settings import (
     Problems,
     Setting,
     config_file_setting,
+    host_port,
     render,
     schema_of,
 )
@@ -214,7 +216,9 @@ class GatewaySettings:
             "tls_dir": Path(env.get("KEYMINT_TLS_DIR", "./state/pki")),
             "grpc_listen": grpc_listen,
             "check_port": p.attempt(lambda: _check_port(env, grpc_listen), None),
-            "http_listen": env.get("KEYMINT_HTTP_LISTEN", "127.0.0.1:8080"),
+            "http_listen": p.attempt(
+                lambda: _listen(env, "KEYMINT_HTTP_LISTEN", "127.0.0.1:8080"), ""
+            ),
             "oidc_issuers": issuers,
             "oidc_audiences": audiences,
             "oidc_max_token_age": p.attempt(
@@ -257,9 +261,11 @@ class GatewaySettings:
             "issuers_file": issuers_file,
         }
         values["observability"] = p.attempt(lambda: ObservabilitySettings.from_env(env), None)
-        values["jwt_issuers"] = p.attempt(
-            lambda: _jwt_issuers(env, issuers_file, issuers, audiences, allow_http), ()
-        )
+        # Without audiences GitHub's configs cannot be built; that is already reported above.
+        if audiences or not issuers or issuers_file is not None:
+            values["jwt_issuers"] = p.attempt(
+                lambda: _jwt_issuers(env, issuers_file, issuers, audiences, allow_http), ()
+            )
         if p:
             raise SettingsError.of(p.all)
         settings = cls(**values)
@@ -269,10 +275,21 @@ class GatewaySettings:
         return settings
 
 
+# The most a replica may serve from memory while Redis is unreachable (so the longest a
+# revocation made elsewhere can go unseen); docs/operations.md "When something fails".
+MAX_STALENESS_CEILING_SECONDS = 60
+
+
 def _state_settings(p: Problems, env: Mapping[str, str]) -> dict[str, Any]:
     redis = p.attempt(lambda: RedisSettings.from_env(env), None)
     sync = p.attempt(lambda: _float(env, "KEYMINT_STATE_SYNC_SECONDS", 0.5), None)
     stale = p.attempt(lambda: _float(env, "KEYMINT_STATE_MAX_STALENESS_SECONDS", 5.0), None)
+    if stale is not None and stale > MAX_STALENESS_CEILING_SECONDS:
+        p.add(
+            "KEYMINT_STATE_MAX_STALENESS_SECONDS",
+            f"{stale:g} is over {MAX_STALENESS_CEILING_SECONDS} s: it is how long a replica may "
+            "ignore a revocation while Redis is unreachable",
+        )
     if sync is not None and stale is not None and sync >= stale:
         p.add(
             "KEYMINT_STATE_SYNC_SECONDS",
@@ -340,6 +357,9 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise SettingsError(name, f"{raw!r} is not a number") from None
+    # "inf" and "nan" parse; a bound that is infinite bounds nothing.
+    if not math.isfinite(value):
+        raise SettingsError(name, f"{raw!r} is not a finite number")
     if not value > 0:
         raise SettingsError(name, f"{raw} must be positive")
     return value
@@ -366,6 +386,10 @@ def _signers(raw: str) -> tuple[SignerAddress, ...]:
         identifier, sep, address = item.partition("=")
         if not sep or not identifier.isdigit() or ":" not in address:
             raise SettingsError("KEYMINT_SIGNERS", f"{item!r} is not ID=HOST:PORT")
+        try:
+            host_port(address)
+        except ValueError as exc:
+            raise SettingsError("KEYMINT_SIGNERS", f"signer {identifier}: {exc}") from None
         signers.append(SignerAddress(int(identifier), address))
     if len({s.identifier for s in signers}) != len(signers):
         raise SettingsError("KEYMINT_SIGNERS", "repeats a signer identifier")
@@ -604,6 +628,15 @@ def _tcp_address(listen: str) -> str:
     return listen
 
 
+def _listen(env: Mapping[str, str], name: str, default: str) -> str:
+    listen = env.get(name, "").strip() or default
+    try:
+        host_port(listen, any_port=True)
+    except ValueError as exc:
+        raise SettingsError(name, str(exc)) from None
+    return listen
+
+
 def _spiffe_ids(raw: str) -> frozenset[str]:
     ids = _list(raw)
     if not ids:
@@ -621,7 +654,7 @@ def _spiffe_ids(raw: str) -> frozenset[str]:
 # Every setting of the gateway: the names `from_env` reads, their kinds (a config file's values are
 # checked against them) and an example of a right value, shown beside each problem. The signers'
 # evidence checker reads the same ones (extauthz.guard_checker). README.md's configuration table
-# lists each (tests/extauthz/test_settings_schema.py).
+# lists each (tests/test_settings_documented.py).
 GATEWAY_SETTINGS: tuple[Setting, ...] = (
     Setting("KEYMINT_ISSUER", Kind.TEXT, "https://keymint.example.com"),
     Setting("POLICY_FILE", Kind.TEXT, "/etc/keymint/policy/policy.json"),

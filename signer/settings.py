@@ -282,3 +282,21 @@ def effective_env(
 
 def config_file_setting() -> Setting:
     return Setting(CONFIG_FILE_VARIABLE, Kind.TEXT, "/etc/keymint/gateway.toml")
+
+
+def host_port(address: str, *, any_port: bool = False) -> tuple[str, int]:
+    """Split HOST:PORT or [V6]:PORT into (host, port); ValueError saying what is wrong.
+    `any_port`: port 0 (the OS picks) is allowed, as it is for an address to listen on."""
+    host, sep, port = address.rpartition(":")
+    bracketed = host.startswith("[") and host.endswith("]")
+    bare = host.removeprefix("[").removesuffix("]") if bracketed else host
+    if ":" in bare and not bracketed:
+        raise ValueError(f"{address!r} is not HOST:PORT (an IPv6 host in brackets: [::1]:80)")
+    if not sep or not bare:
+        raise ValueError(f"{address!r} is not HOST:PORT")
+    if not port.isdigit():
+        raise ValueError(f"{address!r}: port {port!r} is not a number")
+    lowest = 0 if any_port else 1
+    if not lowest <= int(port) <= 65535:
+        raise ValueError(f"{address!r}: port {port} is not between {lowest} and 65535")
+    return bare, int(port)

@@ -62,6 +62,7 @@ from extauthz.server.token_exchange import (
     parse_exchange,
 )
 from signer.observability import request_context
+from signer.settings import host_port
 from signer.token import public_jwk
 
 if TYPE_CHECKING:
@@ -461,12 +462,9 @@ def build_app(
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
-    """Split "host:port" or "[v6]:port" into (host, port); port 0 lets the OS choose."""
-    host, sep, port = listen.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"HTTP listen address {listen!r} is not HOST:PORT")
-    return host, int(port)
+    """Split "host:port" or "[v6]:port" into (host, port); port 0 lets the OS choose. The
+    settings were checked with the same parser at start (`signer.settings.host_port`)."""
+    return host_port(listen, any_port=True)
 
 
 async def start_app(

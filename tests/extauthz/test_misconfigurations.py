@@ -86,6 +86,27 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     assert str(refused.value).count("\n") == 4  # one line each
 
 
+def test_a_file_that_cannot_be_read_is_reported_beside_a_malformed_value(tmp_path: Path) -> None:
+    env = base_env("gateway", tmp_path) | {
+        "FROST_T": "1",
+        "POLICY_FILE": str(tmp_path / "absent-policy.json"),
+    }
+    with pytest.raises(SettingsError) as refused:
+        load(env)
+    lines = [problem.line() for problem in refused.value.problems]
+    assert lines[0].startswith("FROST_T: 1 must be between 2 and FROST_N")
+    absent = tmp_path / "absent-policy.json"
+    assert lines[1].startswith(f"POLICY_FILE: {absent} cannot be read: No such file")
+    assert len(lines) == 2
+
+
+def test_no_audience_is_one_line_naming_the_audiences(tmp_path: Path) -> None:
+    env = base_env("gateway", tmp_path) | {"KEYMINT_OIDC_AUDIENCES": ""}
+    with pytest.raises(SettingsError) as refused:
+        load(env)
+    assert [problem.setting for problem in refused.value.problems] == ["KEYMINT_OIDC_AUDIENCES"]
+
+
 # --- the commands, as processes ----------------------------------------------------------------
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -148,3 +150,16 @@ def test_off_means_no_span_and_no_opentelemetry_call() -> None:
     assert tracing.outgoing_metadata() == ()
     assert tracing.context_from({"traceparent": f"00-{TRACE_ID}-{ENVOY_SPAN}-01"}) is None
     assert tracing.current_ids() is None
+
+
+def test_tracing_off_imports_no_opentelemetry() -> None:
+    """`signer.tracing` with tracing off loads nothing of OpenTelemetry (a fresh interpreter:
+    this one has the SDK loaded for the tests above)."""
+    probe = (
+        "import sys, signer.tracing as t; assert not t.enabled(); t.span('x'); "
+        "print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "[]"

@@ -822,7 +822,17 @@ def test_parse_listen(listen: str, expected: tuple[str, int]) -> None:
     assert parse_listen(listen) == expected
 
 
-@pytest.mark.parametrize("listen", ["8080", ":8080", "host:", "host:http", "host:70000"])
-def test_parse_listen_refuses_what_is_not_host_port(listen: str) -> None:
-    with pytest.raises(ValueError, match="HOST:PORT"):
+@pytest.mark.parametrize(
+    ("listen", "says"),
+    [
+        ("8080", "'8080' is not HOST:PORT"),
+        (":8080", "':8080' is not HOST:PORT"),
+        ("::1:8080", "is not HOST:PORT (an IPv6 host in brackets"),
+        ("host:", "port '' is not a number"),
+        ("host:http", "port 'http' is not a number"),
+        ("host:70000", "port 70000 is not between 0 and 65535"),
+    ],
+)
+def test_parse_listen_refuses_what_is_not_host_port(listen: str, says: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(says)):
         parse_listen(listen)
