@@ -51,6 +51,12 @@ def document() -> dict[str, Any]:
                 "audiences": ["https://keymint.example.com"],
                 "jwks_file": "bundles/prod.json",
             },
+            "spire-oidc": {
+                "preset": "spiffe_jwt",
+                "issuer": "https://oidc-discovery.staging.example.com",
+                "trust_domain": "staging.example.com",
+                "audiences": ["https://keymint.example.com"],
+            },
             "corp": {
                 "preset": "oidc",
                 "issuer": "https://accounts.google.com",
@@ -91,6 +97,11 @@ def test_a_file_with_every_preset(tmp_path: Path) -> None:
     spire = configs["spire"]
     assert spire.issuer is None
     assert spire.label == "spiffe://prod.example.com"
+    # A SPIRE OIDC discovery provider: found by `iss`, keys by discovery, sub in its domain.
+    spire_oidc = configs["spire-oidc"]
+    assert spire_oidc.label == "https://oidc-discovery.staging.example.com"
+    assert spire_oidc.trust_domain == "staging.example.com"
+    assert isinstance(spire_oidc.keys, Discovery)
     assert configs["corp"].keys == JwksUri("https://www.googleapis.com/oauth2/v3/certs")
     assert configs["corp"].required_claims == ("hd",)
     assert configs["gitlab"].max_lifetime_seconds == 7500

@@ -1,10 +1,12 @@
-"""The rules each preset adds beyond the common ones, the algorithms beyond RS256, and keys from a
-JWKS file: what a token of the right shape but the wrong content gets."""
+"""The rules each preset adds beyond the common ones, the algorithms beyond RS256, keys from a
+JWKS file, and JWT-SVIDs whose keys come from a SPIRE OIDC discovery provider: what a token of the
+right shape but the wrong content gets."""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,7 @@ from extauthz.identity import (
 )
 from extauthz.identity.issuers import JwksPath
 from extauthz.model import IdentityKind
-from tests.extauthz.identity.conftest import TEST_JWKS_SETTINGS
+from tests.extauthz.identity.conftest import TEST_JWKS_SETTINGS, SpireDiscoveryProvider
 from tests.helpers import ManualClock, Run
 
 KEYMINT = "https://keymint.test"
@@ -226,6 +228,105 @@ def test_svid_from_another_trust_domain_with_a_bundle_key(
     assert refused(run, verifier, forged).reason is Reason.UNKNOWN_KID
     honest = sign_token(staging_key, svid_claims("spiffe://staging.test/admin", KEYMINT, clock()))
     assert run(verifier.verify(honest)).subject == "spiffe://staging.test/admin"
+
+
+# --- JWT-SVIDs from a SPIRE OIDC discovery provider -----------------------------------------
+
+WORKLOAD = "spiffe://prod.test/ns/shop/sa/web"
+
+
+@pytest.fixture(params=[None, "sig"], ids=["keys-without-use", "set_key_use"])
+def spire_provider(
+    request: pytest.FixtureRequest, run: Run, ec: JwtKey
+) -> Iterator[SpireDiscoveryProvider]:
+    provider = run(SpireDiscoveryProvider(keys=[ec], key_use=request.param).start())
+    yield provider
+    run(provider.stop())
+
+
+@pytest.fixture
+def spire_by_discovery(
+    spire_provider: SpireDiscoveryProvider, session: aiohttp.ClientSession, clock: ManualClock
+) -> JwtVerifier:
+    """SPIRE configured with a `jwt_issuer`: its JWT-SVIDs carry that `iss`, and keymint finds
+    their keys through that issuer's discovery document rather than a trust bundle."""
+    config = IssuerConfig.for_preset(
+        "spiffe_jwt",
+        issuer=spire_provider.issuer,
+        trust_domain="prod.test",
+        audiences=[KEYMINT],
+    )
+    return verifier_of(config, session, clock)
+
+
+def spire_svid(key: JwtKey, issuer: str, now: float, **overrides: Any) -> str:
+    return sign_token(
+        key, svid_claims(WORKLOAD, KEYMINT, now, overrides={"iss": issuer, **overrides})
+    )
+
+
+def test_svid_by_discovery_is_accepted_with_its_spiffe_id(
+    run: Run,
+    spire_by_discovery: JwtVerifier,
+    spire_provider: SpireDiscoveryProvider,
+    ec: JwtKey,
+    clock: ManualClock,
+) -> None:
+    identity = run(spire_by_discovery.verify(spire_svid(ec, spire_provider.issuer, clock())))
+    assert identity.kind is IdentityKind.SPIFFE_JWT
+    assert identity.subject == WORKLOAD
+    assert str(identity.spiffe_id) == WORKLOAD
+    assert identity.issuer == spire_provider.issuer
+    assert identity.provenance == {"spiffe_id": WORKLOAD}
+    assert dict(spire_provider.served) == {"discovery": 1, "jwks": 1}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        # The provider's key vouches for its own trust domain only.
+        ({"sub": "spiffe://other.test/ns/shop/sa/web"}, Reason.WRONG_TRUST_DOMAIN),
+        ({"sub": "spiffe://prod.test"}, Reason.MALFORMED_SPIFFE_ID),
+        ({"aud": REMOVE}, Reason.BAD_AUDIENCE),
+        ({"aud": ["https://other-service.example"]}, Reason.BAD_AUDIENCE),
+        # Found by `iss` alone: an SVID without it (SPIRE with no jwt_issuer) or with another
+        # one is not this issuer's, whatever trust domain its sub names.
+        ({"iss": REMOVE}, Reason.UNKNOWN_ISSUER),
+        ({"iss": "https://spire.other.test"}, Reason.UNKNOWN_ISSUER),
+    ],
+    ids=["other-trust-domain", "trust-domain-only", "no-aud", "other-aud", "no-iss", "other-iss"],
+)
+def test_svid_by_discovery_refused(
+    run: Run,
+    spire_by_discovery: JwtVerifier,
+    spire_provider: SpireDiscoveryProvider,
+    ec: JwtKey,
+    clock: ManualClock,
+    overrides: dict[str, Any],
+    reason: Reason,
+) -> None:
+    token = spire_svid(ec, spire_provider.issuer, clock(), **overrides)
+    assert refused(run, spire_by_discovery, token).reason is reason
+
+
+@pytest.mark.parametrize(
+    ("kid", "reason"),
+    [("attacker-1", Reason.UNKNOWN_KID), (None, Reason.BAD_SIGNATURE)],
+    ids=["its-own-kid", "the-providers-kid"],
+)
+def test_svid_signed_by_a_key_not_in_the_discovered_jwks(
+    run: Run,
+    spire_by_discovery: JwtVerifier,
+    spire_provider: SpireDiscoveryProvider,
+    clock: ManualClock,
+    kid: str | None,
+    reason: Reason,
+) -> None:
+    """A P-256 key the provider never published, under a kid of its own or the provider's."""
+    attacker = JwtKey.generate(kid or spire_provider.key.kid, "ES256")
+    token = spire_svid(attacker, spire_provider.issuer, clock())
+    assert refused(run, spire_by_discovery, token).reason is reason
+    assert spire_provider.served["jwks"] == 1  # an unknown kid forced no second fetch
 
 
 # --- people ---------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """Every preset against tokens in its issuer's real shape: Kubernetes service accounts, GitLab CI,
 SPIFFE JWT-SVIDs, Google, Okta and Entra ID. Each one is accepted as issued, and refused for each
 algorithm it must not take, a wrong audience, a lifetime too long and a missing claim, with the
-reason that says so."""
+reason that says so. Kubernetes and JWT-SVIDs run twice, once per way their keys come: a file
+(the cluster's JWKS, a SPIFFE trust bundle) and discovery (the cluster's own, a SPIRE OIDC
+discovery provider), each served for real over loopback."""
 
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ from extauthz.identity import (
 )
 from extauthz.identity.issuers import JwksPath, JwksUri
 from extauthz.model import IdentityKind
-from tests.extauthz.identity.conftest import TEST_JWKS_SETTINGS
+from tests.extauthz.identity.conftest import TEST_JWKS_SETTINGS, SpireDiscoveryProvider
 from tests.helpers import ManualClock, Run
 
 KEYMINT = "https://keymint.test"
@@ -98,6 +100,12 @@ def _case(
         )
         claims = lambda o=None: kubernetes_claims(issuer.issuer, KEYMINT, clock(), overrides=o)  # noqa: E731
         return Case(name, _verifier(config, session, clock), issuer, config, claims, {}, rs), issuer
+    if name == "kubernetes_discovery":
+        issuer = run(LocalIssuer(keys=[rs]).start())
+        # The preset's default: keys from the cluster's /.well-known/openid-configuration.
+        config = IssuerConfig.for_preset("kubernetes", issuer=issuer.issuer, audiences=[KEYMINT])
+        claims = lambda o=None: kubernetes_claims(issuer.issuer, KEYMINT, clock(), overrides=o)  # noqa: E731
+        return Case(name, _verifier(config, session, clock), issuer, config, claims, {}, rs), issuer
     if name == "gitlab_ci":
         issuer = run(LocalIssuer(keys=[rs]).start())
         config = IssuerConfig.for_preset("gitlab_ci", issuer=issuer.issuer, audiences=[KEYMINT])
@@ -119,6 +127,20 @@ def _case(
             keys=JwksPath(bundle),
         )
         claims = lambda o=None: svid_claims(WORKLOAD, KEYMINT, clock(), overrides=o)  # noqa: E731
+        header = {"typ": "JWT"}
+        return Case(
+            name, _verifier(config, session, clock), issuer, config, claims, header, es
+        ), issuer
+    if name == "spiffe_jwt_discovery":
+        es = keys["ES256"]
+        issuer = run(SpireDiscoveryProvider(keys=[es]).start())
+        config = IssuerConfig.for_preset(
+            "spiffe_jwt", issuer=issuer.issuer, audiences=[KEYMINT], trust_domain=TRUST_DOMAIN
+        )
+        # SPIRE sets `iss` (its `jwt_issuer`) when it is configured with one, as here.
+        claims = lambda o=None: svid_claims(  # noqa: E731
+            WORKLOAD, KEYMINT, clock(), overrides={"iss": issuer.issuer, **(o or {})}
+        )
         header = {"typ": "JWT"}
         return Case(
             name, _verifier(config, session, clock), issuer, config, claims, header, es
@@ -168,7 +190,16 @@ def _verifier(
     )
 
 
-PRESET_CASES = ["kubernetes", "gitlab_ci", "spiffe_jwt", "google", "okta", "entra"]
+PRESET_CASES = [
+    "kubernetes",
+    "kubernetes_discovery",
+    "gitlab_ci",
+    "spiffe_jwt",
+    "spiffe_jwt_discovery",
+    "google",
+    "okta",
+    "entra",
+]
 
 
 @pytest.fixture(params=PRESET_CASES)
@@ -202,6 +233,7 @@ EXPECTED: dict[str, Callable[[Case], dict[str, Any]]] = {
         "claims": {"namespace": "shop", "service_account": "web", "pod": "web-7d4b9c6f5-x2x9q"},
         "provenance": {"namespace": "shop", "service_account": "web", "pod": "web-7d4b9c6f5-x2x9q"},
     },
+    "kubernetes_discovery": lambda c: EXPECTED["kubernetes"](c),
     "gitlab_ci": lambda c: {
         "kind": IdentityKind.GITLAB_CI,
         "subject": f"{c.config.issuer}#namespace_id=72&project_id=20",
@@ -213,6 +245,10 @@ EXPECTED: dict[str, Callable[[Case], dict[str, Any]]] = {
         "subject": WORKLOAD,
         "claims": {"sub": WORKLOAD},
         "provenance": {"spiffe_id": WORKLOAD},
+    },
+    "spiffe_jwt_discovery": lambda c: {
+        **EXPECTED["spiffe_jwt"](c),
+        "claims": {"sub": WORKLOAD, "iss": c.config.issuer},
     },
     "google": lambda c: {
         "kind": IdentityKind.OIDC,
@@ -263,6 +299,25 @@ def test_accepted_in_its_real_shape(run: Run, case: Case, clock: ManualClock) ->
     assert identity.expires_at <= iat + case.config.max_token_age_seconds
     if case.name == "entra":
         assert "email" not in identity.claims
+
+
+# What each case's issuer served for its first token: keys from a file cost no fetch, from a
+# configured jwks_uri no discovery, from discovery both.
+FETCHED: dict[str, dict[str, int]] = {
+    "kubernetes": {},
+    "kubernetes_discovery": {"discovery": 1, "jwks": 1},
+    "gitlab_ci": {"discovery": 1, "jwks": 1},
+    "spiffe_jwt": {},
+    "spiffe_jwt_discovery": {"discovery": 1, "jwks": 1},
+    "google": {"jwks": 1},
+    "okta": {"discovery": 1, "jwks": 1},
+    "entra": {"discovery": 1, "jwks": 1},
+}
+
+
+def test_keys_come_from_where_configured(run: Run, case: Case) -> None:
+    assert run(case.verifier.verify(case.mint()))
+    assert dict(case.issuer.served) == FETCHED[case.name]
 
 
 # --- refused: algorithms ------------------------------------------------------------------
@@ -333,19 +388,27 @@ def test_too_old_and_expired(run: Run, case: Case, clock: ManualClock) -> None:
     assert reason_of(run, case.verifier, token) in (Reason.TOKEN_TOO_OLD, Reason.TOKEN_EXPIRED)
 
 
+KUBERNETES_MISSING = [
+    ("sub", Reason.MISSING_CLAIM),
+    ("kubernetes.io", Reason.MISSING_CLAIM),
+    ("nbf", Reason.MISSING_CLAIM),
+    ("iss", Reason.UNKNOWN_ISSUER),
+]
 MISSING: dict[str, list[tuple[str, Reason]]] = {
-    "kubernetes": [
-        ("sub", Reason.MISSING_CLAIM),
-        ("kubernetes.io", Reason.MISSING_CLAIM),
-        ("nbf", Reason.MISSING_CLAIM),
-        ("iss", Reason.UNKNOWN_ISSUER),
-    ],
+    "kubernetes": KUBERNETES_MISSING,
+    "kubernetes_discovery": KUBERNETES_MISSING,
     "gitlab_ci": [
         ("sub", Reason.MISSING_CLAIM),
         ("project_id", Reason.MISSING_CLAIM),
         ("namespace_id", Reason.MISSING_CLAIM),
     ],
     "spiffe_jwt": [("sub", Reason.UNKNOWN_ISSUER), ("exp", Reason.MISSING_CLAIM)],
+    # Found by its `iss`, not by the trust domain of `sub`: without `iss` it is no one's.
+    "spiffe_jwt_discovery": [
+        ("iss", Reason.UNKNOWN_ISSUER),
+        ("sub", Reason.MISSING_CLAIM),
+        ("exp", Reason.MISSING_CLAIM),
+    ],
     "google": [("sub", Reason.MISSING_CLAIM), ("iat", Reason.MISSING_CLAIM)],
     "okta": [("sub", Reason.MISSING_CLAIM), ("exp", Reason.MISSING_CLAIM)],
     "entra": [("oid", Reason.MISSING_CLAIM), ("tid", Reason.MISSING_CLAIM)],
