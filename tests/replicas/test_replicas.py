@@ -180,6 +180,54 @@ def test_a_rate_limit_holds_across_replicas(stack: ReplicasStack) -> None:
     assert sum(accepted.values()) >= RATE_BURST
 
 
+def test_a_rate_limit_holds_across_replicas_taking_requests_at_once(stack: ReplicasStack) -> None:
+    # As above, but one thread per replica sends at the same time, so the replicas take from
+    # the shared bucket concurrently. Tokens are minted before the clock starts: the threads
+    # spend their time sending, not signing.
+    workflow = "octo-org/octo-repo/.github/workflows/release.yml@refs/heads/main"
+    tokens = {
+        replica: [
+            stack.issuer.mint({"jti": str(uuid.uuid4()), "workflow_ref": workflow})
+            for _ in range(150)
+        ]
+        for replica in NUMBERS
+    }
+    accepted: Counter[int] = Counter()
+    statuses: Counter[int] = Counter()
+    lock = threading.Lock()
+    go = threading.Barrier(REPLICAS + 1)
+
+    def send(replica: int) -> None:
+        go.wait()
+        deadline = time.monotonic() + 3.0
+        for token in tokens[replica]:
+            if time.monotonic() >= deadline:
+                break
+            request = check_request(bearer=token, route_key="deploy")
+            status, _ = outcome(stack.check(replica, request))
+            with lock:
+                statuses[status] += 1
+                accepted[replica] += status == 200
+
+    senders = [threading.Thread(target=send, args=(r,), daemon=True) for r in NUMBERS]
+    for sender in senders:
+        sender.start()
+    go.wait()
+    started = time.monotonic()
+    for sender in senders:
+        sender.join(timeout=60)
+    elapsed = time.monotonic() - started
+    allowed = RATE_BURST + RATE_PER_SECOND * elapsed
+    print(
+        f"{sum(statuses.values())} sent at once in {elapsed:.2f} s: {dict(statuses)}; "
+        f"accepted {dict(accepted)}"
+    )
+    assert not any(sender.is_alive() for sender in senders)
+    assert set(statuses) == {200, 429}, statuses
+    assert sum(accepted.values()) <= allowed
+    assert sum(accepted.values()) >= RATE_BURST
+
+
 def test_redis_killed_under_load_refuses_past_the_bound_and_heals_when_it_returns(
     stack: ReplicasStack,
 ) -> None:
