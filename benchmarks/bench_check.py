@@ -16,9 +16,12 @@ fast as the client can.
 `workers_2_vs_1`: (a) against `extauthz serve --workers 2` over `--workers 1`, in the same run,
 from this one client process over several connections (SO_REUSEPORT hands each connection to one
 worker, so one connection would reach one worker). The machine has 2 cores and the client needs
-one of them: the client's own CPU use is printed beside the figure (`client_cpu_share`, in cores);
-a client near 1.0 core leaves the two workers about one core between them, which caps the ratio
-whatever the workers could do.
+one of them: the client's own CPU use is printed beside the figure (in cores; in the JSON line,
+`workers_2_client_cores` for the `--workers 2` series); a client near 1.0 core leaves the two
+workers about one core between them, which caps the ratio whatever the workers could do.
+Without Redis, one worker keeps the per-identity rate-limit buckets in memory, two share them in
+SQLite in the state directory (leased up to 64 tokens at a time; extauthz.server.app,
+`build_rate_limiter`), so the two series do not run quite the same code per Check.
 """
 
 from __future__ import annotations

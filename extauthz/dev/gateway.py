@@ -22,18 +22,20 @@ from extauthz.server.workers import READY_PREFIX
 
 @dataclass
 class GatewayProcess:
-    """`python -m extauthz.cli serve`, configured by its environment; ports read from its line."""
+    """`python -m extauthz.cli serve`, configured by its environment and `args` (`serve`'s own
+    options, such as `--workers 2`); ports read from its line."""
 
     env: Mapping[str, str]
     log: Path
     process: subprocess.Popen[bytes] | None = None
     grpc_port: int = 0
     http_port: int = 0
+    args: tuple[str, ...] = ()
 
     def start(self, timeout: float = 60.0, *, wait_ready: bool = True) -> None:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "extauthz.cli", "serve"],
+                [sys.executable, "-m", "extauthz.cli", "serve", *self.args],
                 env=dict(self.env),
                 stdout=subprocess.PIPE,
                 stderr=log,

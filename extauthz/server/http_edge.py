@@ -25,7 +25,8 @@ header, form or JSON body is logged here. The admin token is held only as its SH
 compared in constant time. A revocation applies to this replica's `Revocations` at once and is
 stored in the shared state (Redis, or the state directory), from which every replica and worker
 applies it; the pipeline re-checks revocations on every hot-cache hit and before serving a cached
-token.
+token. It is kept until the `until` the operator sends, raised when that comes before the last
+token it can affect has expired (`revocation_floor_seconds`).
 """
 
 from __future__ import annotations
@@ -43,11 +44,13 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
+from extauthz.config import GatewaySettings
 from extauthz.errors import ExtAuthzError
 from extauthz.server.admin_auth import admin_refusal
 from extauthz.server.admin_keys import add_key_routes
 from extauthz.server.decision import Decision
 from extauthz.server.limits import Revocations, StateUnavailable
+from extauthz.server.own_tokens import LEEWAY_SECONDS
 from extauthz.server.pipeline import AuditWriter, Pipeline
 from extauthz.server.token_exchange import (
     GRANT_TYPE_TOKEN_EXCHANGE,
@@ -170,10 +173,32 @@ class PipelineBackend:
             await self.audit_log.append(event, data)
 
 
+def revocation_floor_seconds(max_token_ttl_seconds: float, max_staleness_seconds: float) -> float:
+    """How long after it is made a revocation must be kept to outlive every token it can affect.
+
+    A token minted before the revocation lives at most `max_token_ttl_seconds` (the minter clamps
+    every lifetime to TOKEN_DEFAULT_TTL_SECONDS); while the shared state is unreachable, a replica
+    that has not heard of the revocation may still mint for its subject until its view goes stale,
+    at most `max_staleness_seconds` later; and keymint takes its own tokens back until
+    LEEWAY_SECONDS past their `exp` (clock skew), refusing a revoked one only while the
+    revocation is held."""
+    return max_token_ttl_seconds + max_staleness_seconds + LEEWAY_SECONDS
+
+
 @dataclass(frozen=True, slots=True)
 class HttpSettings:
     jwks_max_age_seconds: int = 300
     max_body_bytes: int = MAX_BODY_BYTES
+    # A revocation is kept at least this long after it is made, whatever its `until`
+    # (`revocation_floor_seconds`); 0 keeps `until` as sent.
+    min_revocation_seconds: float = 0.0
+
+    @classmethod
+    def for_gateway(cls, settings: GatewaySettings) -> HttpSettings:
+        floor = revocation_floor_seconds(
+            settings.default_ttl_seconds, settings.state_max_staleness_seconds
+        )
+        return cls(min_revocation_seconds=floor)
 
 
 class RedactingAccessLogger(AbstractAccessLogger):
@@ -208,8 +233,9 @@ class Revocation:
     until: float
 
 
-def parse_revocation(document: object, now: float) -> Revocation:
-    """{"jti": ..., "until": unix} or {"subject": ..., "until": unix}, `until` in the future."""
+def parse_revocation(document: object, now: float, *, min_seconds: float = 0.0) -> Revocation:
+    """{"jti": ..., "until": unix} or {"subject": ..., "until": unix}, `until` in the future; the
+    revocation holds until then, or `min_seconds` from `now` if that is later."""
     if not isinstance(document, dict):
         raise AdminRequestError("body", "must be a JSON object")
     for name in document:
@@ -229,7 +255,7 @@ def parse_revocation(document: object, now: float) -> Revocation:
         raise AdminRequestError("until", "must be a unix time in seconds")
     if not math.isfinite(until) or until <= now:
         raise AdminRequestError("until", "must be in the future")
-    return Revocation(kind, value, float(until))
+    return Revocation(kind, value, max(float(until), now + min_seconds))
 
 
 async def read_body(request: web.Request, limit: int) -> bytes | None:
@@ -361,7 +387,11 @@ class _Handlers:
         if refused is not None:
             return refused
         try:
-            revocation = parse_revocation(await self._json_body(request), self._clock())
+            revocation = parse_revocation(
+                await self._json_body(request),
+                self._clock(),
+                min_seconds=self._settings.min_revocation_seconds,
+            )
         except AdminRequestError as exc:
             document = {
                 "error": "invalid_request",
@@ -487,6 +517,7 @@ async def start_app(
 async def start_http(
     gateway: Gateway, listen: str, *, settings: HttpSettings | None = None
 ) -> tuple[web.AppRunner, int]:
+    settings = settings or HttpSettings.for_gateway(gateway.settings)
     app = build_app(PipelineBackend.from_gateway(gateway), settings=settings)
     add_key_routes(app, gateway)
     return await start_app(app, listen, reuse_port=gateway.settings.workers > 1)

@@ -138,11 +138,14 @@ def test_a_key_published_and_activated_through_other_replicas_is_served_identica
 def test_the_revocation_and_the_key_ring_survive_kill_9_of_every_replica(
     stack: ReplicasStack,
 ) -> None:
-    subject = "spiffe://prod.test/ns/shop/sa/revoked-web"
+    # Its own revocation, made through one replica: nothing here depends on an earlier test.
+    subject = "spiffe://prod.test/ns/shop/sa/revoked-before-kill-9"
+    status, answer = stack.revoke(3, subject=subject, until=time.time() + 3600)
+    assert status == 200, answer
     kid = active_kid(stack)
     stack.kill_replicas()
     stack.start_replicas()
-    svid = stack.svid("/ns/shop/sa/revoked-web")
+    svid = stack.svid("/ns/shop/sa/revoked-before-kill-9")
     for replica in NUMBERS:
         _, _, body = stack.http(replica, "GET", "/admin/revocations")
         assert subject in json.loads(body)["subjects"], body
@@ -177,6 +180,54 @@ def test_a_rate_limit_holds_across_replicas(stack: ReplicasStack) -> None:
     assert sum(accepted.values()) >= RATE_BURST
 
 
+def test_a_rate_limit_holds_across_replicas_taking_requests_at_once(stack: ReplicasStack) -> None:
+    # As above, but one thread per replica sends at the same time, so the replicas take from
+    # the shared bucket concurrently. Tokens are minted before the clock starts: the threads
+    # spend their time sending, not signing.
+    workflow = "octo-org/octo-repo/.github/workflows/release.yml@refs/heads/main"
+    tokens = {
+        replica: [
+            stack.issuer.mint({"jti": str(uuid.uuid4()), "workflow_ref": workflow})
+            for _ in range(150)
+        ]
+        for replica in NUMBERS
+    }
+    accepted: Counter[int] = Counter()
+    statuses: Counter[int] = Counter()
+    lock = threading.Lock()
+    go = threading.Barrier(REPLICAS + 1)
+
+    def send(replica: int) -> None:
+        go.wait()
+        deadline = time.monotonic() + 3.0
+        for token in tokens[replica]:
+            if time.monotonic() >= deadline:
+                break
+            request = check_request(bearer=token, route_key="deploy")
+            status, _ = outcome(stack.check(replica, request))
+            with lock:
+                statuses[status] += 1
+                accepted[replica] += status == 200
+
+    senders = [threading.Thread(target=send, args=(r,), daemon=True) for r in NUMBERS]
+    for sender in senders:
+        sender.start()
+    go.wait()
+    started = time.monotonic()
+    for sender in senders:
+        sender.join(timeout=60)
+    elapsed = time.monotonic() - started
+    allowed = RATE_BURST + RATE_PER_SECOND * elapsed
+    print(
+        f"{sum(statuses.values())} sent at once in {elapsed:.2f} s: {dict(statuses)}; "
+        f"accepted {dict(accepted)}"
+    )
+    assert not any(sender.is_alive() for sender in senders)
+    assert set(statuses) == {200, 429}, statuses
+    assert sum(accepted.values()) <= allowed
+    assert sum(accepted.values()) >= RATE_BURST
+
+
 def test_redis_killed_under_load_refuses_past_the_bound_and_heals_when_it_returns(
     stack: ReplicasStack,
 ) -> None:
@@ -194,18 +245,26 @@ def test_redis_killed_under_load_refuses_past_the_bound_and_heals_when_it_return
             outcome(stack.check(replica, check_request(certificate=good, route_key="orders")))[0]
             == 200
         )
+    late = stack.svid("/ns/shop/sa/revoked-during-the-outage")
+    late_revoked = threading.Event()  # the late caller joins the load once it is revoked
 
-    # Load: both callers, every replica in turn, from a thread, every answer timed.
-    answers: list[tuple[float, str, int, str]] = []
+    # Load: the callers, every replica in turn, from a thread, each Check's sending and answer
+    # times kept: (sent, answered, replica, caller, status, reason).
+    answers: list[tuple[float, float, int, str, int, str]] = []
     stop = threading.Event()
 
     def load() -> None:
         turn = 0
         while not stop.is_set():
-            for name, certificate in (("good", goods[turn % len(goods)]), ("revoked", revoked)):
+            callers = [("good", goods[turn % len(goods)]), ("revoked", revoked)]
+            if late_revoked.is_set():
+                callers.append(("late", late))
+            replica = turn % REPLICAS + 1
+            for name, certificate in callers:
                 request = check_request(certificate=certificate, route_key="orders")
-                status, reason = outcome(stack.check(turn % REPLICAS + 1, request))
-                answers.append((time.monotonic(), name, status, reason))
+                sent = time.monotonic()
+                status, reason = outcome(stack.check(replica, request))
+                answers.append((sent, time.monotonic(), replica, name, status, reason))
             turn += 1
             time.sleep(0.05)
 
@@ -219,34 +278,49 @@ def test_redis_killed_under_load_refuses_past_the_bound_and_heals_when_it_return
         time.sleep(0.5)
         late_subject = "spiffe://prod.test/ns/shop/sa/revoked-during-the-outage"
         status, answer = stack.revoke(2, subject=late_subject, until=time.time() + 600)
+        revoked_at = time.monotonic()
+        late_revoked.set()
         assert status == 503, answer
         time.sleep(MAX_STALENESS_SECONDS + 1.5)
         restarted = time.monotonic()
         stack.redis.start()
+        back = time.monotonic()  # Redis answers again
         probe = check_request(certificate=stack.svid("/ns/shop/sa/probe"), route_key="orders")
         healed_after = wait_until(
             lambda: all(outcome(stack.check(r, probe))[0] != 503 for r in NUMBERS),
             timeout=10,
             interval=0.1,
         )
-        time.sleep(0.5)
+        time.sleep(1.0)
     finally:
         stop.set()
         worker.join(timeout=30)
     print(f"served again {healed_after:.2f} s after Redis came back")
+    lates = [a for a in answers if a[3] == "late"]
+    served_late = [(round(a[0] - revoked_at, 2), a[2]) for a in lates if a[4] == 200]
+    print(f"the caller revoked during the outage served (seconds after, replica): {served_late}")
 
     # The revoked caller was never served, before, during or after the outage.
-    assert [a for a in answers if a[1] == "revoked" and a[2] == 200] == []
+    assert [a for a in answers if a[3] == "revoked" and a[4] == 200] == []
     # Past the bound (staleness plus one poll, from the kill) nothing at all was served, and
     # what was refused was refused as the outage it was.
     bound = killed + MAX_STALENESS_SECONDS + SYNC_SECONDS + 0.1
-    during = [a for a in answers if bound < a[0] < restarted]
+    during = [a for a in answers if bound < a[0] and a[1] < restarted]
     assert during, "no load during the outage"
-    assert {(a[2], a[3]) for a in during} == {(503, "shared_state_unavailable")}
+    assert {(a[4], a[5]) for a in during} == {(503, "shared_state_unavailable")}
+    assert any(a[3] == "good" and a[4] == 200 and a[0] > restarted for a in answers)
+    # The caller revoked during the outage: the replica that took the revocation refused it from
+    # the first Check after its answer. The others could not hear of it (the control: they still
+    # served it) until the bound stopped them serving anything; once Redis answered again, the
+    # replica that took it wrote it there at its first poll and the others read it at their next,
+    # so none served it later than two polls after Redis answered.
+    assert lates, "the late caller was not part of the load"
+    assert [a for a in lates if a[2] == 2 and a[4] == 200] == []
+    assert any(a[2] != 2 and a[4] == 200 for a in lates)
+    assert [a for a in lates if a[4] == 200 and a[0] > back + 2 * SYNC_SECONDS + 0.1] == []
+    assert any(a[0] > back for a in lates)
     # After Redis returned, service resumed without a restart; the revocation made during the
     # outage was pushed to Redis by its replica and holds everywhere.
-    assert any(a[1] == "good" and a[2] == 200 and a[0] > restarted for a in answers)
-    late = stack.svid("/ns/shop/sa/revoked-during-the-outage")
     for replica in NUMBERS:
         wait_until(
             lambda r=replica: (

@@ -1,5 +1,8 @@
 """`extauthz serve --workers 2` without Redis: two processes on one Check port and one HTTP port,
 sharing revocations, rate limits and the key ring through the state directory; three real signers.
+
+The stack starts the gateway with the `--workers 2` flag; the restart test starts it again with
+KEYMINT_WORKERS=2 and no flag, so both ways of asking for workers run.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from extauthz.dev.settings import (
     valid_now,
     write_trust_root,
 )
+from extauthz.server.own_tokens import LEEWAY_SECONDS
 from extauthz.server.workers import worker_audit_log
 from tests.conftest import REPO
 from tests.helpers.certs import CertificateAuthority, IssuedCertificate, pem
@@ -115,18 +119,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkersStack]:
     for signer in cluster.signers.values():
         signer.env.update(env)
     cluster.start()
+    gateway_env = {
+        **os.environ,
+        **env,
+        "PYTHONPATH": str(REPO),
+        "KEYMINT_SIGNERS": ",".join(f"{i}={p.address}" for i, p in cluster.signers.items()),
+        "KEYMINT_ADMIN_TOKEN_SHA256": hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest(),
+        "KEYMINT_RATE_PER_SECOND": str(RATE_PER_SECOND),
+        "KEYMINT_RATE_BURST": str(RATE_BURST),
+    }
+    gateway_env.pop("KEYMINT_WORKERS", None)  # the flag alone asks for the workers
     gateway = GatewayProcess(
-        env={
-            **os.environ,
-            **env,
-            "PYTHONPATH": str(REPO),
-            "KEYMINT_WORKERS": str(WORKERS),
-            "KEYMINT_SIGNERS": ",".join(f"{i}={p.address}" for i, p in cluster.signers.items()),
-            "KEYMINT_ADMIN_TOKEN_SHA256": hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest(),
-            "KEYMINT_RATE_PER_SECOND": str(RATE_PER_SECOND),
-            "KEYMINT_RATE_BURST": str(RATE_BURST),
-        },
-        log=directory / "gateway.log",
+        env=gateway_env, log=directory / "gateway.log", args=("--workers", str(WORKERS))
     )
     try:
         gateway.start()
@@ -200,14 +204,22 @@ def test_without_redis_revocations_and_the_key_ring_survive_a_restart(
     stack: WorkersStack,
 ) -> None:
     state = Path(stack.gateway.env["KEYMINT_STATE_DIR"])
+    path = "/ns/shop/sa/revoked-before-restart"  # its own revocation: no earlier test's
+    subject = f"spiffe://{TRUST_DOMAIN}{path}"
+    asked_at = time.time()
+    assert stack.revoke(subject) == 200  # until 600 s from now
     stack.gateway.stop()
+    # Started again the other way: KEYMINT_WORKERS=2, no flag.
+    stack.gateway.args = ()
+    stack.gateway.env = {**stack.gateway.env, "KEYMINT_WORKERS": str(WORKERS)}
     stack.gateway.start()
     stack.gateway.wait_ready(in_a_row=16)
-    subject = f"spiffe://{TRUST_DOMAIN}/ns/shop/sa/revoked-by-worker"
-    assert subject in json.loads((state / "revocations.json").read_text())["subjects"]
+    assert len(stack.worker_pids()) == WORKERS
+    # Kept past the 600 s asked: past the longest token minted before it (the default TTL, 900 s)
+    # and the 30 s keymint still takes its own tokens back after their exp.
+    kept = json.loads((state / "revocations.json").read_text())["subjects"][subject]
+    assert kept >= asked_at + 900 + LEEWAY_SECONDS
     assert json.loads((state / "keyring.json").read_text())["active"]
-    request = check_request(
-        certificate=stack.svid("/ns/shop/sa/revoked-by-worker"), route_key="orders"
-    )
+    request = check_request(certificate=stack.svid(path), route_key="orders")
     for _ in range(6):
         assert outcome(stack.check(request)) == (403, "subject_revoked")

@@ -167,3 +167,76 @@ def test_a_signer_follows_redis_and_a_redis_that_forgets_lifts_nothing(tmp_path:
         assert asyncio.run(run()) < 1.0
     finally:
         server.stop()
+
+
+def test_a_signer_that_cannot_reach_redis_keeps_refusing_and_learns_again_when_it_answers(
+    tmp_path: Path,
+) -> None:
+    import asyncio
+    import time
+
+    import redis as redis_sync
+
+    from signer.redisconn import RedisSettings, connect
+    from signer.revocations import LearnedRevocations, RedisRevocationFollower
+    from signer.server import load_revocations
+    from tests.helpers.redis_server import RedisServer
+
+    server = RedisServer(tmp_path).start()  # no persistence: it comes back empty
+    operators = tmp_path / "revocations.json"
+    write(operators, {"spiffe://prod.test/by-operators": time.time() + 3600})
+
+    def revoke_in_redis(subject: str) -> None:
+        """What a gateway does when it revokes (extauthz.server.state.redis_store)."""
+        admin = redis_sync.Redis(host="127.0.0.1", port=server.port)
+        until = time.time() + 3600
+        admin.zadd("keymint:revoked:subject", {subject: until})
+        admin.set("keymint:revoked:version", subject)
+        admin.publish(
+            "keymint:events", json.dumps({"kind": "subject", "value": subject, "until": until})
+        )
+        admin.close()
+
+    async def run() -> None:
+        settings = RedisSettings.from_env({"KEYMINT_REDIS_URL": server.url})
+        assert settings is not None
+        learned = LearnedRevocations(tmp_path / "learned.json")
+        client = connect(settings)
+        follower = RedisRevocationFollower(client, learned, where=settings.where, poll_seconds=0.1)
+        # What the signer's guard reads: its operators' file and what Redis taught it.
+        revocations = load_revocations(operators, learned)
+        assert revocations is not None
+        task = asyncio.create_task(follower.run())
+
+        async def learned_of(subject: str) -> None:
+            started = time.monotonic()
+            while not revocations.subject_revoked(subject):
+                assert time.monotonic() - started < 10, f"{subject} never learned"
+                await asyncio.sleep(0.02)
+
+        try:
+            revoke_in_redis("spiffe://prod.test/before")
+            await learned_of("spiffe://prod.test/before")
+            server.kill()
+            assert not await follower.poll_once()  # unreachable: said, not raised
+            await asyncio.sleep(0.5)  # several polls fail
+            assert not task.done()
+            # It keeps refusing what it learned and what its operators' file names; a subject
+            # no one revoked is still signed for (the control).
+            assert revocations.subject_revoked("spiffe://prod.test/before")
+            assert revocations.subject_revoked("spiffe://prod.test/by-operators")
+            assert not revocations.subject_revoked("spiffe://prod.test/never")
+            # Redis answers again, empty: what it revokes now is learned, what it forgot stays.
+            server.start()
+            revoke_in_redis("spiffe://prod.test/after")
+            await learned_of("spiffe://prod.test/after")
+            assert await follower.poll_once()
+            assert revocations.subject_revoked("spiffe://prod.test/before")
+        finally:
+            task.cancel()
+            await client.aclose()
+
+    try:
+        asyncio.run(run())
+    finally:
+        server.stop()

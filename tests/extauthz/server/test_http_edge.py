@@ -14,6 +14,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -25,10 +26,20 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from multidict import CIMultiDict
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter
 
-from extauthz.model import Evidence, Grant, Identity, IdentityKind
+from extauthz.config import GatewaySettings
+from extauthz.model import Evidence, Grant, Identity, IdentityKind, Route
+from extauthz.policy import AuthzRequest
 from extauthz.server.decision import Allow, Decision, Deny
-from extauthz.server.http_edge import HttpSettings, build_app, parse_listen, start_app
+from extauthz.server.http_edge import (
+    HttpSettings,
+    build_app,
+    parse_listen,
+    revocation_floor_seconds,
+    start_app,
+)
 from extauthz.server.limits import Revocations
+from extauthz.server.mint import Minter, MintSettings
+from extauthz.server.own_tokens import LEEWAY_SECONDS, OwnTokenVerifier
 from extauthz.server.token_exchange import (
     GRANT_TYPE_TOKEN_EXCHANGE,
     TOKEN_TYPE_ACCESS_TOKEN,
@@ -37,6 +48,7 @@ from extauthz.server.token_exchange import (
 )
 from extauthz.server.tokencache import MintedToken
 from signer.token import kid_for
+from tests.extauthz.configs import serving_env
 from tests.helpers import ManualClock, Run
 
 START = 1_900_000_000.0
@@ -737,6 +749,86 @@ def test_revocations_lists_what_is_in_force(edge: Edge) -> None:
     }
     edge.backend.clock.advance(120)
     assert edge.admin("GET", "/admin/revocations").json()["subjects"] == {}
+
+
+@dataclass(frozen=True)
+class Signed:
+    signature: bytes
+    signers: tuple[int, ...] = (1, 2)
+
+
+class KeySigner:
+    """Signs alone with one key: stands in for the signers' threshold signature."""
+
+    def __init__(self, key: Ed25519PrivateKey) -> None:
+        self._key = key
+
+    async def sign(self, message: bytes, **_: object) -> Signed:
+        return Signed(self._key.sign(message))
+
+
+# The gateway's defaults: TOKEN_DEFAULT_TTL_SECONDS 900, KEYMINT_STATE_MAX_STALENESS_SECONDS 5.
+GATEWAY_FLOOR = revocation_floor_seconds(900, 5.0)
+
+
+@pytest.mark.parametrize("settings", [HttpSettings(min_revocation_seconds=GATEWAY_FLOOR)])
+@pytest.mark.parametrize("kind", ["jti", "subject"])
+def test_a_short_until_is_raised_so_the_revocation_outlives_the_longest_token(
+    edge: Edge, signing_key: Ed25519PrivateKey, kind: str
+) -> None:
+    clock = edge.backend.clock
+    public = raw_public_key(signing_key)
+    # The longest-lived token keymint can mint now: a grant asking for a day gets the default TTL.
+    minter = Minter(
+        settings=MintSettings(issuer=ISSUER),
+        signer=KeySigner(signing_key),
+        group_public_key=lambda: public,
+        clock=clock,
+    )
+    grant = Grant(DEPLOY, ("deploy:read",), 86_400, "deploy-main/deployer")
+    request = AuthzRequest(IDENTITY, Route("deploy.example.com", "/", "POST"))
+    token, _ = edge.run(minter.mint(request, grant, "0" * 64))
+    assert token.expires_at == START + 900
+    value = token.jti if kind == "jti" else token.subject
+
+    def revoked() -> bool:
+        revocations = edge.backend.revocations
+        return (
+            revocations.jti_revoked(value) if kind == "jti" else revocations.subject_revoked(value)
+        )
+
+    # Revoked until a minute from now: kept longer, and the answer says until when.
+    reply = revoke(edge, {kind: value, "until": START + 60})
+    assert reply.status == 200
+    kept = reply.json()["revoked"]["until"]
+    assert kept == START + GATEWAY_FLOOR
+    assert edge.admin("GET", "/admin/revocations").json()[f"{kind}s"] == {value: kept}
+    assert edge.backend.audited == [("revoke", {kind: value, "until": kept})]
+    # A later `until` is kept as sent.
+    assert revoke(edge, {kind: "other", "until": START + 86_400}).json()["revoked"]["until"] == (
+        START + 86_400
+    )
+    # At the last second keymint still takes the token back (its own tokens are accepted up to
+    # LEEWAY_SECONDS past `exp`), the revocation still holds.
+    clock.now = token.expires_at + LEEWAY_SECONDS - 1
+    verifier = OwnTokenVerifier(issuer=ISSUER, group_keys=lambda: [public], clock=clock)
+    assert verifier.verify(token.token, public, DEPLOY, None)["jti"] == token.jti
+    assert revoked()
+    # It is not kept for ever: at the time it names, it lapses.
+    clock.now = kept
+    assert not revoked()
+
+
+def test_the_gateway_keeps_revocations_past_its_longest_token_and_staleness_bound(
+    tmp_path: Path,
+) -> None:
+    env = {
+        **serving_env(tmp_path),
+        "TOKEN_DEFAULT_TTL_SECONDS": "300",
+        "KEYMINT_STATE_MAX_STALENESS_SECONDS": "2",
+    }
+    settings = HttpSettings.for_gateway(GatewaySettings.from_env(env))
+    assert settings.min_revocation_seconds == 300 + 2 + LEEWAY_SECONDS
 
 
 @pytest.mark.parametrize(

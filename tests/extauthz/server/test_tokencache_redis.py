@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import pickle
 import shutil
 import socket
 import subprocess
@@ -250,9 +251,34 @@ def test_a_token_not_signed_by_a_published_key_is_not_served(redis_url: str) -> 
     record["token"] = f"{signing_input}.{b64url(forged)}"
     client.set(key, json.dumps(record))
     assert _serve_once(redis_url, REQUEST) == (False, 1)
-    # And pickles are not read at all: the entry is JSON or nothing.
-    client.set(key, b"\x80\x04\x95" + b"\x00" * 16)
+
+
+class TouchOnUnpickle:
+    """Unpickled, it runs `Path.touch(marker)`: what a Redis that lies would plant to run code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[Path]]:
+        return Path.touch, (self.marker,)
+
+
+@pytest.mark.parametrize("protocol", [0, pickle.DEFAULT_PROTOCOL])  # text (ASCII) and binary
+def test_a_pickle_in_the_cache_is_never_unpickled_nor_served(
+    redis_url: str, tmp_path: Path, protocol: int
+) -> None:
+    # The control: the payload does run code when unpickled.
+    control = tmp_path / "control"
+    pickle.loads(pickle.dumps(TouchOnUnpickle(control), protocol=protocol))
+    assert control.exists()
     assert _serve_once(redis_url, REQUEST) == (False, 1)
+    client = _client(redis_url)
+    key = cache_key(IDENTITY.credential_hash, GRANT.audience, GRANT.scopes)
+    marker = tmp_path / "unpickled"
+    client.set(key, pickle.dumps(TouchOnUnpickle(marker), protocol=protocol))
+    # The entry is ignored: the caller gets a token minted for it, and nothing ran.
+    assert _serve_once(redis_url, REQUEST) == (False, 1)
+    assert not marker.exists()
 
 
 class CountingBackend:

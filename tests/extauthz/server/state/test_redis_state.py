@@ -46,57 +46,78 @@ def state_for(store: RedisStore, staleness: float = 1.0) -> SharedState:
 # --- TLS and credentials ----------------------------------------------------------------------
 
 
-def test_rediss_really_uses_tls_and_checks_the_servers_certificate(tmp_path: Path) -> None:
-    ca = root_ca("redis.test")
-    issued = ca.issue(dns_names=["localhost"], common_name="localhost", **valid_now())
-    (tmp_path / "ca.pem").write_bytes(pem(ca.certificate))
-    (tmp_path / "server.pem").write_bytes(issued.chain_pem)
+def tls_redis(directory: Path, name: str) -> tuple[RedisServer, Path]:
+    """A TLS-only redis-server whose certificate, from a CA of its own, names `name` (as
+    both its DNS name and its common name); and that CA's file."""
     from cryptography.hazmat.primitives import serialization
 
-    (tmp_path / "server.key").write_bytes(
+    ca = root_ca("redis.test")
+    issued = ca.issue(dns_names=[name], common_name=name, **valid_now())
+    ca_file = directory / "ca.pem"
+    ca_file.write_bytes(pem(ca.certificate))
+    (directory / "server.pem").write_bytes(issued.chain_pem)
+    (directory / "server.key").write_bytes(
         issued.private_key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
     )
-    other = tmp_path / "other-ca.pem"
-    other.write_bytes(pem(root_ca("elsewhere.test").certificate))
     server = RedisServer(
-        tmp_path,
+        directory,
         [
             "--tls-cert-file",
-            str(tmp_path / "server.pem"),
+            str(directory / "server.pem"),
             "--tls-key-file",
-            str(tmp_path / "server.key"),
+            str(directory / "server.key"),
             "--tls-ca-cert-file",
-            str(tmp_path / "ca.pem"),
+            str(ca_file),
             "--tls-auth-clients",
             "no",
         ],
         tls=True,
     ).start()
+    return server, ca_file
 
-    async def versions(url: str, **env: str) -> object:
-        store = store_for(url, **env)
-        try:
-            return await store.versions()
-        except StateUnavailable as exc:
-            return exc
-        finally:
-            await store.close()
 
+async def versions_or_refusal(url: str, **env: str) -> object:
+    """The store's version markers, or the StateUnavailable that reading them raised."""
+    store = store_for(url, **env)
+    try:
+        return await store.versions()
+    except StateUnavailable as exc:
+        return exc
+    finally:
+        await store.close()
+
+
+def test_rediss_really_uses_tls_and_checks_the_servers_certificate(tmp_path: Path) -> None:
+    server, ca_file = tls_redis(tmp_path, "localhost")
+    other = tmp_path / "other-ca.pem"
+    other.write_bytes(pem(root_ca("elsewhere.test").certificate))
     try:
         tls = f"rediss://localhost:{server.port}/0"
-        ok = asyncio.run(versions(tls, KEYMINT_REDIS_CA_FILE=str(tmp_path / "ca.pem")))
+        ok = asyncio.run(versions_or_refusal(tls, KEYMINT_REDIS_CA_FILE=str(ca_file)))
         assert not isinstance(ok, Exception), ok
         # Plaintext to the TLS port gets nowhere; TLS with a CA that did not sign the server's
         # certificate is refused in the handshake.
-        plain = asyncio.run(versions(f"redis://localhost:{server.port}/0"))
+        plain = asyncio.run(versions_or_refusal(f"redis://localhost:{server.port}/0"))
         assert isinstance(plain, StateUnavailable)
-        wrong = asyncio.run(versions(tls, KEYMINT_REDIS_CA_FILE=str(other)))
+        wrong = asyncio.run(versions_or_refusal(tls, KEYMINT_REDIS_CA_FILE=str(other)))
         assert isinstance(wrong, StateUnavailable)
         assert "certificate verify failed" in wrong.detail.lower() or "ssl" in wrong.detail.lower()
+    finally:
+        server.stop()
+
+
+def test_rediss_refuses_a_certificate_issued_to_another_host_name(tmp_path: Path) -> None:
+    # A certificate from the trusted CA, but for another name than the URL's host: refused.
+    server, ca_file = tls_redis(tmp_path, "elsewhere.test")
+    try:
+        url = f"rediss://localhost:{server.port}/0"
+        refused = asyncio.run(versions_or_refusal(url, KEYMINT_REDIS_CA_FILE=str(ca_file)))
+        assert isinstance(refused, StateUnavailable), refused
+        assert "hostname mismatch" in refused.detail.lower(), refused.detail
     finally:
         server.stop()
 
@@ -253,6 +274,86 @@ def test_one_bucket_across_replicas_bounds_what_they_accept_together(server: Red
         return accepted
 
     assert asyncio.run(run()) >= burst
+
+
+class Overlap:
+    """How many takes, through any of the stores `counted` wraps, are in flight at once."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.most = 0
+
+    def counted(self, store: RedisStore) -> CountedStore:
+        return CountedStore(store, self)
+
+
+class CountedStore:
+    def __init__(self, store: RedisStore, overlap: Overlap) -> None:
+        self._store = store
+        self._overlap = overlap
+
+    async def take(self, key: str, want: int, rate: float, burst: int) -> tuple[int, float]:
+        overlap = self._overlap
+        overlap.in_flight += 1
+        overlap.most = max(overlap.most, overlap.in_flight)
+        try:
+            return await self._store.take(key, want, rate, burst)
+        finally:
+            overlap.in_flight -= 1
+
+
+@pytest.mark.parametrize("leased", [True, False], ids=["through leases", "one token per take"])
+def test_many_concurrent_takers_across_connections_stay_within_one_bucket(
+    server: RedisServer, leased: bool
+) -> None:
+    # Replicas with many requests in flight each: 4 stores (a connection pool each), 16 takers
+    # on each, all pressing one identity's bucket at once.
+    rate, burst = 20.0, 40
+    key = "github\x1fissuer\x1f74\x1fconcurrent.yml"
+    overlap = Overlap()
+
+    async def run() -> tuple[int, float, int]:
+        stores = [store_for(server.url) for _ in range(4)]
+        counted = [overlap.counted(store) for store in stores]
+        limiters = [
+            SharedRateLimiter(
+                store,
+                rate_per_second=rate,
+                burst=burst,
+                fallback=RateLimiter(rate_per_second=rate, burst=burst),
+            )
+            for store in counted
+        ]
+        accepted = 0
+        started = time.monotonic()
+
+        async def taker(index: int) -> None:
+            nonlocal accepted
+            while time.monotonic() - started < 1.0:
+                if leased:
+                    allowed, _ = await limiters[index % 4].allow(key)
+                else:
+                    granted, _ = await counted[index % 4].take(key, 1, rate, burst)
+                    allowed = granted == 1
+                accepted += allowed
+                if not allowed:
+                    await asyncio.sleep(0.005)  # refused: no busy loop while the bucket refills
+
+        try:
+            await asyncio.gather(*(taker(i) for i in range(4 * 16)))
+            elapsed = time.monotonic() - started
+        finally:
+            for store in stores:
+                await store.close()
+        return accepted, elapsed, sum(limiter.store_errors for limiter in limiters)
+
+    accepted, elapsed, errors = asyncio.run(run())
+    print(f"{accepted} accepted in {elapsed:.2f} s; at most {overlap.most} takes in flight at once")
+    # A limiter that cannot reach Redis falls back to a bucket of its own: none did here, so
+    # every acceptance came from the shared bucket.
+    assert errors == 0
+    assert overlap.most > 1, "the takes never overlapped"
+    assert burst <= accepted <= burst + rate * elapsed
 
 
 # --- a Redis that lies about the key ring ------------------------------------------------------
