@@ -6,7 +6,8 @@ Each seed is a valid input of its target in the fuzz world (fuzz/world.py), made
 the gateway and signers run: CheckRequests as Envoy sends them, the tokens an OIDC issuer and
 keymint sign, the sign requests an honest gateway sends, the messages of a real DKG. The OIDC
 issuer's RSA key is made anew: its public half goes to fuzz/seeds/_world/oidc-public.pem, and
-every token seed is signed with it, so run this only to replace every seed at once.
+every token seed is signed with it, so run this only to replace every seed at once. So are the
+keys of the world's other issuers (`issuer_seeds`): their JWKS go to fuzz/seeds/_world/.
 """
 
 from __future__ import annotations
@@ -23,6 +24,17 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from envoy.service.auth.v3.attribute_context_pb2 import AttributeContext
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 
+from extauthz.dev.issuers import (
+    JwtKey,
+    entra_claims,
+    gitlab_claims,
+    google_claims,
+    kubernetes_claims,
+    okta_claims,
+    sign_token,
+    svid_claims,
+    trust_bundle,
+)
 from fuzz import world
 from fuzz.ceremony import CeremonyFlow
 from signer.ceremony.wire import encode_round1_package, encode_vss_commitment
@@ -111,6 +123,42 @@ def write(target: str, name: str, data: bytes) -> None:
     (directory / name).write_bytes(data)
 
 
+def issuer_claims(issuer: world.Issuer, alg: str) -> dict[str, Any]:
+    """A token of `issuer`'s documented shape, valid at FUZZ_NOW; an IdP's ID tokens in three
+    shapes (Google's, Entra ID's, Okta's), one for each of its algorithms."""
+    if issuer.issuer is None:  # a JWT-SVID, as SPIRE issues it
+        return svid_claims(
+            f"spiffe://{world.TRUST_DOMAIN}/ns/shop/sa/web", issuer.audience, world.FUZZ_NOW
+        )
+    shape = {
+        "kubernetes": kubernetes_claims,
+        "gitlab_ci": gitlab_claims,
+        "oidc": {"ES256": google_claims, "PS256": entra_claims, "EdDSA": okta_claims}.get(alg),
+    }[issuer.preset]
+    assert shape is not None, (issuer.name, alg)
+    return shape(issuer.issuer, issuer.audience, world.FUZZ_NOW)
+
+
+def issuer_seeds() -> None:
+    """A key for each algorithm of each of the world's other issuers (`world.ISSUERS`), their
+    JWKS in _world (a SPIFFE trust bundle for JWT-SVIDs), and for each key a token it signed as
+    a jwt_identity seed (`g`: verified), named by the key's kid (`<issuer>-<alg>`)."""
+    world.WORLD.mkdir(parents=True, exist_ok=True)
+    for issuer in world.ISSUERS:
+        keys = [JwtKey.generate(f"{issuer.name}-{alg.lower()}", alg) for alg in issuer.algorithms]
+        jwks = (
+            trust_bundle(keys)
+            if issuer.issuer is None
+            else {"keys": [key.public_jwk() for key in keys]}
+        )
+        issuer.jwks.write_text(json.dumps(jwks, indent=2) + "\n")
+        for key in keys:
+            # The API server's tokens carry no `typ`; the others say JWT.
+            typ = None if issuer.preset == "kubernetes" else "JWT"
+            token = sign_token(key, issuer_claims(issuer, key.alg), typ=typ)
+            write("jwt_identity", key.kid, b"g" + token.encode())
+
+
 def main() -> None:
     for directory in world.SEEDS.iterdir() if world.SEEDS.exists() else []:
         shutil.rmtree(directory)
@@ -174,6 +222,7 @@ def main() -> None:
     write("jwt_identity", "oidc-bytes", b"b" + token.encode())
     write("jwt_identity", "unverified", b"u" + token.encode())
     write("jwt_identity", "keymint", b"o" + own.encode())
+    issuer_seeds()
 
     # --- jwt_signer
     shares, package = world.frost_group()

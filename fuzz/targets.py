@@ -6,8 +6,10 @@ that code says no); anything else it raises, an assertion of an oracle included,
 - check_request: CheckRequest bytes -> Pipeline.check. Refusals: protobuf's DecodeError (gRPC
   parses before keymint sees anything); the pipeline itself must always answer.
 - xfcc: an x-forwarded-client-cert value -> parse_xfcc, XfccIdentifier. Refusals: IdentityError.
-- jwt_identity: a bearer token -> the GitHub OIDC verifier, keymint's own-token verifier and the
-  unverified reader. Refusals: IdentityError.
+- jwt_identity: a bearer token -> the verifier of every issuer in the world (GitHub's RS256, and
+  one issuer of each other preset: Kubernetes ES256, GitLab RS256, JWT-SVIDs ES256/ES384, an OIDC
+  IdP ES256/PS256/EdDSA; the token's `iss`, or its SPIFFE ID, picks the issuer), keymint's
+  own-token verifier and the unverified reader. Refusals: IdentityError.
 - jwt_signer: a signing input, an endorsement, an endorsement chain or a trust root -> the signer's
   parsers and the endorsement guard. Refusals: TokenFormatError, EndorsementFormatError,
   EndorsementError, GuardRefusal.
@@ -45,7 +47,7 @@ import grpc
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 from google.protobuf.message import DecodeError
 
-from extauthz.identity import IdentityError, TrustedProxies, XfccIdentifier
+from extauthz.identity import ALLOWED_ALGORITHMS, IdentityError, TrustedProxies, XfccIdentifier
 from extauthz.identity._jws import read_unverified
 from extauthz.identity.xfcc import XfccElement, parse_xfcc
 from extauthz.server.token_exchange import ExchangeError, parse_exchange
@@ -172,10 +174,8 @@ def _xfcc() -> Target:
 
 
 def _jwt_identity() -> Target:
-    identifier = world.identifier()
+    verifier = world.token_verifier()
     own = world.own_tokens()
-    assert identifier.oidc is not None
-    oidc = identifier.oidc
     group_key = world.frost_group()[1].group_public_key
 
     def run(data: bytes) -> None:
@@ -187,9 +187,9 @@ def _jwt_identity() -> Target:
                 own.verify(token, key, world.DEPLOY, None)
             return
         if mode == b"u":
-            read_unverified(token, algorithms=("RS256",))
+            read_unverified(token, algorithms=ALLOWED_ALGORITHMS, types=("JWT", "JOSE"))
             return
-        _run(oidc.verify(token if mode != b"b" else token.encode("utf-8", "surrogateescape")))
+        _run(verifier.verify(token if mode != b"b" else token.encode("utf-8", "surrogateescape")))
 
     return Target("jwt_identity", run, (IdentityError,))
 

@@ -4,8 +4,10 @@ Everything is rebuilt the same way in every process, so the seed inputs (fuzz/se
 `python -m fuzz.seeds`) stay valid in it: EC and Ed25519 keys are derived from fixed labels, the
 FROST group from a fixed secret and a seeded generator, and the clock never moves. The one
 exception is the OIDC issuer's RSA key, which cannot be derived: its public half is kept in
-fuzz/seeds/_world/oidc-public.pem beside the tokens it signed. The policy is read from
-fuzz/seeds/_world/policy.json, so its version (the file's SHA-256) is stable too.
+fuzz/seeds/_world/oidc-public.pem beside the tokens it signed. So are the keys of the other token
+issuers (one of each preset, `ISSUERS`), as the JWKS files an operator would configure
+(fuzz/seeds/_world/<name>-jwks.json). The policy is read from fuzz/seeds/_world/policy.json, so its
+version (the file's SHA-256) is stable too.
 
 Nothing here does I/O at request time: the OIDC issuer's keys come from memory, the threshold
 signer is the sans-IO FROST core in this process, and the audit writer scrubs and encodes each
@@ -33,6 +35,7 @@ from extauthz.identity import (
     IdentityError,
     IssuerConfig,
     IssuerVerifier,
+    JwksFile,
     JwtVerifier,
     Reason,
     TrustBundle,
@@ -42,6 +45,8 @@ from extauthz.identity import (
     XfccIdentifier,
     github_configs,
 )
+from extauthz.identity.issuers import JwksPath
+from extauthz.identity.keys import USE_JWT_SVID, USE_SIGNATURE
 from extauthz.policy import Limits, PolicyEngine, PolicyStore, parse_policy
 from extauthz.server.mint import Minter, MintSettings
 from extauthz.server.own_tokens import OwnTokenVerifier
@@ -74,6 +79,56 @@ ORDERS = "https://orders.internal"
 SCOPES = frozenset({"deploy:read", "deploy:write", "orders:read"})
 SEEDS = Path(__file__).resolve().parent / "seeds"
 WORLD = SEEDS / "_world"
+
+
+@dataclass(frozen=True)
+class Issuer:
+    """A token issuer of the fuzz world beside GitHub's: its preset and what it signs with."""
+
+    name: str  # its JWKS is _world/<name>-jwks.json
+    preset: str
+    issuer: str | None  # None: a SPIFFE trust domain's JWT-SVIDs, found by `sub`
+    audience: str
+    algorithms: tuple[str, ...]  # the issuer's configured algorithms, one key for each
+
+    @property
+    def jwks(self) -> Path:
+        return WORLD / f"{self.name}-jwks.json"
+
+    def config(self) -> IssuerConfig:
+        return IssuerConfig.for_preset(
+            self.preset,
+            name=self.name,
+            issuer=self.issuer,
+            audiences=[self.audience],
+            algorithms=self.algorithms,
+            keys=JwksPath(self.jwks),
+            **({"trust_domain": TRUST_DOMAIN} if self.preset == "spiffe_jwt" else {}),
+        )
+
+
+# One issuer of each other preset, their keys covering every algorithm keymint allows (GitHub's
+# tokens are RS256 only): so each preset's claim checks and each algorithm's parsing are fuzzed.
+ISSUERS = (
+    Issuer(
+        "kubernetes",
+        "kubernetes",
+        "https://k8s.fuzz.test",
+        "https://keymint.fuzz.test/k8s",
+        ("ES256",),
+    ),
+    Issuer(
+        "gitlab",
+        "gitlab_ci",
+        "https://gitlab.fuzz.test",
+        "https://keymint.fuzz.test/gitlab",
+        ("RS256",),
+    ),
+    Issuer("svid", "spiffe_jwt", None, "https://keymint.fuzz.test/svid", ("ES256", "ES384")),
+    Issuer(
+        "oidc", "oidc", "https://idp.fuzz.test", "keymint-fuzz-client", ("ES256", "PS256", "EdDSA")
+    ),
+)
 
 POLICY = {
     "version": 1,
@@ -251,6 +306,24 @@ class Signed:
 def github_issuer() -> IssuerConfig:
     (config,) = github_configs([OIDC_ISSUER], audiences=[OIDC_AUDIENCE])
     return config
+
+
+def token_verifier() -> JwtVerifier:
+    """Every issuer of the world: GitHub's keys from memory, the others' from their JWKS files
+    (read here, once: the clock never moves, so no cooldown ever lets them be read again)."""
+    verifiers = [IssuerVerifier(github_issuer(), StaticKeys(), clock=now)]
+    for issuer in ISSUERS:
+        config = issuer.config()
+        svid = config.preset.name == "spiffe_jwt"
+        keys = JwksFile(
+            config.label,
+            issuer.jwks,
+            algorithms=config.algorithms,
+            uses=(USE_SIGNATURE, USE_JWT_SVID) if svid else (USE_SIGNATURE,),
+            clock=now,
+        )
+        verifiers.append(IssuerVerifier(config, keys, clock=now))
+    return JwtVerifier(verifiers)
 
 
 def certificates() -> X509Verifier:

@@ -40,6 +40,7 @@ signers and their failures, which is the operator's business.
 | resource                                                    | 400  | invalid_target          |
 | subject_token(_type) missing; type not jwt or id_token      | 400  | invalid_request         |
 | more than one audience                                      | 400  | invalid_target          |
+| audience or scope over MAX_AUDIENCE_CHARS / MAX_SCOPE_CHARS | 400  | invalid_request         |
 | requested_token_type not access_token or jwt                | 400  | invalid_request         |
 | scope not RFC 6749 scope-tokens separated by single spaces  | 400  | invalid_scope           |
 
@@ -69,6 +70,10 @@ FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 MAX_BODY_BYTES = 16 * 1024
 MAX_FIELDS = 32  # a real exchange sends at most 8 parameters
 MAX_DESCRIPTION = 300
+# An audience is one URI or name, a scope a few scope-tokens. A longer value is no real request,
+# and refused here it never reaches the policy, whose denial would quote it into the audit log.
+MAX_AUDIENCE_CHARS = 1024
+MAX_SCOPE_CHARS = 1024
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
@@ -172,11 +177,9 @@ def parse_exchange(
     audiences = params.get("audience", [])
     if len(audiences) > 1:
         raise ExchangeError("invalid_target", "at most one audience may be requested")
-    return ExchangeRequest(
-        subject_token=subject_token,
-        audience=audiences[0] if audiences else None,
-        scopes=_scopes(_single(params, "scope")),
-    )
+    audience = _bounded("audience", audiences[0] if audiences else None, MAX_AUDIENCE_CHARS)
+    scope = _bounded("scope", _single(params, "scope"), MAX_SCOPE_CHARS)
+    return ExchangeRequest(subject_token=subject_token, audience=audience, scopes=_scopes(scope))
 
 
 def _form_parameters(body: bytes) -> dict[str, list[str]]:
@@ -217,6 +220,13 @@ def _single(params: Mapping[str, list[str]], name: str) -> str | None:
     if len(values) > 1:
         raise ExchangeError("invalid_request", f"{name} is repeated")
     return values[0] if values else None
+
+
+def _bounded(name: str, value: str | None, limit: int) -> str | None:
+    """RFC 6749 section 5.2: a request "otherwise malformed" is invalid_request."""
+    if value is not None and len(value) > limit:
+        raise ExchangeError("invalid_request", f"{name} is over {limit} characters")
+    return value
 
 
 def _scopes(scope: str | None) -> tuple[str, ...]:

@@ -19,8 +19,9 @@ Where each target is replayed:
 An outcome is `status` (an HTTP status, or a gRPC status name for sign and ceremony), `reason`
 (keymint's `error` in a denial's JSON body, the OAuth `error` of /token, the guard rule or refusal
 name of a Sign; null when someone other than keymint answered, e.g. Envoy), `detail` (ceremony:
-a substring of the refusal), `culprit` (ceremony: the participant blamed) and `handshake:
-refused` when the front Envoy refuses the TLS handshake itself.
+a substring of the refusal; token: of the OAuth `error_description`), `culprit` (ceremony: the
+participant blamed) and `handshake: refused` when the front Envoy refuses the TLS handshake
+itself.
 """
 
 from __future__ import annotations

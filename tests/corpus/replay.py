@@ -533,13 +533,16 @@ def _sign_reason(details: str) -> str:
 
 
 def _http_outcome(status: int, content_type: str, text: str) -> Observed:
-    reason = None
+    """The status, and of a JSON denial its `error` and (OAuth's, at /token) `error_description`."""
+    reason = detail = None
     if status != 200 and content_type.startswith("application/json"):
         try:
-            reason = json.loads(text).get("error")
+            document = json.loads(text)
         except ValueError:
-            reason = None
-    return Observed(status, reason, seen=text[:300])
+            document = None
+        if isinstance(document, dict):
+            reason, detail = document.get("error"), document.get("error_description")
+    return Observed(status, reason, detail, seen=text[:300])
 
 
 # --- ceremonies -------------------------------------------------------------------------------

@@ -46,9 +46,10 @@ async def round_of_mints(stack: Stack, round_number: int, *, kill_midway: int | 
 
 async def back_in_use(stack: Stack, signer: int, timeout: float = 60.0) -> int:
     """Steady light traffic (one fresh workload's mint every 0.1 s, each allowed) until the
-    gateway's coordinator counts a restarted signer usable again: its `keymint_signer_up` gauge
-    is set after a successful refill, once any back-off has run out, and it has commitments.
-    (The coordinator probes a signer set aside only when traffic asks for it.) How many mints."""
+    gateway's coordinator counts a restarted signer usable again: `keymint_signer_up` 1 and
+    commitments from it in its pool. (The coordinator probes a set-aside signer with GetInfo every
+    0.2 s, traffic or not; one that answers with a new boot id, a restart, is back in service at
+    once and its pool refilled.) How many mints."""
     loop = asyncio.get_running_loop()
     started, mints = loop.time(), 0
     labels = {"signer": str(signer)}

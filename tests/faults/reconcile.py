@@ -1,154 +1,210 @@
-"""After a fault: every audit chain verifies, and no acknowledged record is missing.
+"""After a fault: the product's own reconciliation, `extauthz audit reconcile --json`, run as a
+process over every audit log of the stack (as an operator runs it), and held against what callers
+received.
 
-Held against each other:
-- every audit log (each gateway replica's, each signer's) verifies as a hash chain;
-- every token a caller received has the `mint` record of the replica that minted it (the record
-  is written before the token is released: nothing reaches a caller unrecorded);
-- every `mint` record names the signers whose shares made the token, and each of them has the
-  `sign_request` record of that token (the request id is the token's jti);
-- a token that t signers signed (a `sign_request` and no refusal at each) but that no gateway
-  recorded is named: it was never released (a caller holding it would fail the check above), and
-  the fault runs expect it only where a gateway could not write its audit log.
-
-Traffic may still be flowing: the gateways' logs are read first, then the signers' (whose records
-of a token precede its gateway's record), and a signature made in the last `in_flight_seconds`
-before the gateways' logs were read is not held against them yet.
+The command does the reconciling: every chain verifies, every gateway `mint` is in the logs of the
+signers it names, every signature in the signers' logs is in a gateway's log, no jti or nonce
+commitment serves twice (its module docstring, extauthz/tools/audit_reconcile.py, has the list).
+What it cannot know, and this module adds:
+- every token a caller received has a gateway `mint` record (the record is written before the
+  token is released: nothing reaches a caller unrecorded). So no token a caller holds can be one
+  of the signatures no gateway recorded, below;
+- which of the command's gaps a fault run expects. Only signatures that t signers made and no
+  gateway recorded, and only these:
+  - `signature_abandoned`: a gateway recorded giving up on the mint (`mint_abandoned`: a deadline
+    passed, the quorum was lost, Envoy cancelled the Check); no caller received the token;
+  - `signature_without_mint` while the mint may still be in flight: traffic is running and the
+    first share was recorded less than `IN_FLIGHT_SECONDS` before the command started (the
+    command reads the gateways' logs before the signers', so a signature made after the gateways'
+    logs were read shows here). Never at the end, when everything has stopped;
+  - `signature_without_mint` made within the window of a fault that leaves them (a gateway that
+    cannot write its audit log refuses to release the token, or is killed before its record).
+  Every other gap kind (`jti_reused`, `commitment_reused`, `mint_not_signed`, `mint_mismatch`,
+  `chain_broken`, `malformed_record`, ...) fails the run, and so do the notes saying something
+  could not be checked (a signer's log not given, a share record naming no commitment).
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from signer.audit import token_ref, verify_log
+from signer.audit import token_ref
+from tests.faults.stack import SIGN_TIMEOUT_SECONDS
+
+REPO = Path(__file__).resolve().parents[2]
+# A mint gives up at its deadline, which runs from before its first share; twice that covers
+# writing the gateway's record on a loaded machine. What this defers is held again at the end.
+IN_FLIGHT_SECONDS = 2 * SIGN_TIMEOUT_SECONDS
+UNRECORDED = "signature_without_mint"
+ABANDONED = "signature_abandoned"
+# Notes that say nothing was left unchecked: a mint that failed half-way, or a retried attempt.
+HARMLESS_NOTES = frozenset({"unfinished_attempt", "retried_attempt"})
+SHOWN_DETAIL = 300
+
+Window = tuple[float, float]  # wall-clock seconds, start and end
 
 
-@dataclass
-class Reconciliation:
-    chains: dict[str, str] = field(default_factory=dict)  # log -> "" when it verifies
-    records: dict[str, int] = field(default_factory=dict)
-    mints: int = 0
-    released: int = 0  # distinct tokens callers received
-    unrecorded_tokens: list[str] = field(default_factory=list)  # token refs
-    missing_at_signers: list[str] = field(default_factory=list)  # "jti at signer N"
-    signed_not_recorded: list[str] = field(default_factory=list)  # jtis
-    # Signed by t signers, and a gateway recorded giving up on them (`mint_abandoned`: a deadline
-    # passed, the quorum was lost, Envoy cancelled the Check). Not released: checked above.
-    abandoned: list[str] = field(default_factory=list)  # jtis
+@dataclass(frozen=True)
+class Audit:
+    """One reconciliation of the stack's logs, and what the fault run makes of it."""
 
-    def problems(self, *, explained: Iterable[str] = ()) -> list[str]:
-        """What does not reconcile; `explained`: signed-but-unrecorded jtis already accounted for
-        (a gateway that could not write its audit log refused to release them)."""
-        found = [f"{name}: {problem}" for name, problem in self.chains.items() if problem]
-        found += [
-            f"token {ref} reached a caller without a mint record" for ref in self.unrecorded_tokens
+    document: Mapping[str, Any]  # what `extauthz audit reconcile --json` printed
+    released: int  # distinct tokens callers received
+    released_unrecorded: tuple[str, ...]  # their token refs, with no gateway `mint` record
+    signed_at: Mapping[str, float]  # a signature gap's jti -> when its first share was recorded
+    in_flight_since: float | None  # gaps signed after this may be in flight; None: none may
+
+    @property
+    def mints(self) -> int:
+        return int(self.document["mints"])
+
+    @property
+    def chains(self) -> dict[str, bool]:
+        return {str(log["log"]): bool(log["chain_ok"]) for log in self.document["logs"]}
+
+    def _gaps(self, kind: str) -> list[str]:
+        return [str(g["subject"]) for g in self.document["gaps"] if g["kind"] == kind]
+
+    def in_flight(self) -> list[str]:
+        if self.in_flight_since is None:
+            return []
+        since = self.in_flight_since
+        return [jti for jti in self._gaps(UNRECORDED) if self.signed_at.get(jti, 0.0) >= since]
+
+    def unrecorded_within(self, windows: Iterable[Window]) -> list[str]:
+        """The `signature_without_mint` jtis whose first share was recorded within a window."""
+        spans = list(windows)
+        return [
+            jti
+            for jti in self._gaps(UNRECORDED)
+            if any(start <= self.signed_at.get(jti, -1.0) <= end for start, end in spans)
         ]
-        found += [f"mint {entry}: no sign_request record" for entry in self.missing_at_signers]
-        known = set(explained)
+
+    def problems(self, *, explained: Iterable[Window] = ()) -> list[str]:
+        """What does not reconcile; `explained`: the windows of faults that leave signatures no
+        gateway recorded (`Scenario.leaves_unrecorded_signatures`)."""
+        found = [
+            f"token {ref} reached a caller without a mint record"
+            for ref in self.released_unrecorded
+        ]
+        expected = {*self.in_flight(), *self.unrecorded_within(explained)}
+        for gap in self.document["gaps"]:
+            if gap["kind"] == ABANDONED or (
+                gap["kind"] == UNRECORDED and gap["subject"] in expected
+            ):
+                continue
+            found.append(_finding("gap", gap))
         found += [
-            f"jti {jti} was signed by t signers but recorded by no gateway"
-            for jti in self.signed_not_recorded
-            if jti not in known
+            _finding("note", note)
+            for note in self.document["notes"]
+            if note["kind"] not in HARMLESS_NOTES
         ]
         return found
 
-    def summary(self) -> dict[str, object]:
+    def summary(self, *, explained: Iterable[Window] = ()) -> dict[str, object]:
+        chains = self.chains
+        gaps = Counter(str(g["kind"]) for g in self.document["gaps"])
         return {
-            "chains_ok": sum(1 for problem in self.chains.values() if not problem),
-            "chains": len(self.chains),
-            "mint_records": self.mints,
+            "reconciled": bool(self.document["reconciled"]),
+            "chains_ok": sum(chains.values()),
+            "chains": len(chains),
+            "mints": self.mints,
+            "signatures": int(self.document["signatures"]),
             "tokens_released": self.released,
-            "released_unrecorded": len(self.unrecorded_tokens),
-            "mints_missing_at_signers": len(self.missing_at_signers),
-            "signed_not_recorded": len(self.signed_not_recorded),
-            "signed_then_abandoned": len(self.abandoned),
+            "released_unrecorded": len(self.released_unrecorded),
+            "gaps": dict(sorted(gaps.items())),
+            "unrecorded_explained": len(self.unrecorded_within(explained)),
+            "unrecorded_in_flight": len(self.in_flight()),
+            "notes": dict(sorted(Counter(str(n["kind"]) for n in self.document["notes"]).items())),
         }
 
 
-def _records(path: Path) -> list[dict[str, object]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+def _finding(what: str, finding: Mapping[str, Any]) -> str:
+    subject = f" {finding['subject']}" if finding["subject"] else ""
+    text = f"{what} {finding['kind']}{subject} [{finding['log']}]: {finding['detail']}"
+    return text[:SHOWN_DETAIL]
 
 
-def _ts(record: dict[str, object]) -> float:
-    return datetime.fromisoformat(str(record["ts"]).replace("Z", "+00:00")).timestamp()
-
-
-def _data(record: dict[str, object]) -> dict[str, object]:
-    data = record["data"]
-    assert isinstance(data, dict)
-    return data
+def reconcile_command(
+    gateway_logs: Sequence[Path], signer_logs: Mapping[int, Path]
+) -> tuple[int, dict[str, Any]]:
+    """`extauthz audit reconcile --json` in its own process; (exit code, its JSON). Raises if
+    the command could not run (exit 2: a log unreadable)."""
+    argv = [sys.executable, "-m", "extauthz.cli", "audit", "reconcile", "--json"]
+    for path in gateway_logs:
+        argv += ["--gateway", str(path)]
+    for identifier, path in sorted(signer_logs.items()):
+        argv += ["--signer", f"{identifier}={path}"]
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    if done.returncode not in (0, 1):
+        raise RuntimeError(f"extauthz audit reconcile: exit {done.returncode}: {done.stderr}")
+    document: dict[str, Any] = json.loads(done.stdout)
+    if document["reconciled"] is not (done.returncode == 0):
+        raise RuntimeError(f"extauthz audit reconcile: exit {done.returncode} but {document}")
+    return done.returncode, document
 
 
 def reconcile(
-    gateway_logs: Mapping[str, Path],
+    gateway_logs: Sequence[Path],
     signer_logs: Mapping[int, Path],
     released_tokens: Iterable[str],
-    threshold: int = 2,
-    in_flight_seconds: float = 2.0,
-) -> Reconciliation:
-    result = Reconciliation()
+    *,
+    traffic_running: bool,
+    clock: Callable[[], float] = time.time,
+) -> Audit:
+    """Run the command over the logs and hold its answer against the tokens callers received
+    (taken before the command runs: each was recorded before it was released)."""
     released = {token_ref(token) for token in released_tokens}
-    read_at = time.time()
-    minted: dict[str, list[int]] = {}  # jti -> signers named
-    refs: set[str] = set()
-    gave_up: set[str] = set()
-    for path in gateway_logs.values():
-        for record in _records(path):
-            if record["event"] == "mint":
-                data = _data(record)
-                minted[str(data["jti"])] = [int(s) for s in data["signers"]]  # type: ignore[attr-defined]
-                refs.add(str(data["token_ref"]))
-            elif record["event"] == "mint_abandoned":
-                gave_up.add(str(_data(record)["jti"]))
-    result.mints = len(minted)
-
-    requested: dict[int, set[str]] = {}  # every sign_request's id, by signer
-    signed: dict[int, set[str]] = {}  # those made before the gateways' logs were read
-    refused: dict[int, set[str]] = {}
-    for identifier, path in signer_logs.items():
-        requested[identifier], signed[identifier], refused[identifier] = set(), set(), set()
-        for record in _records(path):
-            request_id = str(_data(record).get("request_id", ""))
-            if record["event"] == "sign_request":
-                requested[identifier].add(request_id)
-                if _ts(record) < read_at - in_flight_seconds:
-                    signed[identifier].add(request_id)
-            elif record["event"] == "refusal":
-                refused[identifier].add(request_id)
-
-    for jti, signers in sorted(minted.items()):
-        for identifier in signers:
-            if jti not in requested.get(identifier, set()):
-                result.missing_at_signers.append(f"{jti} at signer {identifier}")
-
-    result.released = len(released)
-    result.unrecorded_tokens = sorted(released - refs)
-
-    # Signed by t signers without a refusal at either, yet recorded by no gateway. (Attempts that
-    # a failing peer cut short leave one signer's record only; those are not signatures.)
-    counts: dict[str, int] = {}
-    for identifier, ids in signed.items():
-        for request_id in ids - refused[identifier]:
-            counts[request_id] = counts.get(request_id, 0) + 1
-    unrecorded = sorted(
-        request_id
-        for request_id, count in counts.items()
-        if count >= threshold and request_id not in minted and not request_id.startswith("endorse-")
+    started = clock()
+    _, document = reconcile_command(gateway_logs, signer_logs)
+    signature_gaps = {
+        str(g["subject"]) for g in document["gaps"] if g["kind"] in (UNRECORDED, ABANDONED)
+    }
+    return Audit(
+        document=document,
+        released=len(released),
+        released_unrecorded=tuple(sorted(released - _minted_refs(gateway_logs))),
+        signed_at=_first_share(signer_logs, signature_gaps),
+        in_flight_since=started - IN_FLIGHT_SECONDS if traffic_running else None,
     )
-    result.signed_not_recorded = [jti for jti in unrecorded if jti not in gave_up]
-    result.abandoned = [jti for jti in unrecorded if jti in gave_up]
 
-    for name, path in {
-        **gateway_logs,
-        **{f"signer-{i}": p for i, p in signer_logs.items()},
-    }.items():
-        verified = verify_log(path) if path.exists() else None
-        result.chains[name] = "" if verified is None or verified.ok else str(verified)
-        result.records[name] = 0 if verified is None else verified.records
-    return result
+
+def _records(path: Path) -> list[dict[str, Any]]:
+    """Every complete line of a log that may still be written to (a line being written is not)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_bytes().split(b"\n")[:-1] if line.strip()]
+
+
+def _minted_refs(gateway_logs: Sequence[Path]) -> set[str]:
+    return {
+        str(record["data"]["token_ref"])
+        for path in gateway_logs
+        for record in _records(path)
+        if record["event"] == "mint"
+    }
+
+
+def _first_share(signer_logs: Mapping[int, Path], jtis: set[str]) -> dict[str, float]:
+    """When the first `sign_request` of each jti was recorded, by the earliest clock (a signer
+    whose clock a fault moved ahead records later times)."""
+    first: dict[str, float] = {}
+    for path in signer_logs.values():
+        for record in _records(path):
+            data = record["data"]
+            if record["event"] != "sign_request" or not isinstance(data, dict):
+                continue
+            jti = data.get("request_id")
+            if jti in jtis:
+                at = datetime.fromisoformat(str(record["ts"]).replace("Z", "+00:00")).timestamp()
+                first[jti] = min(at, first.get(jti, at))
+    return first

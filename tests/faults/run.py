@@ -1,6 +1,7 @@
 """`make test-faults`: the faults of tests/faults/scenarios.py, one after another, under steady
-traffic through Envoy, on one stack; after each, the audit logs reconciled; at the end, every
-process stopped as an operator would and its log checked.
+traffic through Envoy, on one stack; after each, the audit logs reconciled by `extauthz audit
+reconcile` (tests/faults/reconcile.py); at the end, every process stopped as an operator would,
+its log checked, and the audit logs reconciled again with nothing in flight.
 
     python -m tests.faults.run [--quick] [--only NAME ...] [--keep DIR]
 
@@ -20,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tests.faults.disk import can_mount
-from tests.faults.reconcile import Reconciliation, reconcile
+from tests.faults.reconcile import IN_FLIGHT_SECONDS, Audit, Window, reconcile
 from tests.faults.scenarios import QUICK, SCENARIOS, Measured, Run, Scenario, by_name
 from tests.faults.stack import FaultStack, Stopped, fault_stack
 from tests.faults.traffic import KINDS, Traffic, failures_by_status, latency_ms
@@ -28,18 +29,38 @@ from tests.faults.traffic import KINDS, Traffic, failures_by_status, latency_ms
 SETTLE_SECONDS = 2.0  # between scenarios, so one's tail is not the next one's baseline
 
 
-def reconciled(stack: FaultStack, traffic: Traffic) -> Reconciliation:
+def reconciled(stack: FaultStack, traffic: Traffic, *, traffic_running: bool) -> Audit:
     return reconcile(
-        {f"gateway-{i}": stack.gateway_audit(i) for i in range(1, len(stack.gateways) + 1)},
+        [stack.gateway_audit(i) for i in range(1, len(stack.gateways) + 1)],
         {i: stack.signer_audit(i) for i in sorted(stack.cluster.signers)},
         [o.token for o in list(traffic.outcomes) if o.token is not None],
+        traffic_running=traffic_running,
+    )
+
+
+def audit_line(audit: Audit, explained: list[Window]) -> str:
+    summary = audit.summary(explained=explained)
+    gaps = summary["gaps"]
+    assert isinstance(gaps, dict)
+    notes = summary["notes"]
+    assert isinstance(notes, dict)
+    shown = ", ".join(f"{kind} {n}" for kind, n in gaps.items()) or "none"
+    noted = ", ".join(f"{kind} {n}" for kind, n in notes.items()) or "none"
+    return (
+        f"   audit (extauthz audit reconcile): {summary['chains_ok']}/{summary['chains']} chains "
+        f"verify; {summary['mints']} mints, {summary['signatures']} signatures; "
+        f"{summary['tokens_released']} tokens released, {summary['released_unrecorded']} "
+        f"unrecorded; gaps: {shown} (of those signed without a mint: "
+        f"{summary['unrecorded_explained']} while a fault kept a gateway from recording, "
+        f"{summary['unrecorded_in_flight']} maybe in flight); notes: {noted}"
     )
 
 
 def run_scenario(
-    stack: FaultStack, traffic: Traffic, scenario: Scenario, explained: set[str]
+    stack: FaultStack, traffic: Traffic, scenario: Scenario, explained: list[Window]
 ) -> tuple[Measured, list[str]]:
-    """Act, measure, check; `explained` gathers the signatures a gateway refused to release."""
+    """Act, measure, check; `explained` gathers the windows of faults in which a gateway could
+    not record what its signers signed (it released none of it: checked)."""
 
     def say(line: str) -> None:
         print(line, flush=True)
@@ -64,17 +85,11 @@ def run_scenario(
     for name, value in measured.notes.items():
         say(f"   {name.replace('_', ' ')}: {value}")
     problems = scenario.holds(measured)
-    audit = reconciled(stack, traffic)
     if scenario.leaves_unrecorded_signatures:
-        explained.update(audit.signed_not_recorded)
-    summary = audit.summary()
-    say(
-        f"   audit: {summary['chains_ok']}/{summary['chains']} chains verify; "
-        f"{summary['mint_records']} mints, {summary['mints_missing_at_signers']} missing at their "
-        f"signers; {summary['tokens_released']} tokens released, {summary['released_unrecorded']} "
-        f"unrecorded; {summary['signed_not_recorded']} signed but never recorded (not released); "
-        f"{summary['signed_then_abandoned']} signed after their mint gave up (recorded as such)"
-    )
+        # From the first share of a mint in flight when the fault struck to the fault undone.
+        explained.append((run.marks["fault"] - IN_FLIGHT_SECONDS, run.marks["recovered"]))
+    audit = reconciled(stack, traffic, traffic_running=True)
+    say(audit_line(audit, explained))
     problems += audit.problems(explained=explained)
     say("   HOLDS" if not problems else "   DID NOT HOLD: " + "; ".join(problems))
     return measured, problems
@@ -93,7 +108,7 @@ def run(names: Sequence[str], directory: Path) -> tuple[dict[str, object], bool]
     mounts = ("gateway-1", "signer-3") if any(s.needs_root for s in scenarios) else ()
     figures: dict[str, object] = {}
     held = True
-    explained: set[str] = set()
+    explained: list[Window] = []
     with fault_stack(directory, mount_audit=mounts) as stack:
         traffic = Traffic(stack)
         traffic.warm()
@@ -109,11 +124,16 @@ def run(names: Sequence[str], directory: Path) -> tuple[dict[str, object], bool]
             traffic.stop()
         total = traffic.outcomes
         stopped = stack.stop_cleanly()
-        audit = reconciled(stack, traffic)  # everything stopped: nothing in flight
-        summary, problems = audit.summary(), audit.problems(explained=explained)
+        audit = reconciled(stack, traffic, traffic_running=False)
+        summary, problems = audit.summary(explained=explained), audit.problems(explained=explained)
     print("== end: every process stopped with SIGTERM", flush=True)
     for line in stopped_lines(stopped):
         print(line, flush=True)
+    print(audit_line(audit, explained), flush=True)
+    print(
+        "   audit HOLDS" if not problems else "   audit DID NOT HOLD: " + "; ".join(problems),
+        flush=True,
+    )
     clean = all(s.clean for s in stopped)
     held = held and clean and not problems
     result = {

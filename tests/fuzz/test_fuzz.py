@@ -21,7 +21,20 @@ QUICK_RUNS = 3000
 ACCEPTED = {
     "check_request": {"oidc-deploy", "svid-orders", "xfcc-from-proxy", "keymint-token"},
     "xfcc": {"cert"},
-    "jwt_identity": {"oidc", "oidc-bytes", "unverified", "keymint"},
+    "jwt_identity": {
+        "oidc",
+        "oidc-bytes",
+        "unverified",
+        "keymint",
+        # One issuer of each other preset, every algorithm keymint allows (fuzz/world.py ISSUERS)
+        "kubernetes-es256",
+        "gitlab-rs256",
+        "svid-es256",
+        "svid-es384",
+        "oidc-es256",
+        "oidc-ps256",
+        "oidc-eddsa",
+    },
     "jwt_signer": {"signing-input", "endorsement", "chain", "trust-root"},
     "token_form": {"exchange"},
     "sign_request": {"oidc", "svid"},

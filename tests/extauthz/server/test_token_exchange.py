@@ -34,6 +34,8 @@ from extauthz.server.mint import Minter, MintSettings
 from extauthz.server.pipeline import Identifier, Pipeline
 from extauthz.server.token_exchange import (
     GRANT_TYPE_TOKEN_EXCHANGE,
+    MAX_AUDIENCE_CHARS,
+    MAX_SCOPE_CHARS,
     TOKEN_TYPE_JWT,
     ExchangeError,
     answer_decision,
@@ -78,6 +80,38 @@ def test_parse_honours_a_smaller_body_limit() -> None:
     with pytest.raises(ExchangeError) as caught:
         parse_exchange(FORM, form(), max_body_bytes=10)
     assert (caught.value.status, caught.value.error) == (413, "invalid_request")
+
+
+@pytest.mark.parametrize(
+    ("body", "description"),
+    [
+        (form(audience="a" * MAX_AUDIENCE_CHARS + "a"), "audience is over 1024 characters"),
+        (form(scope="deploy:read " * 85 + "deploy:read"), "scope is over 1024 characters"),
+        (
+            form() + f"&subject_token_type={TOKEN_TYPE_JWT}".encode(),
+            "subject_token_type is repeated",
+        ),
+        (form(scope="a") + b"&scope=b", "scope is repeated"),
+        (
+            form(requested_token_type=TOKEN_TYPE_JWT)
+            + f"&requested_token_type={TOKEN_TYPE_JWT}".encode(),
+            "requested_token_type is repeated",
+        ),
+    ],
+)
+def test_a_parameter_repeated_or_oversized_is_invalid_request_naming_it(
+    body: bytes, description: str
+) -> None:
+    with pytest.raises(ExchangeError) as caught:
+        parse_exchange(FORM, body)
+    assert (caught.value.status, caught.value.error) == (400, "invalid_request")
+    assert caught.value.description == description
+
+
+def test_an_audience_and_a_scope_at_their_limits_are_read() -> None:
+    audience, scope = "a" * MAX_AUDIENCE_CHARS, "s" * MAX_SCOPE_CHARS
+    request = parse_exchange(FORM, form(audience=audience, scope=scope))
+    assert (request.audience, request.scopes) == (audience, (scope,))
 
 
 def test_safe_description_keeps_only_rfc_6749_characters() -> None:
