@@ -30,15 +30,27 @@ def basic(user: str, password: str) -> str:
 
 
 @dataclass(frozen=True)
+class Minted:
+    """What the minted token must say. `lifetime` is exp - iat; None when the caller's own
+    credential expires first, so the token's exp is the credential's."""
+
+    audience: str
+    scope: str
+    lifetime: int | None
+
+
+@dataclass(frozen=True)
 class Case:
-    """One request and what must come of it. `caller` is "svid" (an X.509-SVID of ns/shop over
-    mTLS) or "ci" (the CI job's OIDC token as a bearer token, with `claims` overriding)."""
+    """One request and what must come of it. `caller` is "svid" (an X.509-SVID for `svid`, by
+    default ns/shop's, over mTLS), "ci" (the CI job's OIDC token as a bearer token, with `claims`
+    overriding) or "none" (no credential at all)."""
 
     name: str
     method: str
     path: str
     status: int  # 200: through to the upstream
     caller: str = "svid"
+    svid: str = "/ns/shop/sa/web"
     headers: Mapping[str, str] = field(default_factory=dict)
     body: str | None = None
     claims: Mapping[str, str] = field(default_factory=dict)
@@ -47,6 +59,7 @@ class Case:
     reply_has: Mapping[str, str] = field(default_factory=dict)  # what the caller receives
     body_is: str | None = None  # a policy's own denial body
     error: str | None = None  # keymint's JSON denial: its `error`
+    minted: Minted | None = None  # the token the upstream receives, when it matters
 
 
 JSON = {"content-type": "application/json"}

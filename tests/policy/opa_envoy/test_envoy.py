@@ -4,15 +4,11 @@ its Rego file, as in production), three signer processes, envoy/envoy.yaml with 
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from extauthz.dev.servers import Reply
-from extauthz.dev.settings import OIDC_AUDIENCE
 from extauthz.dev.stack import LocalStack, local_stack
 from tests.envoy.harness import with_rego_settings
 from tests.policy.opa_envoy import (
@@ -22,11 +18,8 @@ from tests.policy.opa_envoy import (
     Case,
     case_id,
     cases,
-    policy_text,
-    sha256,
 )
-
-RELOAD_TIMEOUT = 30.0
+from tests.policy.opa_envoy.harness import call, use, wait_for_log
 
 
 @pytest.fixture(scope="module")
@@ -37,43 +30,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     env = {"REGO_FILE": str(rego), **SETTINGS}
     with local_stack(directory, extra_env=env, front_config=with_rego_settings) as running:
         yield running
-
-
-def wait_for_log(stack: LocalStack, text: str, after: int) -> None:
-    """The gateway polls its Rego file every 2 s and logs each reload or refusal: wait for
-    `text` in what it logged past byte `after`."""
-    log = stack.gateway.log
-    deadline = time.monotonic() + RELOAD_TIMEOUT
-    while time.monotonic() < deadline:
-        if text in log.read_bytes()[after:].decode(errors="replace"):
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"the gateway never logged {text!r}: see {log}")
-
-
-def use(stack: LocalStack, name: str) -> None:
-    """Put policy `name` in force by writing the Rego file, as an operator would."""
-    path = Path(stack.env["REGO_FILE"])
-    text = policy_text(name, jwks=stack.issuer.jwks_json(), audience=OIDC_AUDIENCE)
-    if path.read_text() == text:
-        return
-    logged = stack.gateway.log.stat().st_size
-    path.write_text(text)
-    wait_for_log(stack, f"reloaded (sha256 {sha256(text)})", logged)
-
-
-def call(stack: LocalStack, case: Case) -> Reply:
-    headers = dict(case.headers)
-    certificate = None
-    if case.caller == "ci":
-        token = stack.oidc_token(jti=str(uuid.uuid4()), **case.claims)
-        headers["authorization"] = f"Bearer {token}"
-    else:
-        certificate = stack.svid("/ns/shop/sa/web")
-    data = None if case.body is None else case.body.encode()
-    return stack.front_call(
-        case.method, case.path, certificate=certificate, headers=headers, data=data
-    )
 
 
 @pytest.mark.parametrize(("policy", "case"), cases(), ids=list(map(case_id, cases())))
