@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 
 from extauthz.dev.calls import check_request
+from extauthz.dev.certs import IssuedCertificate
 from extauthz.dev.inprocess import Stack, running_stack
 from extauthz.dev.servers import Reply
 from extauthz.dev.settings import ISSUER, OIDC_AUDIENCE
@@ -56,14 +57,19 @@ class Arena:
     def check(self, case: Case) -> CheckResponse:
         return self.called(case)[0]
 
-    def called(self, case: Case) -> tuple[CheckResponse, str | None]:
+    def called(
+        self, case: Case, certificate: IssuedCertificate | None = None
+    ) -> tuple[CheckResponse, str | None]:
         """The answer to the case's request, and the bearer token the caller sent (if any)."""
-        request, bearer = self.request(case)
+        request, bearer = self.request(case, certificate)
         response: CheckResponse = self.runner.run(self.stack.check(request))
         return response, bearer
 
-    def request(self, case: Case) -> tuple[CheckRequest, str | None]:
-        """The CheckRequest the front Envoy sends for this request, and the caller's token."""
+    def request(
+        self, case: Case, certificate: IssuedCertificate | None = None
+    ) -> tuple[CheckRequest, str | None]:
+        """The CheckRequest the front Envoy sends for this request, and the caller's token.
+        An SVID caller presents `certificate`, or else a new SVID for `case.svid`."""
         route_key = case.path.split("/")[1]
         token = None
         if case.caller == "ci":
@@ -72,7 +78,7 @@ class Arena:
         elif case.caller == "none":
             request = check_request(route_key=route_key, path=case.path)
         else:
-            svid = self.stack.svid(case.svid)
+            svid = certificate or self.stack.svid(case.svid)
             request = check_request(certificate=svid, route_key=route_key, path=case.path)
         request.attributes.context_extensions.update(self.routes.get(route_key, {}))
         http = request.attributes.request.http
@@ -148,14 +154,29 @@ def assert_minted(claims: Mapping[str, Any], minted: Minted, bearer: str | None)
     assert claims["exp"] == presented["exp"], (claims, presented["exp"])
 
 
+def signer_records(cluster: SignerCluster, identifier: int) -> list[dict[str, Any]]:
+    """A signer's audit log, as records."""
+    path = cluster.state_dir(identifier) / "audit.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [json.loads(line) for line in lines]
+
+
+def asked_to_sign(cluster: SignerCluster) -> list[str]:
+    """The jti of every token any signer was asked to sign, once per signer asked."""
+    return [
+        r["data"]["claims"].get("jti", "")
+        for identifier in cluster.signers
+        for r in signer_records(cluster, identifier)
+        if r["event"] == "sign_request"
+    ]
+
+
 def signed_by(cluster: SignerCluster, jti: str) -> set[int]:
     """The signers whose audit log records a sign request for token `jti` and no refusal of it:
     the ones whose guards, running their own policy, agreed to sign."""
     signed = set()
     for identifier in cluster.signers:
-        path = cluster.state_dir(identifier) / "audit.jsonl"
-        lines = path.read_text().splitlines() if path.exists() else []
-        records = [json.loads(line) for line in lines]
+        records = signer_records(cluster, identifier)
         asked = any(
             r["event"] == "sign_request" and r["data"]["claims"].get("jti") == jti for r in records
         )

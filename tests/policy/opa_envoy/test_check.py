@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -26,6 +27,7 @@ from extauthz.server.app import build_policy_engine
 from tests.extauthz.policy import spiffe_identity
 from tests.policy.opa_envoy import (
     CALLER,
+    JSON,
     POLICIES,
     REFUSED,
     SETTINGS,
@@ -34,7 +36,7 @@ from tests.policy.opa_envoy import (
     case_id,
     cases,
 )
-from tests.policy.opa_envoy.harness import Arena, check_arena, outcome
+from tests.policy.opa_envoy.harness import Arena, asked_to_sign, check_arena, outcome
 
 
 @pytest.fixture(scope="module")
@@ -111,3 +113,37 @@ def test_credentials_stay_out_of_the_input_unless_the_operator_lets_policy_read_
     assert [type(d).__name__ for d in decisions] == ["Denial", "Grant"]
     assert isinstance(decisions[0], Denial)
     assert decisions[0].reason is DenyReason.REGO_DENIED
+
+
+def test_after_a_mint_the_gateway_alone_decides_a_new_body_that_grants_the_same(
+    arena: Arena,
+) -> None:
+    """The hot cache keys on what policy reads, so a new body is a miss and the gateway's policy
+    decides it; the token cache keys on (credential, audience, scopes), so when that decision
+    grants what the token minted before carries, the token is served again and no signer is
+    asked, so no signer's policy sees the new body. A body the gateway denies is denied there,
+    and no signer hears of it either."""
+    arena.use("parsed_body.rego")
+    svid = arena.stack.svid("/ns/shop/sa/web")  # one caller, one credential throughout
+
+    def refund(amount: int) -> dict[str, Any]:
+        body = json.dumps({"kind": "refund", "amount": amount})
+        case = Case("a refund", "POST", "/orders/v1/refunds", 200, headers=JSON, body=body)
+        response, _ = arena.called(case, svid)
+        got = outcome(response)
+        if got["status"] == 200:
+            fields = response.dynamic_metadata.fields["keymint"].struct_value.fields
+            got["jti"] = fields["jti"].string_value
+            got["cache"] = fields["cache"].string_value
+        return got
+
+    first = refund(40)
+    asked = asked_to_sign(arena.stack.cluster)
+    assert (first["status"], first["cache"]) == (200, "miss")
+    assert asked.count(first["jti"]) >= 2  # minted: a quorum decided this body too
+    again = refund(60)
+    assert (again["status"], again["cache"], again["jti"]) == (200, "hit", first["jti"])
+    assert again["upstream"]["authorization"] == first["upstream"]["authorization"]
+    assert asked_to_sign(arena.stack.cluster) == asked  # no signer saw the second body
+    assert refund(4000)["status"] == 403
+    assert asked_to_sign(arena.stack.cluster) == asked  # a denial is the gateway's alone
