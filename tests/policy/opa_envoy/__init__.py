@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -134,6 +135,23 @@ FEATURES: dict[str, tuple[Case, ...]] = {
             403,
             headers=JSON,
             body='{"kind": "refund", "amount": 4000}',
+            error="rego_denied",
+        ),
+        Case(
+            "a small refund with a long note, within with_request_body's 8192 bytes",
+            "POST",
+            "/orders/v1/refunds",
+            200,
+            headers=JSON,
+            body=json.dumps({"kind": "refund", "amount": 40, "note": "n" * 8000}),
+        ),
+        Case(
+            "the same past 8192 bytes: Envoy sends part of it, truncated_body",
+            "POST",
+            "/orders/v1/refunds",
+            403,
+            headers=JSON,
+            body=json.dumps({"kind": "refund", "amount": 40, "note": "n" * 8200}),
             error="rego_denied",
         ),
     ),

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 
@@ -27,9 +28,15 @@ from extauthz.dev.settings import ISSUER, OIDC_AUDIENCE
 from extauthz.dev.signers import SignerCluster
 from extauthz.dev.stack import REQUIRED_CLAIMS, LocalStack
 from extauthz.policy import ReloadOutcome
+from extauthz.policy.rego_input import PARTIAL_BODY_HEADER
+from tests.envoy.harness import REQUEST_BODY_MARKER, readme_snippet
 from tests.policy.opa_envoy import POLICIES, Case, Minted, policy_text, sha256
 
 RELOAD_TIMEOUT = 30.0
+# What envoy/README.md's `with_request_body` lets through (`allow_partial_message: true`).
+MAX_REQUEST_BYTES: int = yaml.safe_load(readme_snippet(REQUEST_BODY_MARKER))["with_request_body"][
+    "max_request_bytes"
+]
 
 # --- through Check ----------------------------------------------------------------------------
 
@@ -69,7 +76,8 @@ class Arena:
         self, case: Case, certificate: IssuedCertificate | None = None
     ) -> tuple[CheckRequest, str | None]:
         """The CheckRequest the front Envoy sends for this request, and the caller's token.
-        An SVID caller presents `certificate`, or else a new SVID for `case.svid`."""
+        An SVID caller presents `certificate`, or else a new SVID for `case.svid`. A body past
+        MAX_REQUEST_BYTES is cut there and marked partial, as Envoy does."""
         route_key = case.path.split("/")[1]
         token = None
         if case.caller == "ci":
@@ -85,8 +93,12 @@ class Arena:
         http.method = case.method
         http.headers.update(case.headers)
         if case.body is not None:
-            http.body = case.body
-            http.headers["content-length"] = str(len(case.body.encode()))
+            body = case.body.encode()
+            http.headers["content-length"] = str(len(body))
+            if len(body) > MAX_REQUEST_BYTES:  # Envoy sends the first bytes, marked partial
+                body = body[:MAX_REQUEST_BYTES]
+                http.headers[PARTIAL_BODY_HEADER] = "true"
+            http.body = body.decode()
         return request, token
 
     def claims(self, token: str, audience: str) -> dict[str, Any]:
