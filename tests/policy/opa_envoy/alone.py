@@ -10,7 +10,11 @@ each answer to it:
 - a policy that names them (grant.rego): what it names, and never an audience other than the one
   the route pins.
 
-Neither policy reads `input.identity`: every caller keymint verifies is granted, whoever it is.
+None of them reads `input.identity`: every caller keymint verifies is granted, whoever it is.
+
+This stack also keeps the default for credentials: policy cannot read `authorization`. So
+jwt.rego, which lets octocat's CI token through beside the JSON policy (where the header is
+readable), finds no token here and denies.
 """
 
 from __future__ import annotations
@@ -98,6 +102,16 @@ FEATURES: dict[str, tuple[Case, ...]] = {
             "/orders/v1/orders/1",
             403,
             error="audience_not_allowed",
+        ),
+    ),
+    "jwt.rego": (
+        Case(
+            "octocat's token, which policy may not read: no claims, no allow",
+            "POST",
+            "/orders/v1/orders",
+            403,
+            caller="ci",
+            error="rego_denied",
         ),
     ),
 }

@@ -26,6 +26,7 @@ def test_neither_the_gateway_nor_a_signer_has_a_json_policy(arena: Arena) -> Non
     for signer in arena.stack.cluster.signers.values():
         assert "POLICY_FILE" not in signer.env
         assert signer.env["KEYMINT_REGO_ALONE"] == "true"
+    assert "KEYMINT_POLICY_CREDENTIAL_HEADERS" not in arena.stack.env  # the default: none readable
 
 
 @pytest.mark.parametrize(("policy", "case"), cases(), ids=list(map(case_id, cases())))

@@ -38,6 +38,7 @@ def test_neither_the_gateway_nor_a_signer_has_a_json_policy(stack: LocalStack) -
     for signer in stack.cluster.signers.values():
         assert "POLICY_FILE" not in signer.env
         assert signer.env["KEYMINT_REGO_ALONE"] == "true"
+    assert "KEYMINT_POLICY_CREDENTIAL_HEADERS" not in stack.env  # the default: none readable
 
 
 def minted_record(stack: LocalStack, jti: str) -> dict[str, object]:
