@@ -6,6 +6,8 @@ gateway process, envoy/envoy.yaml with envoy/README.md's `with_request_body` and
 Both gateways run `KEYMINT_REGO_QUERY=envoy/authz/allow` and let policy read `authorization`
 (`basic_auth.rego` and `jwt.rego` need it), beside the test stack's JSON policy, which grants:
 SVIDs of `ns/shop` read orders (`/orders/...`), the CI repository deploys (`/deploy/...`).
+alone.py's cases run the same way (test_alone_check.py, test_alone_envoy.py) with Rego deciding
+alone. harness.py is how a case reaches either gateway.
 """
 
 from __future__ import annotations
