@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,10 +58,16 @@ class Stack:
 
 @asynccontextmanager
 async def running_stack(
-    directory: Path, *, oidc_issuer: LocalOidcIssuer | None = None, **overrides: str
+    directory: Path,
+    *,
+    oidc_issuer: LocalOidcIssuer | None = None,
+    unset: Collection[str] = (),
+    **overrides: str,
 ) -> AsyncIterator[Stack]:
     """The stack; `oidc_issuer`, a started GitHub-shaped issuer the caller owns, is used instead
-    of a fresh one (so settings written beforehand, an issuers file, can name it)."""
+    of a fresh one (so settings written beforehand, an issuers file, can name it). `unset` names
+    settings of the stack's own that the gateway and the signers must not have at all
+    (`POLICY_FILE`, for a Rego policy that decides alone)."""
     issuer = oidc_issuer or LocalOidcIssuer(clock=time.time, audience=OIDC_AUDIENCE)
     if oidc_issuer is None:
         await issuer.start()
@@ -79,6 +85,8 @@ async def running_stack(
         "KEYMINT_TRUST_ROOT": str(root),
         **overrides,
     }
+    for name in unset:
+        env.pop(name, None)
     for process in cluster.signers.values():
         process.env.update(env)
         process.env["KEYMINT_ISSUER"] = env["KEYMINT_ISSUER"]

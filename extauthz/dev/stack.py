@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,6 +146,7 @@ def local_stack(
     *,
     dkg: bool = False,
     extra_env: Mapping[str, str] | None = None,
+    unset: Collection[str] = (),
     check_socket: Path | None = None,
     front_config: Callable[[str], str] | None = None,
     workloads: bool = False,
@@ -158,6 +159,9 @@ def local_stack(
     `signers` signer processes hold a `threshold`-of-`signers` key. With `dkg`, they start
     keyless and a DKG among them makes the group key (as `make demo` does); otherwise a trusted
     dealer's shares are sealed to their vaults first.
+    `extra_env` adds to (or replaces) the gateway's and the signers' settings; `unset` names
+    settings of the stack's own they must not have at all (`POLICY_FILE`, for a Rego policy that
+    decides alone).
     The gateway's Check port is mTLS (Envoy's certificate); with `check_socket`, it is a Unix
     socket there instead, and `front_config` must point the front Envoy's keymint_grpc cluster
     at it (envoy/README.md's cluster). `front_config` rewrites the front Envoy's rendered config.
@@ -190,6 +194,8 @@ def local_stack(
             **(others.env() if others is not None else {}),
             **(extra_env or {}),
         }
+        for name in unset:
+            env.pop(name, None)
         for signer in cluster.signers.values():
             signer.env.update(env)
         stack.callback(cluster.stop)

@@ -7,22 +7,37 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 from envoy.service.auth.v3.external_auth_pb2 import CheckResponse
 
+from extauthz.config import GatewaySettings
 from extauthz.dev.calls import check_request
+from extauthz.dev.certs import pem
 from extauthz.dev.inprocess import Stack, running_stack
-from extauthz.dev.settings import DEPLOY, policy_document
-from extauthz.guard_checker import credential_id
-from extauthz.model import Evidence, Identity, IdentityKind
+from extauthz.dev.settings import (
+    DEPLOY,
+    ORDERS,
+    TRUST_DOMAIN,
+    policy_document,
+    root_ca,
+    stack_env,
+    valid_now,
+)
+from extauthz.guard_checker import credential_id, from_env
+from extauthz.model import Evidence, Grant, Identity, IdentityKind, Route
+from extauthz.policy import AuthzRequest
 from extauthz.policy.engine import policy_digest
 from extauthz.policy.versions import DEFAULT_POLL_SECONDS
+from extauthz.server.app import build_identifier, build_policy_engine
 from extauthz.server.decision import Allow
-from signer.guard import GuardEvidence
+from extauthz.server.mint import evidence_message
+from signer.guard import EvidenceDecision, GuardEvidence, GuardRefusal
 
 # Long enough that a signer's next check re-reads its policy files.
 SIGNERS_POLL = DEFAULT_POLL_SECONDS + 0.2
@@ -193,3 +208,65 @@ def test_signers_close_the_checkers_session_when_they_stop(
         assert code == 0, identifier
         assert "Unclosed" not in log, log[-800:]
         assert f"signer {identifier} stopped" in log
+
+
+DEPLOY_WINDOW_POLICY = """package envoy.authz
+import rego.v1
+
+default allow := false
+
+allow if time.now_ns() < to_number(input.attributes.request.http.headers["x-deploy-until"])
+"""
+
+
+def test_a_signer_applies_a_clock_rule_on_its_own_clock_when_asked_to_sign(
+    tmp_path: Path, loop: asyncio.Runner
+) -> None:
+    """The gateway decides a request; each signer decides it again when asked to sign, reading
+    the clock then. A request granted just before a time rule's boundary is refused by a signer
+    that evaluates it just after: the same evidence, the same policy version, another instant."""
+    ca = root_ca(TRUST_DOMAIN)
+    (tmp_path / "trust-bundle.pem").write_bytes(pem(ca.certificate))
+    rego = tmp_path / "policy.rego"
+    rego.write_text(DEPLOY_WINDOW_POLICY)
+    env = {
+        **stack_env(tmp_path, "https://token.actions.example.invalid"),
+        "REGO_FILE": str(rego),
+        "KEYMINT_REGO_ALONE": "true",
+        "KEYMINT_REGO_QUERY": "envoy/authz/allow",
+    }
+    del env["POLICY_FILE"]
+    svid = ca.issue_svid(f"spiffe://{TRUST_DOMAIN}/ns/shop/sa/web", **valid_now())
+    route = Route(
+        "api.internal",
+        "/orders/v1/orders/1",
+        "GET",
+        {"route": "orders", "audience": ORDERS, "scopes": "orders:read"},
+    )
+
+    async def run() -> tuple[bool, EvidenceDecision, GuardRefusal]:
+        checker = from_env(env)  # what a signer process builds from the same settings
+        settings = GatewaySettings.from_env(env)
+        engine, _policy, _rego = build_policy_engine(settings)  # the gateway's
+        async with aiohttp.ClientSession() as session:
+            certificates = build_identifier(settings, session, time.time).certificates
+            assert certificates is not None
+            identity = certificates.verify_pem(svid.pem)
+        until = time.time_ns() + 1_000_000_000
+        request = AuthzRequest(identity, route, headers={"x-deploy-until": str(until)})
+        granted = isinstance(engine.evaluate(request), Grant)
+        evidence = GuardEvidence.from_message(evidence_message(request, engine.snapshot().digest))
+        try:
+            signed = await checker.check(evidence, time.time())  # at once: inside the window
+            await asyncio.sleep((until - time.time_ns()) / 1e9 + 0.1)
+            with pytest.raises(GuardRefusal) as refused:
+                await checker.check(evidence, time.time())  # the same evidence, just after
+        finally:
+            await checker.close()
+        return granted, signed, refused.value
+
+    granted, signed, refused = loop.run(run())
+    assert granted
+    assert (signed.audiences, signed.scopes) == (frozenset({ORDERS}), frozenset({"orders:read"}))
+    assert refused.rule == "policy_denied"
+    assert refused.detail.startswith("rego_denied")

@@ -6,12 +6,15 @@ gateway process, envoy/envoy.yaml with envoy/README.md's `with_request_body` and
 Both gateways run `KEYMINT_REGO_QUERY=envoy/authz/allow` and let policy read `authorization`
 (`basic_auth.rego` and `jwt.rego` need it), beside the test stack's JSON policy, which grants:
 SVIDs of `ns/shop` read orders (`/orders/...`), the CI repository deploys (`/deploy/...`).
+alone.py's cases run the same way (test_alone_check.py, test_alone_envoy.py) with Rego deciding
+alone. harness.py is how a case reaches either gateway.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,15 +33,27 @@ def basic(user: str, password: str) -> str:
 
 
 @dataclass(frozen=True)
+class Minted:
+    """What the minted token must say. `lifetime` is exp - iat; None when the caller's own
+    credential expires first, so the token's exp is the credential's."""
+
+    audience: str
+    scope: str
+    lifetime: int | None
+
+
+@dataclass(frozen=True)
 class Case:
-    """One request and what must come of it. `caller` is "svid" (an X.509-SVID of ns/shop over
-    mTLS) or "ci" (the CI job's OIDC token as a bearer token, with `claims` overriding)."""
+    """One request and what must come of it. `caller` is "svid" (an X.509-SVID for `svid`, by
+    default ns/shop's, over mTLS), "ci" (the CI job's OIDC token as a bearer token, with `claims`
+    overriding) or "none" (no credential at all)."""
 
     name: str
     method: str
     path: str
     status: int  # 200: through to the upstream
     caller: str = "svid"
+    svid: str = "/ns/shop/sa/web"
     headers: Mapping[str, str] = field(default_factory=dict)
     body: str | None = None
     claims: Mapping[str, str] = field(default_factory=dict)
@@ -47,6 +62,7 @@ class Case:
     reply_has: Mapping[str, str] = field(default_factory=dict)  # what the caller receives
     body_is: str | None = None  # a policy's own denial body
     error: str | None = None  # keymint's JSON denial: its `error`
+    minted: Minted | None = None  # the token the upstream receives, when it matters
 
 
 JSON = {"content-type": "application/json"}
@@ -121,6 +137,23 @@ FEATURES: dict[str, tuple[Case, ...]] = {
             403,
             headers=JSON,
             body='{"kind": "refund", "amount": 4000}',
+            error="rego_denied",
+        ),
+        Case(
+            "a small refund with a long note, within with_request_body's 8192 bytes",
+            "POST",
+            "/orders/v1/refunds",
+            200,
+            headers=JSON,
+            body=json.dumps({"kind": "refund", "amount": 40, "note": "n" * 8000}),
+        ),
+        Case(
+            "the same past 8192 bytes: Envoy sends part of it, truncated_body",
+            "POST",
+            "/orders/v1/refunds",
+            403,
+            headers=JSON,
+            body=json.dumps({"kind": "refund", "amount": 40, "note": "n" * 8200}),
             error="rego_denied",
         ),
     ),

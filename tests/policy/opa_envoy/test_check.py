@@ -4,20 +4,13 @@ policy is put in force by a reload of the Rego file, as an operator would."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 
 from extauthz.config import GatewaySettings
-from extauthz.dev.calls import check_request
-from extauthz.dev.inprocess import Stack, running_stack
-from extauthz.dev.settings import OIDC_AUDIENCE
 from extauthz.model import Route
 from extauthz.policy import (
     AuthzRequest,
@@ -34,6 +27,7 @@ from extauthz.server.app import build_policy_engine
 from tests.extauthz.policy import spiffe_identity
 from tests.policy.opa_envoy import (
     CALLER,
+    JSON,
     POLICIES,
     REFUSED,
     SETTINGS,
@@ -41,79 +35,14 @@ from tests.policy.opa_envoy import (
     basic,
     case_id,
     cases,
-    policy_text,
 )
-
-
-@dataclass
-class Arena:
-    runner: asyncio.Runner
-    stack: Stack
-
-    def use(self, name: str) -> None:
-        """Put policy `name` in force: write the Rego file, reload it (which flushes the hot
-        cache); the signers find the new version when the first sign request names it."""
-        text = policy_text(name, jwks=self.stack.issuer.jwks_json(), audience=OIDC_AUDIENCE)
-        path = self.stack.env["REGO_FILE"]
-        with open(path, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        assert self.stack.gateway.rego is not None
-        outcome = self.stack.gateway.rego.reload().outcome
-        assert outcome in (ReloadOutcome.SWAPPED, ReloadOutcome.UNCHANGED)
-
-    def check(self, case: Case) -> CheckResponse:
-        response: CheckResponse = self.runner.run(self.stack.check(self.request(case)))
-        return response
-
-    def request(self, case: Case) -> CheckRequest:
-        """The CheckRequest the front Envoy sends for this request."""
-        route_key = case.path.split("/")[1]
-        if case.caller == "ci":
-            token = self.stack.issuer.mint({"jti": str(uuid.uuid4()), **case.claims})
-            request = check_request(bearer=token, route_key=route_key, path=case.path)
-        else:
-            svid = self.stack.svid("/ns/shop/sa/web")
-            request = check_request(certificate=svid, route_key=route_key, path=case.path)
-        http = request.attributes.request.http
-        http.method = case.method
-        http.headers.update(case.headers)
-        if case.body is not None:
-            http.body = case.body
-            http.headers["content-length"] = str(len(case.body.encode()))
-        return request
+from tests.policy.opa_envoy.harness import Arena, asked_to_sign, check_arena, outcome
 
 
 @pytest.fixture(scope="module")
 def arena(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Arena]:
-    directory = tmp_path_factory.mktemp("opa-envoy-check")
-    rego = directory / "policy.rego"
-    rego.write_text((POLICIES / "boolean.rego").read_text())
-    with asyncio.Runner() as runner:
-        context = running_stack(directory, REGO_FILE=str(rego), **SETTINGS)
-        stack = runner.run(context.__aenter__())
-        try:
-            yield Arena(runner, stack)
-        finally:
-            runner.run(context.__aexit__(None, None, None))
-
-
-def outcome(response: CheckResponse) -> dict[str, Any]:
-    """What Envoy does with the answer: the status, what the upstream gets, what the caller
-    gets."""
-    if response.status.code == 0:
-        ok = response.ok_response
-        return {
-            "status": 200,
-            "upstream": {o.header.key: o.header.value for o in ok.headers},
-            "removed": list(ok.headers_to_remove),
-            "reply": {o.header.key: o.header.value for o in ok.response_headers_to_add},
-        }
-    denied = response.denied_response
-    return {
-        "status": denied.status.code,
-        "reply": {o.header.key: o.header.value for o in denied.headers},
-        "body": denied.body,
-    }
+    with check_arena(tmp_path_factory.mktemp("opa-envoy-check"), SETTINGS) as running:
+        yield running
 
 
 @pytest.mark.parametrize(("policy", "case"), cases(), ids=list(map(case_id, cases())))
@@ -184,3 +113,37 @@ def test_credentials_stay_out_of_the_input_unless_the_operator_lets_policy_read_
     assert [type(d).__name__ for d in decisions] == ["Denial", "Grant"]
     assert isinstance(decisions[0], Denial)
     assert decisions[0].reason is DenyReason.REGO_DENIED
+
+
+def test_after_a_mint_the_gateway_alone_decides_a_new_body_that_grants_the_same(
+    arena: Arena,
+) -> None:
+    """The hot cache keys on what policy reads, so a new body is a miss and the gateway's policy
+    decides it; the token cache keys on (credential, audience, scopes), so when that decision
+    grants what the token minted before carries, the token is served again and no signer is
+    asked, so no signer's policy sees the new body. A body the gateway denies is denied there,
+    and no signer hears of it either."""
+    arena.use("parsed_body.rego")
+    svid = arena.stack.svid("/ns/shop/sa/web")  # one caller, one credential throughout
+
+    def refund(amount: int) -> dict[str, Any]:
+        body = json.dumps({"kind": "refund", "amount": amount})
+        case = Case("a refund", "POST", "/orders/v1/refunds", 200, headers=JSON, body=body)
+        response, _ = arena.called(case, svid)
+        got = outcome(response)
+        if got["status"] == 200:
+            fields = response.dynamic_metadata.fields["keymint"].struct_value.fields
+            got["jti"] = fields["jti"].string_value
+            got["cache"] = fields["cache"].string_value
+        return got
+
+    first = refund(40)
+    asked = asked_to_sign(arena.stack.cluster)
+    assert (first["status"], first["cache"]) == (200, "miss")
+    assert asked.count(first["jti"]) >= 2  # minted: a quorum decided this body too
+    again = refund(60)
+    assert (again["status"], again["cache"], again["jti"]) == (200, "hit", first["jti"])
+    assert again["upstream"]["authorization"] == first["upstream"]["authorization"]
+    assert asked_to_sign(arena.stack.cluster) == asked  # no signer saw the second body
+    assert refund(4000)["status"] == 403
+    assert asked_to_sign(arena.stack.cluster) == asked  # a denial is the gateway's alone
