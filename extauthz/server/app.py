@@ -161,10 +161,12 @@ def build_store(settings: GatewaySettings) -> StateStore:
 
 
 def build_coordinator(settings: GatewaySettings) -> Coordinator:
-    """The coordinator of the signers; it connects on its first call, not here."""
+    """The coordinator of the signers; it connects on its first call, not here. It adopts no key
+    that fewer than FROST_T signers could sign with."""
     return Coordinator(
         endpoints=[SignerEndpoint(s.identifier, s.address) for s in settings.signers],
         tls=tls_files(settings.tls_dir, "coordinator"),
+        threshold=settings.frost_t,
         settings=CoordinatorSettings(attempt_timeout=settings.signer_attempt_timeout),
     )
 

@@ -145,7 +145,9 @@ def _sign(cluster: SignerCluster) -> tuple[bytes, bytes]:
     """A token signed by the signers through a real Coordinator: (signing input, signature)."""
 
     async def run() -> tuple[bytes, bytes]:
-        coordinator = Coordinator(endpoints=cluster.endpoints(), tls=cluster.coordinator_tls)
+        coordinator = Coordinator(
+            endpoints=cluster.endpoints(), tls=cluster.coordinator_tls, threshold=cluster.threshold
+        )
         await coordinator.start()
         try:
             (package,) = coordinator.packages.values()  # the one key this cluster holds

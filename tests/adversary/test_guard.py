@@ -59,7 +59,9 @@ class Attacker:
         self.identifier = build_identifier(settings, session, time.time)
         self.engine: PolicyEngine = build_policy_engine(settings)[0]
         self.coordinator = Coordinator(
-            endpoints=stack.cluster.endpoints(), tls=stack.cluster.coordinator_tls
+            endpoints=stack.cluster.endpoints(),
+            tls=stack.cluster.coordinator_tls,
+            threshold=stack.cluster.threshold,
         )
         self.group_key = stack.gateway.group_public_key  # the active key the gateway mints with
 

@@ -275,7 +275,7 @@ def test_with_no_key_reported_by_t_signers_the_gateway_never_becomes_ready(
         assert document["reason"] == "starting"
         detail = document["dependencies"]["key_ring"]["detail"]
         assert (
-            "no group key is reported identically by at least its threshold of signers: "
+            "no group key is reported identically by as many signers as it needs: "
             f"{own} reported by 1 signer(s) [3], needs 2"
         ) in detail
         assert "signer 1: failed_precondition: this signer holds no key share yet" in detail
