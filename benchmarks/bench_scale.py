@@ -260,7 +260,9 @@ async def bindings(directory: Path, sizes: Sizes) -> dict[str, Any]:
 async def signatures(cluster: SignerCluster, sizes: Sizes) -> list[float]:
     assert cluster.package is not None
     group_key = cluster.package.group_public_key
-    coordinator = Coordinator(endpoints=cluster.endpoints(), tls=cluster.coordinator_tls)
+    coordinator = Coordinator(
+        endpoints=cluster.endpoints(), tls=cluster.coordinator_tls, threshold=cluster.threshold
+    )
     await coordinator.start()
     latencies: list[float] = []
     try:

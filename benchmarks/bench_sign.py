@@ -109,7 +109,9 @@ def ed25519_ms() -> float:
 
 
 async def measure(cluster: SignerCluster) -> dict[str, float]:
-    coordinator = Coordinator(endpoints=cluster.endpoints(), tls=cluster.coordinator_tls)
+    coordinator = Coordinator(
+        endpoints=cluster.endpoints(), tls=cluster.coordinator_tls, threshold=cluster.threshold
+    )
     await coordinator.start()
     group_key = cluster.package.group_public_key
     try:

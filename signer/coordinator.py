@@ -1,9 +1,12 @@
 """The coordinator: drives any t of the n signers to a verified Ed25519 signature.
 
-It learns the group keys from the signers themselves and adopts a key only when at least its own
-threshold t of signers report byte-identical public key packages for it; a key reported by fewer is
-ignored, and the signers that reported it are named in the log. It signs with whichever adopted key
-a message's header names (`kid`), using only signers that reported that key's adopted package.
+It learns the group keys from the signers themselves and adopts a key only when at least t
+signers report byte-identical public key packages for it, t being the larger of the key's own
+threshold and the deployment's (`threshold`, the gateway's FROST_T); a key reported by fewer is
+ignored, and the signers that reported it are named in the log. A key whose own threshold is below
+the deployment's is refused however many report it (`signer.key_agreement`). It signs with
+whichever adopted key a message's header names (`kid`), using only signers that reported that
+key's adopted package.
 
 It keeps a pool of round-one commitments from each signer, refilled in the background, so one
 signature is one round trip to t signers in parallel. A signer that is down, slow past the attempt
@@ -55,10 +58,16 @@ from signer.frost.encoding import (
     encode_commitment_list,
 )
 from signer.frost.group import deserialize_scalar
-from signer.key_agreement import adopt, readable_reports
+from signer.key_agreement import (
+    IGNORED_REASONS,
+    THRESHOLD_BELOW_DEPLOYMENT,
+    adopt,
+    readable_reports,
+)
 from signer.keystate import header_kid
 from signer.metrics import (
     COMMITMENT_POOL,
+    KEY_PACKAGES_IGNORED,
     SIGNER_FAULTS,
     SIGNER_UP,
     THRESHOLD_SIGN_SECONDS,
@@ -75,6 +84,10 @@ from signer.signer_faults import (
 from signer.tls import secure_channel
 
 log = logging.getLogger(__name__)
+
+
+class CoordinatorConfigError(SignerError):
+    """The coordinator was built with settings it cannot work with."""
 
 
 class QuorumUnavailable(SignerError):
@@ -189,10 +202,20 @@ class Coordinator:
         *,
         endpoints: Sequence[SignerEndpoint],
         tls: TlsFiles,
+        threshold: int,
         settings: CoordinatorSettings | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
+        """`threshold` is the deployment's t (FROST_T): no key is adopted that fewer signers
+        could sign with, whatever its package says. It has no default: a coordinator that did
+        not know it would take the package's word, which any two colluding signers can write."""
+        if threshold < 2:
+            raise CoordinatorConfigError(
+                f"the deployment's threshold is {threshold}; it must be at least 2 (one signer "
+                "must never sign alone)"
+            )
+        self._threshold = threshold
         self._settings = settings or CoordinatorSettings()
         self._clock = clock
         self._rng = rng or random.SystemRandom()
@@ -208,6 +231,11 @@ class Coordinator:
             )
         self._closed = False
         self._refilled = asyncio.Event()
+
+    @property
+    def threshold(self) -> int:
+        """The deployment's t: the fewest signers any adopted key needs."""
+        return self._threshold
 
     @property
     def packages(self) -> Mapping[str, PublicKeyPackage]:
@@ -235,8 +263,9 @@ class Coordinator:
                 member.watch = asyncio.create_task(self._watch(member))
 
     async def refresh_keys(self, *, at_start: bool = False) -> Mapping[str, PublicKeyPackage]:
-        """Ask every signer which keys it holds; adopt each package that at least its threshold
-        of signers report byte-identically. Returns the adopted packages by kid.
+        """Ask every signer which keys it holds; adopt each package that at least t signers
+        report byte-identically (t: the larger of its threshold and the deployment's; a package
+        below the deployment's threshold is never adopted). Returns the adopted packages by kid.
 
         A key adopted earlier stays adopted when signers that hold it cannot be reached now (they
         keep what they reported last); a newer package for it replaces it once t report that one.
@@ -270,16 +299,34 @@ class Coordinator:
 
     def _adopt(self, unreachable: dict[int, str]) -> None:
         adoption = adopt(
-            {m.identifier: m.reported for m in self._members.values()}, self._encoded, unreachable
+            {m.identifier: m.reported for m in self._members.values()},
+            self._encoded,
+            unreachable,
+            threshold=self._threshold,
         )
+        counts = dict.fromkeys(IGNORED_REASONS, 0)
         for ignored in adoption.ignored:
-            log.warning(
-                "key %s is not adopted: signers %s report this package of it, but it needs %d "
-                "that agree",
-                ignored.kid,
-                list(ignored.signers),
-                ignored.needed,
-            )
+            counts[ignored.reason] += 1
+            if ignored.reason == THRESHOLD_BELOW_DEPLOYMENT:
+                log.warning(
+                    "key %s is not adopted: signers %s report this package of it, but its "
+                    "threshold %d is below this deployment's %d: fewer signers than the "
+                    "deployment promises could sign with it",
+                    ignored.kid,
+                    list(ignored.signers),
+                    ignored.own_threshold,
+                    self._threshold,
+                )
+            else:
+                log.warning(
+                    "key %s is not adopted: signers %s report this package of it, but it needs "
+                    "%d that agree",
+                    ignored.kid,
+                    list(ignored.signers),
+                    ignored.needed,
+                )
+        for reason, count in counts.items():
+            KEY_PACKAGES_IGNORED.labels(reason).set(count)
         for kid, count in adoption.newly_adopted.items():
             log.info("adopted key %s: %d signers agree on its package", kid, count)
         for kid, signers in adoption.differing.items():

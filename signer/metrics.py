@@ -23,6 +23,12 @@ THRESHOLD_SIGN_SECONDS = Histogram(
     "Time to a verified threshold signature, retries included",
     buckets=(0.001, 0.002, 0.003, 0.005, 0.008, 0.013, 0.021, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
+KEY_PACKAGES_IGNORED = Gauge(
+    "keymint_key_packages_ignored",
+    "Group key packages signers report that the coordinator's last adoption ignored, by reason "
+    "(too_few_signers, threshold_below_deployment)",
+    ["reason"],
+)
 QUORUM_USABLE = Gauge(
     "keymint_quorum_signers_usable",
     "Signers that could sign with the active key right now (up, holding it, nonces ready)",

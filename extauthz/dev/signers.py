@@ -114,6 +114,7 @@ class SignerCluster:
         the signers' state directories here, not dealt by a ceremony: the signers run as in
         production, trusted dealer off."""
         self.directory = directory
+        self.threshold = t  # the deployment's t, for a coordinator of these signers
         self.shares: list[KeyShare] = []
         self.package: PublicKeyPackage | None = None
         if dealer:

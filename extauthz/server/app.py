@@ -51,6 +51,7 @@ from signer.audit import AsyncAuditLog, AuditLog
 from signer.coordinator import Coordinator, CoordinatorSettings, SignerEndpoint
 from signer.devca import tls_files
 from signer.endorsement import TrustRoot
+from signer.frost import PublicKeyPackage
 from signer.metrics import QUORUM_NEEDED, QUORUM_USABLE
 from signer.token import kid_for
 
@@ -160,21 +161,44 @@ def build_store(settings: GatewaySettings) -> StateStore:
     return LocalStore(settings.state_dir)
 
 
+class KeyThresholdError(ExtAuthzError):
+    """The active group key needs fewer signers than this deployment's FROST_T."""
+
+
 def build_coordinator(settings: GatewaySettings) -> Coordinator:
-    """The coordinator of the signers; it connects on its first call, not here."""
+    """The coordinator of the signers; it connects on its first call, not here. It adopts no key
+    that fewer than FROST_T signers could sign with."""
     return Coordinator(
         endpoints=[SignerEndpoint(s.identifier, s.address) for s in settings.signers],
         tls=tls_files(settings.tls_dir, "coordinator"),
+        threshold=settings.frost_t,
         settings=CoordinatorSettings(attempt_timeout=settings.signer_attempt_timeout),
     )
 
 
-def _check_threshold(settings: GatewaySettings, coordinator: Coordinator, kid: str) -> None:
-    package = coordinator.package_for(kid)
-    if package.min_participants != settings.frost_t:
+def check_threshold(frost_t: int, kid: str, package: PublicKeyPackage) -> None:
+    """Refuse an active key whose threshold is below FROST_T (KeyThresholdError); accept a
+    higher one with a warning.
+
+    Below: fewer signers than the deployment promises could sign with it, so the gateway does
+    not mint with it (start-up keeps retrying and /readyz says why). The coordinator already
+    adopts no such key; this is the same rule where the key ring is loaded, so a coordinator
+    built some other way cannot make the gateway ready on one.
+    Above: every signature still takes the key's own threshold of shares (the coordinator asks
+    that many), so nothing the deployment promises is weakened; only availability is less than
+    FROST_T suggests, which operators chose when they reshared to it. Refusing would take every
+    gateway down after a reshare that raised the threshold, until FROST_T were edited."""
+    if package.min_participants < frost_t:
+        raise KeyThresholdError(
+            f"the active key {kid} needs {package.min_participants} signer(s) to sign, fewer "
+            f"than FROST_T ({frost_t}): not minting with it"
+        )
+    if package.min_participants > frost_t:
         log.warning(
-            "FROST_T is %d but the signers' key needs %d; the key wins",
-            settings.frost_t,
+            "FROST_T is %d but the active key %s needs %d signers; every signature takes %d",
+            frost_t,
+            kid,
+            package.min_participants,
             package.min_participants,
         )
 
@@ -267,8 +291,11 @@ async def build_gateway(
         resets.append(pipeline.hot.clear)  # a new policy must not be bypassed by cached decisions
         pipeline.hold(NOT_READY)  # until the key ring is loaded
 
+        def vet(ring: KeyRing) -> None:
+            kid = ring.active_kid
+            check_threshold(settings.frost_t, kid, coordinator.package_for(kid))
+
         def loaded(ring: KeyRing) -> None:
-            _check_threshold(settings, coordinator, ring.active_kid)
             pipeline.release()
 
         startup = Startup(
@@ -281,6 +308,7 @@ async def build_gateway(
             max_token_ttl_seconds=settings.default_ttl_seconds,
             publish_lead_seconds=settings.key_publish_lead_seconds,
             clock=clock,
+            vet=vet,
             on_loaded=loaded,
         )
         readiness = Readiness(slot=slot, state=state, startup=startup)

@@ -141,7 +141,8 @@ class Dependency:
 
 
 class Startup:
-    """Learns the keys and loads the key ring, retrying until both hold (`run`)."""
+    """Learns the keys and loads the key ring, retrying until both hold and `vet` accepts the
+    ring (`run`); what `vet` raises is the reason /readyz gives meanwhile."""
 
     def __init__(
         self,
@@ -153,6 +154,7 @@ class Startup:
         max_token_ttl_seconds: int,
         publish_lead_seconds: float,
         clock: Callable[[], float] = time.time,
+        vet: Callable[[KeyRing], None],
         on_loaded: Callable[[KeyRing], None] = lambda ring: None,
         first_retry: float = FIRST_RETRY_SECONDS,
         max_retry: float = MAX_RETRY_SECONDS,
@@ -164,6 +166,7 @@ class Startup:
         self._max_ttl = max_token_ttl_seconds
         self._lead = publish_lead_seconds
         self._clock = clock
+        self._vet = vet
         self._on_loaded = on_loaded
         self._first_retry = first_retry
         self._max_retry = max_retry
@@ -206,7 +209,7 @@ class Startup:
     async def _attempt(self) -> KeyRing:
         coordinator = self._slot.coordinator
         await coordinator.refresh_keys()  # KeyAgreementError: no key that t signers agree on
-        return await KeyRing.load(
+        ring = await KeyRing.load(
             coordinator,
             self._root,
             store=self._store,
@@ -215,6 +218,8 @@ class Startup:
             publish_lead_seconds=self._lead,
             clock=self._clock,
         )
+        self._vet(ring)  # raises while the ring must not be used (its key's threshold)
+        return ring
 
 
 def _describe(exc: BaseException) -> str:

@@ -154,9 +154,12 @@ def small_stack(
     dealer: bool,
     prepare: Callable[[SignerCluster], None],
     root_key: Callable[[SignerCluster], bytes],
+    t: int = 2,
+    n: int = 3,
 ) -> Iterator[SmallStack]:
-    """Signers prepared by `prepare` before they start; the gateway, pinned to `root_key`, is
-    started by the test (`stack.gateway.start()`), which may expect it to fail."""
+    """Signers prepared by `prepare` before they start (n of them, a dealer's t-of-n key if
+    `dealer`); the gateway (FROST_T=t of FROST_N=n), pinned to `root_key`, is started by the test
+    (`stack.gateway.start()`), which may expect it to fail."""
     with contextlib.ExitStack() as stack:
         background = BackgroundLoop()
         stack.callback(background.close)
@@ -164,7 +167,7 @@ def small_stack(
         background.run(issuer.start())
         stack.callback(lambda: background.run(issuer.stop()))
         (directory / "trust-bundle.pem").write_bytes(pem(root_ca(TRUST_DOMAIN).certificate))
-        cluster = SignerCluster(directory, 2, 3, dealer=dealer)
+        cluster = SignerCluster(directory, t, n, dealer=dealer)
         prepare(cluster)
         env = stack_env(directory, issuer.issuer)
         env["KEYMINT_TRUST_ROOT"] = str(write_trust_root(directory, root_key(cluster)))
@@ -174,7 +177,14 @@ def small_stack(
         cluster.start()
         signers = ",".join(f"{i}={p.address}" for i, p in sorted(cluster.signers.items()))
         gateway = GatewayProcess(
-            env={**os.environ, **env, "KEYMINT_SIGNERS": signers, "PYTHONPATH": str(REPO)},
+            env={
+                **os.environ,
+                **env,
+                "KEYMINT_SIGNERS": signers,
+                "FROST_N": str(n),
+                "FROST_T": str(t),
+                "PYTHONPATH": str(REPO),
+            },
             log=directory / "gateway.log",
         )
         stack.callback(gateway.stop)

@@ -145,7 +145,9 @@ def _sign(cluster: SignerCluster) -> tuple[bytes, bytes]:
     """A token signed by the signers through a real Coordinator: (signing input, signature)."""
 
     async def run() -> tuple[bytes, bytes]:
-        coordinator = Coordinator(endpoints=cluster.endpoints(), tls=cluster.coordinator_tls)
+        coordinator = Coordinator(
+            endpoints=cluster.endpoints(), tls=cluster.coordinator_tls, threshold=cluster.threshold
+        )
         await coordinator.start()
         try:
             (package,) = coordinator.packages.values()  # the one key this cluster holds
@@ -215,6 +217,29 @@ def test_dkg_replacing_the_key_through_the_coordinator_identity_is_permission_de
     assert isinstance(refused, CeremonyFailed)
     assert refused.reason == f"signer 1: {NOT_AN_OPERATOR}"
     assert all(_approval(cluster, i, _kid(cluster)).exists() for i in SIGNERS)
+    _assert_original_key_signs(cluster)
+
+
+def test_deal_without_replacing_through_the_coordinator_identity_is_permission_denied(
+    cluster: SignerCluster,
+) -> None:
+    # A trusted-dealer install that asks to destroy nothing: still not the gateway's to drive,
+    # neither through the driver nor as a bare Begin.
+    refused = _attempt(cluster, cluster.coordinator_tls, lambda d: d.deal(2))
+    assert isinstance(refused, CeremonyFailed)
+    assert refused.reason == f"signer 1: {NOT_AN_OPERATOR}"
+    params = CeremonyParameters(
+        ceremony_id=os.urandom(CEREMONY_ID_SIZE),
+        kind=CeremonyKind.DEAL,
+        min_participants=2,
+        dealers=(),
+        recipients=SIGNERS,
+        replace_existing_key=False,
+    )
+    request = pb.BeginRequest(parameters=params.encode())
+    _assert_every_call_is_not_an_operator(
+        _raw_calls(cluster, cluster.coordinator_tls, lambda stub: stub.Begin(request))
+    )
     _assert_original_key_signs(cluster)
 
 

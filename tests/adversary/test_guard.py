@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from extauthz.dev.inprocess import Stack, running_stack
 from extauthz.dev.settings import DEPLOY, ISSUER, ORDERS
+from extauthz.identity.errors import token_reference
 from extauthz.model import Identity, Route
 from extauthz.policy import AuthzRequest, Denial, PolicyEngine
 from extauthz.server.app import build_identifier, build_policy_engine
@@ -59,7 +60,9 @@ class Attacker:
         self.identifier = build_identifier(settings, session, time.time)
         self.engine: PolicyEngine = build_policy_engine(settings)[0]
         self.coordinator = Coordinator(
-            endpoints=stack.cluster.endpoints(), tls=stack.cluster.coordinator_tls
+            endpoints=stack.cluster.endpoints(),
+            tls=stack.cluster.coordinator_tls,
+            threshold=stack.cluster.threshold,
         )
         self.group_key = stack.gateway.group_public_key  # the active key the gateway mints with
 
@@ -103,9 +106,13 @@ class Attacker:
 
     async def refused(self, forgery: Forgery) -> set[str]:
         """The guard rules the signers cited; fails the test if the forgery was signed."""
+        return {reason.split(":")[1] for reason in await self.refusals(forgery)}
+
+    async def refusals(self, forgery: Forgery) -> set[str]:
+        """What the signers answered, rule and detail; fails the test if the forgery was signed."""
         with pytest.raises(SigningRefused) as refusal:
             await self.sign(forgery)
-        return {reason.split(":")[1] for reason in refusal.value.refusals.values()}
+        return set(refusal.value.refusals.values())
 
 
 @dataclass
@@ -246,6 +253,37 @@ def test_evidence_replayed_past_its_budget_is_refused(arena: Arena) -> None:
     assert rules == {"evidence_budget"}
     # Another credential of the same caller is not affected: the budget is per credential.
     arena.run(arena.attacker.sign(arena.run(arena.attacker.honest(fresh_token(arena)))))
+
+
+def test_signing_with_an_oidc_token_past_its_max_age_is_refused(arena: Arena) -> None:
+    # A token of the same subject, signed by the same issuer key and not expired, but issued 15
+    # minutes ago: past the 600 s a GitHub Actions token is accepted for (the signers' own
+    # KEYMINT_OIDC_MAX_TOKEN_AGE_SECONDS), whatever the gateway says of it.
+    forgery = arena.run(arena.attacker.honest(fresh_token(arena)))
+    now = int(time.time())
+    aged = fresh_token(arena, iat=now - 900, nbf=now - 900, exp=now + 600)
+    assert forgery.evidence is not None
+    forgery.evidence.value = aged.encode()
+
+    assert arena.run(arena.attacker.refusals(forgery)) == {
+        f"guard:evidence_invalid: token_too_old: token {token_reference(aged)}: token is older "
+        "than 600 s"
+    }
+
+
+def test_signing_with_an_oidc_token_issued_for_a_year_is_refused(arena: Arena) -> None:
+    # Issued just now, but to live a year: no GitHub Actions token does (the signers' own
+    # KEYMINT_OIDC_MAX_LIFETIME_SECONDS, 3600 s), so it is a misissued or forged one.
+    forgery = arena.run(arena.attacker.honest(fresh_token(arena)))
+    now = int(time.time())
+    year = fresh_token(arena, iat=now, nbf=now, exp=now + 365 * 24 * 3600)
+    assert forgery.evidence is not None
+    forgery.evidence.value = year.encode()
+
+    assert arena.run(arena.attacker.refusals(forgery)) == {
+        f"guard:evidence_invalid: token_lifetime_too_long: token {token_reference(year)}: token "
+        f"lives {365 * 24 * 3600} s (exp - iat), over the 3600 s this issuer's tokens may live"
+    }
 
 
 def test_signing_for_a_subject_revoked_on_the_signers_is_refused(arena: Arena) -> None:

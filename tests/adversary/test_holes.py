@@ -1,4 +1,6 @@
-"""Attacks on the smaller holes of issue 8, against the real gateway and real signer processes.
+"""Attacks on the smaller holes of issue 8, against the gateway run in this process
+(extauthz.dev.inprocess: reached over its mTLS Check port, as Envoy reaches it) and real signer
+processes.
 
 The attacker sits where a caller behind the trusted proxy sits, or holds what the gateway's Check
 port accepts, or controls an OIDC issuer's key. Each attack is one test and asserts the named

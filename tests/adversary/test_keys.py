@@ -6,7 +6,7 @@ processes, fails, and the test asserts the named refusal.
 The defence: a key reaches verifiers only with an endorsement t signers made (each guard endorses
 only a key its signer holds a share of), chained from the root operators pinned; verifiers and the
 documented jwt_authn config trust nothing else. The coordinator adopts a key only when t signers
-report it identically.
+report it identically, t being the larger of the key's threshold and the deployment's (FROST_T).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import pytest
 from extauthz.dev.calls import exchange_form
 from extauthz.dev.settings import DEPLOY, ISSUER
 from extauthz.dev.stack import LocalStack, local_stack
+from signer.coordinator import Coordinator
 from signer.endorsement import endorsement_message, key_jwk
 from signer.frost import trusted_dealer_keygen
 from signer.frost.encoding import decode_signing_commitment, encode_commitment_list
@@ -73,6 +74,12 @@ def served(stack: LocalStack, path: str) -> dict[str, Any]:
     with urllib.request.urlopen(url, timeout=10) as reply:
         document: dict[str, Any] = json.loads(reply.read())
         return document
+
+
+def served_text(http_port: int, path: str) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}{path}", timeout=10) as reply:
+        text: str = reply.read().decode()
+        return text
 
 
 def active_key(stack: LocalStack) -> bytes:
@@ -250,6 +257,63 @@ def test_a_group_package_reported_by_one_signer_is_not_adopted(tmp_path: Path) -
         assert jwt.get_unverified_header(token)["kid"] == kid_for(agreed(small.cluster))
 
 
+def test_a_group_package_two_colluding_signers_made_below_the_threshold_is_not_adopted(
+    tmp_path: Path,
+) -> None:
+    """A 3-of-5 deployment. Signers 1 and 2 collude: they deal themselves a 2-of-2 key and both
+    report it beside the honest 3-of-5 one. Counted against its own threshold (2) their package
+    would be adopted; the deployment's (FROST_T=3) refuses it: the gateway process names it and
+    mints with the honest key, and a coordinator of the same threshold adopts only that one."""
+    fake_shares, fake_package, _ = trusted_dealer_keygen(2, 2)  # participants 1 and 2
+    fake = kid_for(fake_package.group_public_key)
+
+    def signers_1_and_2_add_a_key_of_their_own(cluster: SignerCluster) -> None:
+        for share in fake_shares:
+            cluster.seal_key(share.identifier, share, fake_package)
+
+    def honest(cluster: SignerCluster) -> bytes:
+        assert cluster.package is not None
+        return bytes(cluster.package.group_public_key)
+
+    with small_stack(
+        tmp_path,
+        dealer=True,
+        prepare=signers_1_and_2_add_a_key_of_their_own,
+        root_key=honest,
+        t=3,
+        n=5,
+    ) as small:
+        small.gateway.start()
+        assert (
+            f"key {fake} is not adopted: signers [1, 2] report this package of it, but its "
+            "threshold 2 is below this deployment's 3"
+        ) in small.log()
+        metrics = served_text(small.gateway.http_port, "/metrics")
+        assert 'keymint_key_packages_ignored{reason="threshold_below_deployment"} 1.0' in metrics
+
+        async def adopted_by_a_coordinator() -> list[str]:
+            coordinator = Coordinator(
+                endpoints=small.cluster.endpoints(),
+                tls=small.cluster.coordinator_tls,
+                threshold=3,
+            )
+            try:
+                return sorted(await coordinator.refresh_keys())
+            finally:
+                await coordinator.close()
+
+        assert small.background.run(adopted_by_a_coordinator()) == [kid_for(honest(small.cluster))]
+        form = exchange_form(small.issuer.mint())
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{small.gateway.http_port}/token",
+            data=urllib.parse.urlencode(form).encode(),
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            token = json.loads(reply.read())["access_token"]
+        assert jwt.get_unverified_header(token)["kid"] == kid_for(honest(small.cluster))
+
+
 def test_with_no_key_reported_by_t_signers_the_gateway_never_becomes_ready(
     tmp_path: Path,
 ) -> None:
@@ -275,7 +339,7 @@ def test_with_no_key_reported_by_t_signers_the_gateway_never_becomes_ready(
         assert document["reason"] == "starting"
         detail = document["dependencies"]["key_ring"]["detail"]
         assert (
-            "no group key is reported identically by at least its threshold of signers: "
+            "no group key is reported identically by as many signers as it needs: "
             f"{own} reported by 1 signer(s) [3], needs 2"
         ) in detail
         assert "signer 1: failed_precondition: this signer holds no key share yet" in detail

@@ -100,7 +100,9 @@ class Rogue:
         coordinators = {}
         for pair in cls.PAIRS:
             coordinator = Coordinator(
-                endpoints=stack.cluster.endpoints(pair), tls=stack.cluster.coordinator_tls
+                endpoints=stack.cluster.endpoints(pair),
+                tls=stack.cluster.coordinator_tls,
+                threshold=stack.cluster.threshold,
             )
             await coordinator.start()
             coordinators[pair] = coordinator

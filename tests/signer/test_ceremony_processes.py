@@ -23,7 +23,9 @@ from tests.signer.harness import SignerCluster, evidence_for, token_message
 
 
 async def sign_with(cluster: SignerCluster, ids: tuple[int, ...], group_key: bytes) -> None:
-    coordinator = Coordinator(endpoints=cluster.endpoints(ids), tls=cluster.coordinator_tls)
+    coordinator = Coordinator(
+        endpoints=cluster.endpoints(ids), tls=cluster.coordinator_tls, threshold=cluster.threshold
+    )
     await coordinator.start()
     try:
         assert list(coordinator.packages) == [kid_for(group_key)]

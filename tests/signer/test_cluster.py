@@ -36,6 +36,7 @@ def coordinator_for(cluster: SignerCluster, **settings: float) -> Coordinator:
     return Coordinator(
         endpoints=cluster.endpoints(),
         tls=cluster.coordinator_tls,
+        threshold=cluster.threshold,
         settings=CoordinatorSettings(**settings),  # type: ignore[arg-type]
     )
 

@@ -1,5 +1,6 @@
-"""The coordinator adopts a group key only when at least its threshold of signers report it
-identically, and signs with whichever adopted key a message names (real signer processes)."""
+"""The coordinator adopts a group key only when at least t signers report it identically (t: the
+larger of its threshold and the deployment's), and signs with whichever adopted key a message
+names (real signer processes)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from extauthz.dev.settings import ISSUER
-from signer.coordinator import Coordinator, QuorumUnavailable, UnknownKey
+from signer.coordinator import Coordinator, CoordinatorConfigError, QuorumUnavailable, UnknownKey
+from signer.devca import TlsFiles
 from signer.endorsement import TrustRoot, endorsement_message, verify_chain
 from signer.frost import trusted_dealer_keygen
 from signer.key_agreement import KeyAgreementError
@@ -21,7 +23,9 @@ from tests.signer.harness import SignerCluster, evidence_for, token_message
 
 
 def coordinator_for(cluster: SignerCluster) -> Coordinator:
-    return Coordinator(endpoints=cluster.endpoints(), tls=cluster.coordinator_tls)
+    return Coordinator(
+        endpoints=cluster.endpoints(), tls=cluster.coordinator_tls, threshold=cluster.threshold
+    )
 
 
 def test_every_key_t_signers_hold_is_adopted_signs_by_its_kid_and_endorses_another(
@@ -157,3 +161,13 @@ def test_start_fails_when_no_key_reaches_its_threshold(tmp_path: Path) -> None:
         asyncio.run(run())
     finally:
         cluster.stop()
+
+
+def test_a_coordinator_with_a_deployment_threshold_below_two_is_refused(tmp_path: Path) -> None:
+    """Nothing is contacted: the threshold is checked before any channel is made."""
+    tls = TlsFiles(tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "key.pem")
+    with pytest.raises(CoordinatorConfigError) as caught:
+        Coordinator(endpoints=[], tls=tls, threshold=1)
+    assert str(caught.value) == (
+        "the deployment's threshold is 1; it must be at least 2 (one signer must never sign alone)"
+    )

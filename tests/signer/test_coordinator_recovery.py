@@ -80,7 +80,9 @@ def test_a_restarted_signer_is_back_in_use_within_a_second_and_is_then_a_spare(
     assert three.package is not None
 
     async def run() -> tuple[float, list[str], list[str]]:
-        coordinator = Coordinator(endpoints=three.endpoints(), tls=three.coordinator_tls)
+        coordinator = Coordinator(
+            endpoints=three.endpoints(), tls=three.coordinator_tls, threshold=three.threshold
+        )
         await coordinator.start()
         traffic = Traffic(coordinator, three.package.group_public_key)
         traffic.start()
@@ -111,7 +113,9 @@ def test_a_hung_signer_is_used_again_within_a_second_of_answering(three: SignerC
     assert three.package is not None
 
     async def run() -> tuple[float, list[str]]:
-        coordinator = Coordinator(endpoints=three.endpoints(), tls=three.coordinator_tls)
+        coordinator = Coordinator(
+            endpoints=three.endpoints(), tls=three.coordinator_tls, threshold=three.threshold
+        )
         await coordinator.start()
         traffic = Traffic(coordinator, three.package.group_public_key)
         traffic.start()
@@ -147,7 +151,9 @@ def test_a_signer_sending_wrong_shares_backs_off_longer_each_time_until_it_resta
     before = invalid_shares(3)
 
     async def run() -> tuple[float, float, list[str]]:
-        coordinator = Coordinator(endpoints=cluster.endpoints(), tls=cluster.coordinator_tls)
+        coordinator = Coordinator(
+            endpoints=cluster.endpoints(), tls=cluster.coordinator_tls, threshold=cluster.threshold
+        )
         await coordinator.start()
         traffic = Traffic(coordinator, cluster.package.group_public_key)  # type: ignore[union-attr]
         traffic.start()
@@ -191,7 +197,9 @@ def test_a_signer_whose_clock_is_ahead_is_set_aside_once_others_sign_what_it_ref
     assert cluster.package is not None
 
     async def run() -> tuple[list[str], dict[int, str]]:
-        coordinator = Coordinator(endpoints=cluster.endpoints(), tls=cluster.coordinator_tls)
+        coordinator = Coordinator(
+            endpoints=cluster.endpoints(), tls=cluster.coordinator_tls, threshold=cluster.threshold
+        )
         await coordinator.start()
         traffic = Traffic(coordinator, cluster.package.group_public_key)  # type: ignore[union-attr]
         traffic.start()
@@ -225,7 +233,9 @@ def test_a_signer_that_is_only_late_is_waited_for_when_no_other_can_stand_in(
     assert three.package is not None
 
     async def run() -> list[str]:
-        coordinator = Coordinator(endpoints=three.endpoints(), tls=three.coordinator_tls)
+        coordinator = Coordinator(
+            endpoints=three.endpoints(), tls=three.coordinator_tls, threshold=three.threshold
+        )
         await coordinator.start()
         traffic = Traffic(coordinator, three.package.group_public_key)
         three.signers[1].kill()

@@ -1,7 +1,8 @@
 """Start-up with a dependency down or wrong (extauthz.server.startup), the gateway in this process,
-the signers and Redis real: Redis down at start, and a key ring that does not verify from the trust
-root. Each time the gateway stays up, not ready, says why per dependency, denies every Check with
-503 not_ready, and becomes ready once the dependency is right, without a restart.
+the signers and Redis real: Redis down at start, a key ring that does not verify from the trust
+root, and a key whose threshold is below FROST_T. Each time the gateway stays up, not ready, says
+why per dependency and denies every Check with 503 not_ready; the first two become ready once the
+dependency is right, without a restart.
 (tests/e2e/test_startup.py starts the real gateway process with the signers down.)"""
 
 from __future__ import annotations
@@ -144,5 +145,26 @@ def test_a_key_ring_that_does_not_verify_keeps_the_gateway_not_ready_saying_why(
                 check_request(certificate=svid, route_key="orders")
             )
             assert allowed.HasField("ok_response")
+
+    asyncio.run(scenario())
+
+
+def test_a_key_below_frost_t_keeps_the_gateway_not_ready_saying_why(tmp_path: Path) -> None:
+    """The signers hold a 2-of-3 key, the deployment says FROST_T=3: any two signers could sign
+    with that key, so the gateway never adopts it and mints nothing."""
+
+    async def scenario() -> None:
+        async with starting_gateway(tmp_path, FROST_T="3") as (gateway, ca):
+            await asyncio.sleep(1.0)
+            report = gateway.readiness.report()
+            assert report["status"] == "not_ready"
+            assert report["reason"] == "starting"
+            detail = report["dependencies"]["key_ring"]["detail"]  # type: ignore[index]
+            assert (
+                "reported by 3 signer(s) [1, 2, 3], refused: its threshold 2 is below the "
+                "deployment's 3"
+            ) in detail
+            await denied_not_ready(gateway, ca)
+            assert not gateway.ready()
 
     asyncio.run(scenario())

@@ -216,7 +216,9 @@ def test_signatures_got_with_the_gateways_keys_outside_its_pipeline_are_named(
             identifier = build_identifier(settings, session, time.time)
             engine = build_policy_engine(settings)[0]
             coordinator = Coordinator(
-                endpoints=stack.cluster.endpoints(), tls=stack.cluster.coordinator_tls
+                endpoints=stack.cluster.endpoints(),
+                tls=stack.cluster.coordinator_tls,
+                threshold=stack.cluster.threshold,
             )
             await coordinator.start()
             try:
