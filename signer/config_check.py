@@ -65,7 +65,10 @@ def load(
         checker_module, "check_config", None
     )
     if check is not None:
-        p.extend(check(merged))
+        # FROST_T is read by both (the signer's minimum threshold, the gateway's t): a value
+        # the signer already refused is named once, in the signer's words.
+        named = {problem.setting for problem in p}
+        p.extend(q for q in check(merged) if not (q.setting == "FROST_T" and q.setting in named))
     if settings is not None:
         _file_problems(p, settings)
     if p:

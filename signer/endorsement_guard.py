@@ -8,7 +8,8 @@ the first rule broken, in this order:
 
 1. not the canonical encoding of exactly the endorsement's header and payload (`not_a_token`,
    `not_canonical`, `header_alg`, `header_extra`, `endorsement_claims`, `endorsement_key`);
-2. the endorsing kid is not a key this signer holds (`header_kid`);
+2. the endorsing kid is not a key this signer holds (`header_kid`), or that key needs fewer
+   signers than the deployment's minimum, FROST_T (`key_threshold`);
 3. iss is not this signer's issuer (`issuer`); iat further from now than the clock skew
    (`iat_skew`);
 4. the endorsed key is the endorsing key (`endorsement_self`), is not a key this signer holds
@@ -21,7 +22,7 @@ from __future__ import annotations
 import math
 
 from signer.endorsement import Endorsement, EndorsementFormatError, read_endorsement
-from signer.guard import GuardRefusal
+from signer.guard import GuardRefusal, check_key_threshold
 from signer.keystate import KeyState
 
 
@@ -32,6 +33,7 @@ def check_endorsement(
     issuer: str,
     now: float,
     max_clock_skew_seconds: int = 60,
+    min_threshold: int = 2,
 ) -> Endorsement:
     """Accept `message` for signing as an endorsement now, or raise GuardRefusal."""
     if not math.isfinite(now):
@@ -43,6 +45,7 @@ def check_endorsement(
     endorser = keys.get(endorsement.endorser_kid)
     if endorser is None:
         raise GuardRefusal("header_kid", "the endorsing kid is not a key this signer holds")
+    check_key_threshold(endorser.kid, endorser.package.min_participants, min_threshold)
     if endorsement.issuer != issuer:
         raise GuardRefusal("issuer", f"iss is not {issuer!r}")
     skew = max_clock_skew_seconds

@@ -5,7 +5,8 @@ alone cannot obtain a token for an identity it has no evidence for. `Guard.check
 in `RULES`, in that order, and raises `GuardRefusal` naming the first one broken:
 
 1. the message is a keymint signing input (`signer.token`) in its canonical encoding, with exactly
-   the header `{"alg": "EdDSA", "kid": <our kid>, "typ": "at+jwt"}`;
+   the header `{"alg": "EdDSA", "kid": <our kid>, "typ": "at+jwt"}`, naming a key that needs at
+   least the deployment's threshold of signers (FROST_T: a key lowered below it is never used);
 2. the claims are present and well typed, issued by our issuer, for no longer than the signer's
    maximum, and minted just now (the gateway mints right before it signs);
 3. the subject is not on this signer's own revocation list;
@@ -63,6 +64,7 @@ RULES: Final[Mapping[str, str]] = MappingProxyType(
         "header_typ": "typ is not at+jwt",
         "header_kid": "kid is not this signer's group key",
         "header_extra": "the header has members besides alg, kid and typ",
+        "key_threshold": "the key named needs fewer signers than this signer's minimum (FROST_T)",
         "claims_missing": "a required claim is absent",
         "claims_type": "a claim has the wrong JSON type or form",
         "issuer": "iss is not this gateway's issuer",
@@ -119,13 +121,19 @@ class GuardConfigError(SignerError):
 
 @dataclass(frozen=True, slots=True)
 class GuardLimits:
-    """What this signer signs at most, whatever the evidence: fixed at start-up."""
+    """What this signer signs at most, whatever the evidence: fixed at start-up.
+
+    `threshold` is how many signers the key `kid` needs; `min_threshold` the deployment's (FROST_T).
+    Both default to FROST's minimum, 2, under which no key can be made.
+    """
 
     issuer: str
     kid: str
     max_ttl_seconds: int
     max_clock_skew_seconds: int = 60
     required_claims: frozenset[str] = CORE_CLAIMS
+    threshold: int = 2
+    min_threshold: int = 2
 
     def __post_init__(self) -> None:
         if not self.issuer:
@@ -139,6 +147,9 @@ class GuardLimits:
         object.__setattr__(self, "required_claims", frozenset(self.required_claims))
         if missing := CORE_CLAIMS - self.required_claims:
             raise GuardConfigError("required_claims", f"must include {sorted(missing)}")
+        for name in ("threshold", "min_threshold"):
+            if not _is_int(getattr(self, name)) or getattr(self, name) < 2:
+                raise GuardConfigError(name, "must be an integer of at least 2 (FROST's minimum)")
 
     @classmethod
     def for_group_key(
@@ -148,6 +159,8 @@ class GuardLimits:
         issuer: str,
         max_ttl_seconds: int,
         max_clock_skew_seconds: int = 60,
+        threshold: int = 2,
+        min_threshold: int = 2,
     ) -> GuardLimits:
         """Limits for tokens signed by `group_public_key`, whose kid is its RFC 7638 thumbprint."""
         return cls(
@@ -155,6 +168,8 @@ class GuardLimits:
             kid=kid_for(group_public_key),
             max_ttl_seconds=max_ttl_seconds,
             max_clock_skew_seconds=max_clock_skew_seconds,
+            threshold=threshold,
+            min_threshold=min_threshold,
         )
 
 
@@ -385,6 +400,7 @@ class Guard:
             raise ValueError(f"the guard's clock gave {now!r}")
         header, raw_claims = _parse(message)
         _check_header(header, self._limits.kid)
+        check_key_threshold(self._limits.kid, self._limits.threshold, self._limits.min_threshold)
         claims = _typed_claims(raw_claims, self._limits.required_claims)
         self._check_lifetime(claims, now)
         if self._revocations is not None and self._revocations.subject_revoked(claims.sub):
@@ -465,6 +481,21 @@ def _check_header(header: Mapping[str, Any], kid: str) -> None:
     # jku, x5u, jwk, crit and the rest would let a verifier pick a key or semantics we never chose.
     if extra := sorted(header.keys() - HEADER_MEMBERS):
         raise GuardRefusal("header_extra", f"header members {_show(extra)} are not allowed")
+
+
+def check_key_threshold(kid: str, threshold: int, min_threshold: int) -> None:
+    """Refuse to sign with a key fewer than the deployment's threshold of signers could use.
+
+    A reshare keeps the group key, which every verifier trusts, so a key lowered below FROST_T
+    (before this rule existed, or installed otherwise) would let fewer signers mint tokens that
+    verify everywhere; its shares stay held, and unused, until a ceremony raises or drops it.
+    """
+    if threshold < min_threshold:
+        raise GuardRefusal(
+            "key_threshold",
+            f"key {kid} needs {threshold} signers, below this signer's minimum FROST_T "
+            f"({min_threshold})",
+        )
 
 
 def _typed_claims(claims: Mapping[str, Any], required: frozenset[str]) -> _Claims:

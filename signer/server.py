@@ -8,7 +8,8 @@ signer calls when it stops, after the server has stopped answering.
 Key ceremonies are served only to the operators named in KEYMINT_OPERATOR_IDS, never to the
 coordinator (whose credentials the gateway holds); the trusted dealer only with
 KEYMINT_DEV_ALLOW_TRUSTED_DEALER=true; replacing a held key only with a local approval in
-`<state dir>/approvals` (signer.ceremony.approvals).
+`<state dir>/approvals` (signer.ceremony.approvals). FROST_T, the deployment's threshold (the
+gateway's setting), is the least any ceremony may make a key need and any key may need to sign.
 """
 
 from __future__ import annotations
@@ -113,6 +114,9 @@ class SignerSettings:
     state_dir: Path
     operator_ids: frozenset[str]  # empty: no ceremony is served
     allow_trusted_dealer: bool
+    # The deployment's threshold (FROST_T, the gateway's setting of the same name): no ceremony
+    # makes a key below it, and no key below it signs.
+    min_threshold: int = 2
     revocations_file: Path | None = None
     budget: BudgetSettings = field(default_factory=BudgetSettings)
     redis: RedisSettings | None = None  # follow the gateways' revocations (read only)
@@ -155,6 +159,7 @@ class SignerSettings:
             "allow_trusted_dealer": p.attempt(
                 lambda: _bool(env, "KEYMINT_DEV_ALLOW_TRUSTED_DEALER"), False
             ),
+            "min_threshold": p.attempt(lambda: _min_threshold(env), 2),
             "revocations_file": _path(env, "KEYMINT_SIGNER_REVOCATIONS_FILE"),
             "budget": BudgetSettings(
                 limit=p.attempt(lambda: _int(env, "KEYMINT_EVIDENCE_BUDGET", 32), 32),
@@ -189,11 +194,13 @@ class KeyedGuard:
         revocations: RevocationList | None = None,
         budget: EvidenceBudget | None = None,
         clock: Callable[[], float] = time.time,
+        min_threshold: int = 2,
     ) -> None:
         self._keys = key_state
         self._checker = checker
         self._issuer = issuer
         self._max_ttl = max_ttl
+        self._min_threshold = min_threshold
         self._revocations = revocations
         self._budget = budget or EvidenceBudget()
         self._clock = clock
@@ -205,14 +212,22 @@ class KeyedGuard:
         header = message_header(message)  # read once, to route; the checks read it strictly
         if header.get("typ") == ENDORSEMENT_TYP:
             return check_endorsement(
-                message, keys=self._keys, issuer=self._issuer, now=self._clock()
+                message,
+                keys=self._keys,
+                issuer=self._issuer,
+                now=self._clock(),
+                min_threshold=self._min_threshold,
             )
         kid = header.get("kid")
         key = (self._keys.get(kid) if isinstance(kid, str) else None) or self._keys.current
         guard = self._guards.get(key.kid)
         if guard is None:
             limits = GuardLimits.for_group_key(
-                key.package.group_public_key, issuer=self._issuer, max_ttl_seconds=self._max_ttl
+                key.package.group_public_key,
+                issuer=self._issuer,
+                max_ttl_seconds=self._max_ttl,
+                threshold=key.package.min_participants,
+                min_threshold=self._min_threshold,
             )
             guard = Guard(
                 limits=limits,
@@ -327,6 +342,7 @@ async def serve(
         max_ttl=settings.max_ttl_seconds,
         revocations=load_revocations(settings.revocations_file, learned),
         budget=EvidenceBudget(settings.budget),
+        min_threshold=settings.min_threshold,
     )
     settings.audit_log.parent.mkdir(parents=True, exist_ok=True)
     audit = AsyncAuditLog(AuditLog(settings.audit_log))
@@ -397,6 +413,7 @@ def _add_ceremony(server: grpc.aio.Server, settings: SignerSettings, key_state: 
         ca_pem=settings.tls.ca.read_bytes(),
         approvals=ReplaceApprovals(settings.state_dir),
         allow_trusted_dealer=settings.allow_trusted_dealer,
+        min_threshold=settings.min_threshold,
     )
     add_to_server(servicer, server)
 
@@ -415,6 +432,15 @@ def _operator_ids(env: Mapping[str, str], coordinator_id: str) -> frozenset[str]
                 "identity of their own",
             )
     return frozenset(ids)
+
+
+def _min_threshold(env: Mapping[str, str]) -> int:
+    """FROST_T, read as the gateway reads it: one setting for the whole deployment, so the
+    signers refuse exactly what the coordinator would not adopt."""
+    value = _int(env, "FROST_T", 2)
+    if value < 2:
+        raise SignerSettingsError("FROST_T", f"{value} is below 2, FROST's minimum threshold")
+    return value
 
 
 def _bool(env: Mapping[str, str], name: str) -> bool:
@@ -481,6 +507,9 @@ SIGNER_SETTINGS: tuple[Setting, ...] = (
     Setting("KEYMINT_EVIDENCE_CHECKER", Kind.TEXT, "extauthz.guard_checker:from_env"),
     Setting("KEYMINT_OPERATOR_IDS", Kind.LIST, "spiffe://keymint.internal/keymint/operator"),
     Setting("KEYMINT_DEV_ALLOW_TRUSTED_DEALER", Kind.BOOLEAN, "false"),
+    # Shared with the gateway (and declared there too): `_merged` in signer.config_check and
+    # `schema_of` of the checker's settings keep one entry.
+    Setting("FROST_T", Kind.INTEGER, "2"),
     Setting("KEYMINT_SIGNER_REVOCATIONS_FILE", Kind.TEXT, "/etc/keymint/revocations.json"),
     Setting("KEYMINT_EVIDENCE_BUDGET", Kind.INTEGER, "32"),
     Setting("KEYMINT_EVIDENCE_BUDGET_WINDOW_SECONDS", Kind.INTEGER, "900"),

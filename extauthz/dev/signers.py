@@ -115,6 +115,7 @@ class SignerCluster:
         production, trusted dealer off."""
         self.directory = directory
         self.threshold = t  # the deployment's t, for a coordinator of these signers
+        self.size = n
         self.shares: list[KeyShare] = []
         self.package: PublicKeyPackage | None = None
         if dealer:
@@ -144,6 +145,11 @@ class SignerCluster:
             "KEYMINT_VAULT": "sealed-file",
             "KEYMINT_VAULT_LABEL": f"signer-{identifier}",
             "KEYMINT_VAULT_PASSPHRASE": PASSPHRASE,
+            # The deployment's t, as the gateway reads it: the least threshold these signers
+            # let a ceremony make or a key sign with. FROST_N beside it, so the evidence
+            # checker (which reads the gateway's settings) accepts any t up to n.
+            "FROST_N": str(self.size),
+            "FROST_T": str(self.threshold),
         }
         return SignerProcess(identifier, env, log=state / "stderr.log")
 

@@ -5,10 +5,11 @@ then either commits (the staged key is handed out to be installed) or aborts (it
 error also drops the ceremony here, so nothing half-checked can be installed later. Sessions live
 in memory only and expire after `ttl`.
 
-What others broadcast is checked in `checks`, which the driver runs too. Two rules belong to the
+What others broadcast is checked in `checks`, which the driver runs too. Three rules belong to the
 signer's host rather than to the ceremony: a trusted-dealer install is refused unless the signer
-was started with the development switch, and a ceremony that destroys a key held here
-(`replace_existing_key`) needs a local approval (`approvals`), checked at begin and at commit.
+was started with the development switch; no ceremony may make a key that needs fewer signers than
+the deployment's threshold (FROST_T, `min_threshold`); and a ceremony that destroys a key held
+here (`replace_existing_key`) needs a local approval (`approvals`), checked at begin and at commit.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ DEFAULT_TTL = datetime.timedelta(minutes=5)
 MAX_SESSIONS = 8  # ceremonies are rare; a bound keeps a confused driver from filling memory
 MAX_REMEMBERED_IDS = 4096
 DEV_DEALER_SETTING = "KEYMINT_DEV_ALLOW_TRUSTED_DEALER"
+MIN_THRESHOLD_SETTING = "FROST_T"
 MAX_KEYS = 16  # keys one signer holds at once; a bound keeps a confused driver from filling disk
 
 
@@ -130,6 +132,7 @@ class Participant:
         verifier: StatementVerifier,
         approvals: ReplaceApprovals,
         allow_trusted_dealer: bool = False,
+        min_threshold: int = 2,
         rng: RandomBytes = os.urandom,
         clock: Clock = utc_now,
         ttl: datetime.timedelta = DEFAULT_TTL,
@@ -137,6 +140,7 @@ class Participant:
         self.identifier = identifier
         self._approvals = approvals
         self._allow_trusted_dealer = allow_trusted_dealer
+        self._min_threshold = min_threshold
         self._keys = key_state
         self._signer = statement_signer
         self._verifier = verifier
@@ -156,6 +160,7 @@ class Participant:
         self.expire()
         params = CeremonyParameters.decode(encoded_params)
         self._check_dealer_allowed(params)
+        self._check_threshold(params)
         me = self.identifier
         if params.ceremony_id in self._used_ids:
             # Never two announcements for one ceremony id: a driver holding both could show
@@ -231,6 +236,19 @@ class Participant:
                 f"participant {self.identifier} refuses a trusted-dealer install: its driver "
                 f"would know the whole group secret; only a signer started with "
                 f"{DEV_DEALER_SETTING}=true (development) takes part in one"
+            )
+
+    def _check_threshold(self, params: CeremonyParameters) -> None:
+        """Every kind, before any state is kept: a reshare keeps the group key that verifiers
+        trust, so a threshold lowered below the deployment's would let fewer signers than it mint
+        tokens that verify everywhere. A refresh keeps the threshold, so it passes whenever the
+        key it refreshes does; raising the threshold is allowed."""
+        if params.min_participants < self._min_threshold:
+            raise CeremonyError(
+                f"participant {self.identifier} refuses a {params.kind.name} making a "
+                f"{params.min_participants}-of-{len(params.recipients)} key: its threshold "
+                f"{params.min_participants} is below this signer's minimum "
+                f"{MIN_THRESHOLD_SETTING}={self._min_threshold}"
             )
 
     def _check_replace_approved(self, params: CeremonyParameters) -> tuple[str, ...]:

@@ -4,9 +4,9 @@ Only the operators' identities may call it (mTLS, SPIFFE ID), never the coordina
 operator configured, every call is refused. Refusals are gRPC errors: PERMISSION_DENIED for a
 caller that is not an operator, ABORTED with the culprit's identifier in the `keymint-culprit`
 trailing metadata when a participant cheated, FAILED_PRECONDITION for anything else wrong with the
-ceremony (a trusted-dealer install without the development switch, a key replaced without a local
-approval), INTERNAL when the new key could not be persisted. Register it on a grpc.aio server next
-to the signing service:
+ceremony (a trusted-dealer install without the development switch, a threshold below FROST_T, a
+key replaced without a local approval), INTERNAL when the new key could not be persisted. Register
+it on a grpc.aio server next to the signing service:
 
     servicer = CeremonyServicer(identifier=1, key_state=keys, tls_files=files["signer-1"],
                                 operators=[spiffe_id("operator")], ca_pem=ca,
@@ -58,6 +58,7 @@ class CeremonyServicer(ceremony_pb2_grpc.KeyCeremonyServicer):
         ca_pem: bytes,
         approvals: ReplaceApprovals,
         allow_trusted_dealer: bool = False,
+        min_threshold: int = 2,
         rng: RandomBytes = os.urandom,
         clock: Clock = utc_now,
         session_ttl: datetime.timedelta = DEFAULT_TTL,
@@ -73,6 +74,7 @@ class CeremonyServicer(ceremony_pb2_grpc.KeyCeremonyServicer):
             verifier=StatementVerifier(ca_pem=ca_pem, clock=clock),
             approvals=approvals,
             allow_trusted_dealer=allow_trusted_dealer,
+            min_threshold=min_threshold,
             rng=rng,
             clock=clock,
             ttl=session_ttl,

@@ -6,7 +6,8 @@ attacker holding the coordinator's mTLS certificate and key (`cluster.coordinato
 ceremony driver's code and network reach to every signer; in the last attacks it holds the
 operator's credential too, but not write access to every signer's host. One test per attack: each
 asserts the refusal by its status and message, then that the signers still sign with their
-original key.
+original key. The last attacks lower the threshold below the deployment's FROST_T, on signers of
+their own started with FROST_T=3.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ from signer.ceremony.driver import ParticipantError
 from signer.ceremony.errors import CeremonyError
 from signer.ceremony.wire import CEREMONY_ID_SIZE, CeremonyKind, CeremonyParameters
 from signer.cli import main as signer_command
-from signer.coordinator import Coordinator
+from signer.coordinator import Coordinator, SigningRefused
 from signer.devca import TlsFiles, signer_name, spiffe_id
+from signer.frost import trusted_dealer_keygen
 from signer.proto import ceremony_pb2 as pb
 from signer.proto import ceremony_pb2_grpc
 from signer.tls import secure_channel
@@ -393,5 +395,114 @@ def test_replace_with_approvals_on_every_signer_installs_a_new_key_and_uses_them
             Ed25519PublicKey.from_public_bytes(signers.package.group_public_key).verify(
                 signature, message
             )
+    finally:
+        signers.stop()
+
+
+# ------------------------------------------------------------------------------------------------
+# The deployment's threshold: signers started with FROST_T=3 (SignerCluster gives its signers its
+# t), holding a 3-of-3 key. The attacker holds the operator's credential, and in the last attack
+# the coordinator's too (it runs a coordinator of its own that adopts a key below FROST_T).
+
+BELOW_FROST_T = (
+    "FAILED_PRECONDITION: participant {i} refuses a {kind} making a {t}-of-{n} key: its "
+    "threshold {t} is below this signer's minimum FROST_T=3"
+)
+
+
+def _threshold_cluster(
+    tmp_path: Path, prepare: Callable[[SignerCluster], None] | None = None
+) -> SignerCluster:
+    signers = SignerCluster(tmp_path, 3, 3)
+    if prepare is not None:
+        prepare(signers)
+    signers.start()
+    return signers
+
+
+def test_a_reshare_lowering_the_threshold_below_frost_t_through_the_operator_is_refused(
+    tmp_path: Path,
+) -> None:
+    signers = _threshold_cluster(tmp_path)
+    try:
+        assert all(p.env["FROST_T"] == "3" for p in signers.signers.values())
+        refused = _attempt(signers, signers.operator_tls, lambda d: d.reshare(2, SIGNERS))
+        assert isinstance(refused, CeremonyFailed)
+        assert refused.reason == (
+            "signer 1: " + BELOW_FROST_T.format(i=1, kind="RESHARE", t=2, n=3)
+        )
+        # Each signer refuses on its own account, however the ceremony is planned: a Begin sent
+        # straight to each, skipping the driver, is refused by every one of them too.
+        direct = _raw_calls(
+            signers,
+            signers.operator_tls,
+            lambda stub: stub.Begin(_reshare_begin(signers, SIGNERS)),
+        )
+        assert sorted(direct) == list(SIGNERS)
+        for i, refusal in direct.items():
+            said = f"{refusal.code().name}: {refusal.details()}"
+            assert said == BELOW_FROST_T.format(i=i, kind="RESHARE", t=2, n=3)
+        # A DKG of a new 2-of-3 key is refused alike; the 3-of-3 key still signs, with 3 signers.
+        refused = _attempt(signers, signers.operator_tls, lambda d: d.dkg(2))
+        assert isinstance(refused, CeremonyFailed)
+        assert refused.reason == "signer 1: " + BELOW_FROST_T.format(i=1, kind="DKG", t=2, n=3)
+        _assert_original_key_signs(signers)
+    finally:
+        signers.stop()
+
+
+def test_a_reshare_raising_the_threshold_above_frost_t_is_allowed(tmp_path: Path) -> None:
+    """The 2-of-3 dev cluster (FROST_T=2) reshared to 3-of-3: more signers per token is fine."""
+    signers = SignerCluster(tmp_path, 2, 3)
+    signers.start()
+    try:
+
+        async def raise_it() -> CeremonyResult:
+            async with connect(signers.addresses(SIGNERS), tls_files=signers.operator_tls) as d:
+                return await d.reshare(3, SIGNERS)
+
+        result = asyncio.run(raise_it())
+        assert signers.package is not None
+        assert result.group_public_key == signers.package.group_public_key
+        assert result.package.min_participants == 3
+    finally:
+        signers.stop()
+
+
+def test_a_key_lowered_before_frost_t_was_set_signs_nothing(tmp_path: Path) -> None:
+    """A 2-of-3 key at rest on signers now started with FROST_T=3 (made by a reshare before they
+    knew FROST_T, or installed otherwise). A coordinator of the attacker's, told t=2, adopts it;
+    every signer it asks refuses to sign with it."""
+    shares, lowered, _ = trusted_dealer_keygen(2, 3)
+
+    def seal_lowered(cluster: SignerCluster) -> None:
+        for share in shares:
+            cluster.seal_key(share.identifier, share, lowered)
+
+    signers = _threshold_cluster(tmp_path, seal_lowered)
+    try:
+
+        async def sign_lowered() -> SigningRefused:
+            coordinator = Coordinator(
+                endpoints=signers.endpoints(), tls=signers.coordinator_tls, threshold=2
+            )
+            await coordinator.start()
+            try:
+                assert kid_for(lowered.group_public_key) in coordinator.packages
+                message = token_message(lowered.group_public_key)
+                with pytest.raises(SigningRefused) as refused:
+                    await coordinator.sign(message, evidence=evidence_for("svc"), timeout=5.0)
+                return refused.value
+            finally:
+                await coordinator.close()
+
+        refusal = asyncio.run(sign_lowered())
+        assert len(refusal.refusals) >= 2
+        detail = (
+            f"key {kid_for(lowered.group_public_key)} needs 2 signers, below this signer's "
+            "minimum FROST_T (3)"
+        )
+        assert set(refusal.refusals.values()) == {f"guard:key_threshold: {detail}"}
+        _assert_original_key_signs(signers)  # the 3-of-3 key beside it is untouched
     finally:
         signers.stop()

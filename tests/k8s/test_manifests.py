@@ -619,6 +619,12 @@ def test_signer_settings_parse_for_each_pod(ordinal: int) -> None:
     assert not settings.allow_trusted_dealer
     # The guard's evidence checker reads the gateway's settings in the signer process.
     checker = GatewaySettings.from_env(env)
+    # The least threshold this signer lets a key have is the deployment's t, the gateway's own.
+    deployment = gateway()
+    gateway_env = container_env(
+        container(deployment, "gateway"), pod_labels=pod_labels(deployment), secrets=SECRETS
+    )
+    assert settings.min_threshold == GatewaySettings.from_env(gateway_env).frost_t == 2
     assert mounted_volume(statefulset, c, str(checker.policy_file))["configMap"]["name"] == (
         "keymint-policy"
     )

@@ -97,6 +97,20 @@ def test_an_endorsement_breaking_one_rule_is_refused_by_that_rule(
     assert refused.value.rule == rule
 
 
+def test_an_endorsing_key_below_frost_t_endorses_nothing() -> None:
+    """A key lowered below the deployment's threshold must not vouch for another either."""
+    with pytest.raises(GuardRefusal) as refused:
+        check_endorsement(
+            message(endorser=A, endorsed=T), keys=KEYS, issuer=ISSUER, now=NOW, min_threshold=3
+        )
+    assert refused.value.rule == "key_threshold"
+    assert refused.value.detail == (
+        f"key {kid_for(public(A))} needs 2 signers, below this signer's minimum FROST_T (3)"
+    )
+    # At FROST_T=2 the same endorsement (2-of-3 vouching for 3-of-3) is accepted.
+    assert check(message(endorser=A, endorsed=T)).kid == kid_for(public(T))
+
+
 def test_every_endorsement_rule_has_a_breaking_message() -> None:
     assert set(ENDORSEMENT_RULES) <= {rule for _, _, rule in BROKEN}
 

@@ -90,6 +90,7 @@ class Case:
     message: bytes | None = None  # replaces the encoding of header and claims
     revoked: frozenset[str] = frozenset()  # subjects on the signer's own revocation list
     budget: EvidenceBudget | None = None  # None: unlimited
+    limits: GuardLimits = LIMITS
 
     def encoded(self) -> bytes:
         if self.message is not None:
@@ -99,7 +100,7 @@ class Case:
     def guard(self, checker: FixedChecker | None = None) -> Guard:
         checker = checker or FixedChecker(self.outcome)
         return Guard(
-            limits=LIMITS,
+            limits=self.limits,
             evidence_checker=checker,
             revocations=RevokedSubjects(self.revoked),
             budget=self.budget,
@@ -215,6 +216,11 @@ def revoked(subject: str) -> Mutation:
     return lambda case: setattr(case, "revoked", frozenset({subject}))
 
 
+def key_lowered(case: Case) -> None:
+    """The key the header names needs 2 signers; the deployment's FROST_T is 3."""
+    case.limits = replace(LIMITS, threshold=2, min_threshold=3)
+
+
 def budget_spent(case: Case) -> None:
     """The credential has already backed as many shares as a budget of 2 allows."""
     case.budget = EvidenceBudget(BudgetSettings(limit=2, window_seconds=900), clock=lambda: NOW)
@@ -322,6 +328,7 @@ BROKEN: list[tuple[str, Callable[[], Case], str]] = [
     ("kid of another key", on_oidc(header(kid=kid_for(bytes(32)))), "header_kid"),
     ("kid absent", on_oidc(drop_header("kid")), "header_kid"),
     *[(f"header {n}", on_oidc(header(**{n: v})), "header_extra") for n, v in HEADER_EXTRAS.items()],
+    ("a key below FROST_T", on_oidc(key_lowered), "key_threshold"),
     *[(f"{n} absent", on_oidc(drop_claim(n)), "claims_missing") for n in sorted(CORE_CLAIMS)],
     *[(f"{n} {v!r}", on_oidc(claims(**{n: v})), "claims_type") for n, v in MISTYPED_CLAIMS],
     *[(f"cnf {v!r}", on_certificate(claims(cnf=v)), "claims_type") for v in MISTYPED_CNF],
@@ -580,12 +587,29 @@ def test_limits_for_a_group_key_use_its_thumbprint() -> None:
         ({"max_ttl_seconds": True}, "max_ttl_seconds"),
         ({"max_clock_skew_seconds": -1}, "max_clock_skew_seconds"),
         ({"required_claims": CORE_CLAIMS - {"exp"}}, "required_claims"),
+        ({"threshold": 1}, "threshold"),
+        ({"min_threshold": 1}, "min_threshold"),
+        ({"min_threshold": True}, "min_threshold"),
     ],
 )
 def test_limits_check_themselves(changes: dict[str, Any], setting: str) -> None:
     with pytest.raises(GuardConfigError) as error:
         replace(LIMITS, **changes)
     assert error.value.setting == setting
+
+
+def test_a_key_needing_frost_t_or_more_signers_signs_and_one_needing_fewer_is_named() -> None:
+    case = oidc_case()
+    for threshold in (3, 4):  # at FROST_T, or raised above it
+        case.limits = replace(LIMITS, threshold=threshold, min_threshold=3)
+        case.guard().check(case.encoded(), case.evidence)
+    case.limits = replace(LIMITS, threshold=2, min_threshold=3)
+    with pytest.raises(GuardRefusal) as refused:
+        case.guard().check(case.encoded(), case.evidence)
+    assert (
+        refused.value.detail
+        == f"key {KID} needs 2 signers, below this signer's minimum FROST_T (3)"
+    )
 
 
 def test_a_required_extra_claim_must_be_present_and_is_then_allowed() -> None:

@@ -108,3 +108,19 @@ def test_a_signer_whose_operator_is_the_coordinator_refuses_to_start() -> None:
     assert f"  KEYMINT_OPERATOR_IDS: {COORDINATOR} is the coordinator's identity" in done.stderr
     assert "Traceback" not in done.stderr
     assert "ready" not in done.stdout
+
+
+def test_the_minimum_threshold_is_the_deployments_frost_t_and_two_without_it() -> None:
+    assert SignerSettings.from_env(_env()).min_threshold == 2
+    assert SignerSettings.from_env(_env(FROST_T="3")).min_threshold == 3
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        ("1", "FROST_T: 1 is below 2, FROST's minimum threshold (for example FROST_T=2)"),
+        ("two", "FROST_T: 'two' is not an integer (for example FROST_T=2)"),
+    ],
+)
+def test_a_frost_t_that_is_no_threshold_is_refused(raw: str, problem: str) -> None:
+    assert str(_refusal(_env(FROST_T=raw))) == problem

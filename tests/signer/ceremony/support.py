@@ -45,12 +45,14 @@ class Cluster:
     """Signer processes' ceremony services, each on its own OS-chosen loopback port.
 
     They accept `operators` as driver (the dev PKI's "operator"); `allow_trusted_dealer` is their
-    development switch; each keeps local approvals under `state_dir(identifier)`.
+    development switch; `min_threshold` the deployment's FROST_T; each keeps local approvals under
+    `state_dir(identifier)`.
     """
 
     pki: dict[str, TlsFiles]
     nodes: dict[int, SignerNode] = field(default_factory=dict)
     allow_trusted_dealer: bool = False
+    min_threshold: int = 2
     operators: tuple[str, ...] = (spiffe_id(operator_name()),)
 
     def state_dir(self, identifier: int) -> Path:
@@ -70,6 +72,7 @@ class Cluster:
             ca_pem=files.ca.read_bytes(),
             approvals=self.approvals(identifier),
             allow_trusted_dealer=self.allow_trusted_dealer,
+            min_threshold=self.min_threshold,
         )
         server = grpc.aio.server()
         add_to_server(servicer, server)
@@ -95,9 +98,13 @@ class Cluster:
 
 @contextlib.asynccontextmanager
 async def running_signers(
-    pki: dict[str, TlsFiles], identifiers: Iterable[int], *, allow_trusted_dealer: bool = False
+    pki: dict[str, TlsFiles],
+    identifiers: Iterable[int],
+    *,
+    allow_trusted_dealer: bool = False,
+    min_threshold: int = 2,
 ) -> AsyncIterator[Cluster]:
-    cluster = Cluster(pki, allow_trusted_dealer=allow_trusted_dealer)
+    cluster = Cluster(pki, allow_trusted_dealer=allow_trusted_dealer, min_threshold=min_threshold)
     try:
         for identifier in identifiers:
             await cluster.start(identifier)

@@ -14,7 +14,7 @@ from signer.ceremony.errors import CeremonyError
 from signer.ceremony.participant import Participant
 from signer.ceremony.wire import CeremonyKind, CeremonyParameters
 from signer.devca import TlsFiles, make_dev_pki, signer_name
-from signer.frost import CheatingParticipant, trusted_dealer_keygen
+from signer.frost import CheatingParticipant, PublicKeyPackage, trusted_dealer_keygen
 from signer.keystate import KeyState
 from signer.proto import ceremony_pb2 as pb
 from tests.signer.ceremony.support import signs
@@ -31,7 +31,12 @@ class Clock:
 
 
 def _participants(
-    pki: dict[str, TlsFiles], identifiers: Iterable[int], clock: Clock
+    pki: dict[str, TlsFiles],
+    identifiers: Iterable[int],
+    clock: Clock,
+    *,
+    min_threshold: int = 2,
+    allow_trusted_dealer: bool = False,
 ) -> dict[int, Participant]:
     return {
         i: Participant(
@@ -40,6 +45,8 @@ def _participants(
             statement_signer=StatementSigner.from_tls_files(i, pki[signer_name(i)]),
             verifier=StatementVerifier(ca_pem=pki[signer_name(i)].ca.read_bytes(), clock=clock),
             approvals=_approvals(pki, i, clock),
+            allow_trusted_dealer=allow_trusted_dealer,
+            min_threshold=min_threshold,
             clock=clock,
         )
         for i in identifiers
@@ -313,3 +320,81 @@ def test_a_reshare_of_the_held_key_destroys_nothing_and_needs_no_approval(
     for party in parties.values():
         party.begin(params.encode())
     assert all(p.in_progress == [params.ceremony_name] for p in parties.values())
+
+
+# ------------------------------------------------------------------------------------------------
+# The deployment's threshold (FROST_T): no ceremony makes a key that fewer signers could use.
+
+
+def _lowering(kind: CeremonyKind, old: PublicKeyPackage) -> CeremonyParameters:
+    """A ceremony of `kind` making a 2-of-3 key (a reshare: of `old`, a 3-of-3 key)."""
+    return CeremonyParameters(
+        ceremony_id=bytes([0x10 + kind.value]) * 16,
+        kind=kind,
+        min_participants=2,
+        dealers=() if kind is CeremonyKind.DEAL else (1, 2, 3),
+        recipients=(1, 2, 3),
+        old_package=old if kind is CeremonyKind.RESHARE else None,
+    )
+
+
+def _holding(parties: dict[int, Participant], t: int) -> PublicKeyPackage:
+    """Every party holds a share of one dealt t-of-n key; its package."""
+    shares, package, _ = trusted_dealer_keygen(t, len(parties))
+    for share in shares:
+        parties[share.identifier]._keys.install(share, package)
+    return package
+
+
+@pytest.mark.parametrize("kind", list(CeremonyKind), ids=lambda k: k.name)
+def test_a_ceremony_below_frost_t_is_refused_at_begin_naming_both_thresholds(
+    pki: dict[str, TlsFiles], kind: CeremonyKind
+) -> None:
+    parties = _participants(pki, [1, 2, 3], Clock(), min_threshold=3, allow_trusted_dealer=True)
+    old = _holding(parties, 3)
+    params = _lowering(kind, old)
+    for i, party in parties.items():
+        with pytest.raises(CeremonyError) as refused:
+            party.begin(params.encode())
+        assert str(refused.value) == (
+            f"participant {i} refuses a {kind.name} making a 2-of-3 key: its threshold 2 is "
+            "below this signer's minimum FROST_T=3"
+        )
+        assert party.in_progress == []
+        assert party._keys.current.package == old  # nothing changed here
+    # Refused before anything was kept: the ceremony id is not remembered as used.
+    raised = CeremonyParameters(
+        ceremony_id=params.ceremony_id,
+        kind=kind,
+        min_participants=3,
+        dealers=params.dealers,
+        recipients=params.recipients,
+        old_package=params.old_package,
+    )
+    parties[1].begin(raised.encode())
+
+
+def test_at_or_above_frost_t_a_ceremony_begins_and_a_reshare_may_raise_the_threshold(
+    pki: dict[str, TlsFiles],
+) -> None:
+    parties = _participants(pki, [1, 2, 3], Clock(), min_threshold=2)
+    old = _holding(parties, 2)
+    raising = CeremonyParameters(
+        ceremony_id=b"\x20" * 16,
+        kind=CeremonyKind.RESHARE,
+        min_participants=3,
+        dealers=(1, 2),
+        recipients=(1, 2, 3),
+        old_package=old,
+    )
+    refresh = CeremonyParameters(
+        ceremony_id=b"\x21" * 16,
+        kind=CeremonyKind.RESHARE,
+        min_participants=2,
+        dealers=(1, 2, 3),
+        recipients=(1, 2, 3),
+        old_package=old,
+    )
+    for params in (raising, refresh, _dkg_params(b"\x22" * 16, threshold=2)):
+        parties[1].begin(params.encode())
+    assert len(parties[1].in_progress) == 3
