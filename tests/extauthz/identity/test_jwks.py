@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from extauthz.dev.github import LocalOidcIssuer, SigningKey, b64url
 from extauthz.identity import IdentityConfigError, IdentityError, JwksCache, JwksSettings, Reason
-from extauthz.identity.jwks import is_rs256_signing_key
+from extauthz.identity.jwks import fetch_status, is_rs256_signing_key
 from tests.extauthz.identity.conftest import TEST_JWKS_SETTINGS
 from tests.helpers import ManualClock, Run
 
@@ -169,6 +169,26 @@ def test_issuer_coming_back_ends_staleness(
     clock.advance(COOLDOWN)
     run(jwks.signing_key("key-1"))
     assert issuer.served["jwks_not_modified"] == 1
+
+
+def test_the_readiness_report_shows_each_issuers_last_fetch(
+    run: Run, jwks: JwksCache, issuer: LocalOidcIssuer, clock: ManualClock
+) -> None:
+    """What /readyz lists under `issuers` (`fetch_status`): a failing issuer is named with what
+    went wrong, and shown healthy again once a fetch works; it never decides readiness."""
+    run(jwks.signing_key("key-1"))
+    assert fetch_status()[issuer.issuer] == {"ok": True, "at": clock()}
+    issuer.down = True
+    clock.advance(issuer.max_age + 1)
+    run(jwks.signing_key("key-1"))  # stale keys still served
+    failed = fetch_status()[issuer.issuer]
+    assert failed["ok"] is False
+    assert failed["at"] == clock()
+    assert "503" in str(failed["problem"])
+    issuer.down = False
+    clock.advance(COOLDOWN)
+    run(jwks.signing_key("key-1"))
+    assert fetch_status()[issuer.issuer] == {"ok": True, "at": clock()}
 
 
 def test_cold_start_against_a_down_issuer(
