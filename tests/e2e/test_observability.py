@@ -188,8 +188,9 @@ def test_a_decision_line_carries_envoys_request_id_as_the_audit_record_and_metad
 
 def test_no_secret_in_any_log_of_the_run(stack: LocalStack) -> None:
     """After every flow (mTLS and OIDC mints, a cached answer, /token, denials), no token, PEM
-    private key, key share or passphrase appears in the gateway's, the signers' or Envoy's
-    logs. The scanner's own test (tests/helpers) shows it finds each kind when planted."""
+    private key, key share or passphrase appears in the gateway's, the signers' or Envoy's logs,
+    nor in the gateway's or the signers' audit logs. The scanner's own test (tests/helpers)
+    shows it finds each kind when planted."""
     secrets: dict[str, str] = {"vault passphrase": PASSPHRASE}
     svid = stack.svid("/ns/shop/sa/scanned")
     for _ in range(2):  # a mint, then the hot cache
@@ -216,9 +217,12 @@ def test_no_secret_in_any_log_of_the_run(stack: LocalStack) -> None:
             *(p.log for p in stack.cluster.signers.values()),
             *directory.glob("*envoy.log"),
             *directory.glob("*envoy.access.log"),
+            Path(stack.gateway.env["KEYMINT_AUDIT_LOG"]),
+            *(stack.cluster.state_dir(i) / "audit.jsonl" for i in stack.cluster.signers),
         ]
     )
-    assert len(logs) >= 7  # the gateway, three signers, two Envoys' logs and access logs
+    # The gateway, three signers, two Envoys' logs and access logs, and four audit logs.
+    assert len(logs) >= 11
     assert any('"logger":"extauthz.decision"' in text for text in logs.values())
     findings = scan(logs, secrets=secrets, shares=stack.cluster.shares)
     assert findings == []
