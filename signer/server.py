@@ -64,7 +64,7 @@ from signer.settings import (
     Problems,
     Setting,
     config_file_setting,
-    host_port,
+    listen_setting,
     render,
     schema_of,
 )
@@ -146,7 +146,7 @@ class SignerSettings:
         coordinator_id = env.get("KEYMINT_COORDINATOR_ID", spiffe_id("coordinator"))
         values: dict[str, Any] = {
             "identifier": identifier,
-            "listen": p.attempt(lambda: _listen(env, "KEYMINT_SIGNER_LISTEN", "127.0.0.1:0"), ""),
+            "listen": listen_setting(p, env, "KEYMINT_SIGNER_LISTEN", "127.0.0.1:0"),
             "tls": tls_files(tls_dir, signer_name(identifier or 1)),
             "share_file": Path(env.get("KEYMINT_SHARE_FILE", str(state / "share.sealed"))),
             "audit_log": Path(env.get("KEYMINT_SIGNER_AUDIT_LOG", str(state / "audit.jsonl"))),
@@ -477,15 +477,6 @@ def _int(env: Mapping[str, str], name: str, default: int | None) -> int:
     if value <= 0:
         raise SignerSettingsError(name, f"{value} must be positive")
     return value
-
-
-def _listen(env: Mapping[str, str], name: str, default: str) -> str:
-    listen = env.get(name, "").strip() or default
-    try:
-        host_port(listen, any_port=True)
-    except ValueError as exc:
-        raise SignerSettingsError(name, str(exc)) from None
-    return listen
 
 
 def main_env() -> Mapping[str, str]:

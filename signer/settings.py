@@ -300,3 +300,15 @@ def host_port(address: str, *, any_port: bool = False) -> tuple[str, int]:
     if not lowest <= int(port) <= 65535:
         raise ValueError(f"{address!r}: port {port} is not between {lowest} and 65535")
     return bare, int(port)
+
+
+def listen_setting(p: Problems, env: Mapping[str, str], name: str, default: str) -> str:
+    """The address setting `name` says to listen on (port 0: the OS picks); a problem recorded in
+    `p` (and "" given back) when it is not HOST:PORT."""
+    listen = env.get(name, "").strip() or default
+    try:
+        host_port(listen, any_port=True)
+    except ValueError as exc:
+        p.add(name, str(exc))
+        return ""
+    return listen

@@ -31,6 +31,7 @@ from types import FrameType
 
 from extauthz.config import CheckPortUnix, GatewaySettings
 from extauthz.errors import ExtAuthzError
+from signer.settings import host_port
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +52,14 @@ def worker_audit_log(path: Path, index: int) -> Path:
 def reserve(listen: str) -> tuple[socket.socket, str]:
     """A socket bound to `listen` with SO_REUSEPORT (not listening, so it takes no connection),
     and the address with the port it got."""
-    host, _, port = listen.rpartition(":")
-    bare = host.removeprefix("[").removesuffix("]")
+    bare, port = host_port(listen, any_port=True)  # both listen settings were checked at start
+    host = f"[{bare}]" if ":" in bare else bare
     family = socket.AF_INET6 if ":" in bare else socket.AF_INET
     reservation = socket.socket(family, socket.SOCK_STREAM)
     reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
-        reservation.bind((bare, int(port)))
+        reservation.bind((bare, port))
     except OSError as exc:
         reservation.close()
         raise WorkerError(f"cannot bind {listen}: {exc.strerror}") from None

@@ -445,7 +445,9 @@ def test_limits_are_inclusive(mutation: Mutation) -> None:
     case = oidc_case()
     mutation(case)
 
-    case.run()
+    accepted = case.run()  # a refusal raises GuardRefusal
+
+    assert (accepted.sub, accepted.exp) == (case.claims["sub"], case.claims["exp"])
 
 
 def test_an_empty_scope_asks_for_no_scopes() -> None:
