@@ -439,9 +439,9 @@ class Coordinator:
                 # missing a deadline (on a busy machine, everything is late): wait, within the
                 # deadline, for a refill or for them to answer a probe.
                 self._refilled.clear()
-                with contextlib.suppress(TimeoutError):
-                    wait = min(deadline - now, self._settings.probe_interval)
-                    await asyncio.wait_for(self._refilled.wait(), wait)
+                with contextlib.suppress(TimeoutError):  # not wait_for: CPython gh-86296
+                    async with asyncio.timeout(min(deadline - now, self._settings.probe_interval)):
+                        await self._refilled.wait()
                 continue
             if chosen is None:
                 if refusals:

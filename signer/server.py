@@ -19,7 +19,6 @@ import contextlib
 import importlib
 import logging
 import os
-import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -68,6 +67,7 @@ from signer.settings import (
     render,
     schema_of,
 )
+from signer.stopping import stop_on_signals
 from signer.tls import SERVER_OPTIONS, server_credentials
 from signer.vault.base import ShareVault
 from signer.vault.config import VAULT_SETTINGS, open_vault, parse_vault_config
@@ -365,10 +365,9 @@ async def serve(
     log.info("signer %s listening on port %s", settings.identifier, port)
     if started is not None:
         started(port)
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    if stop is None:
+        stop = asyncio.Event()
+        stop_on_signals(stop)  # and from the signal on, STOP_DEADLINE_SECONDS to end
     following = None if follower is None else asyncio.create_task(follower.run())
     try:
         await stop.wait()

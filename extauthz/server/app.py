@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-import signal
 import time
 from collections.abc import Callable, Mapping
 
@@ -53,6 +52,7 @@ from signer.devca import tls_files
 from signer.endorsement import TrustRoot
 from signer.frost import PublicKeyPackage
 from signer.metrics import QUORUM_NEEDED, QUORUM_USABLE
+from signer.stopping import stop_on_signals
 from signer.token import kid_for
 
 log = logging.getLogger(__name__)
@@ -424,10 +424,9 @@ async def serve(
     gc.freeze()
     if started is not None:
         started(grpc_port, http_port)
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    if stop is None:
+        stop = asyncio.Event()
+        stop_on_signals(stop)  # and from the signal on, STOP_DEADLINE_SECONDS to end
     try:
         await stop.wait()
     finally:

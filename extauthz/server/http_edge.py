@@ -80,6 +80,9 @@ AUTHORIZATION_SERVER_PATH = "/.well-known/oauth-authorization-server"  # RFC 841
 TOKEN_PATH = "/token"  # noqa: S105 (a path)
 AUTHORIZATION_PATH = "/authorize"
 MAX_REVOKED_VALUE = 1024  # a jti is a UUID, a subject a SPIFFE ID or an OIDC `sub`
+# On a stop, requests in flight have this long to finish before they are cancelled: inside the
+# gateway's own bound (signer.stopping.STOP_DEADLINE_SECONDS), above a new mint's default deadline.
+DRAIN_SECONDS = 5.0
 
 
 class HttpBackend(Protocol):
@@ -503,7 +506,12 @@ async def start_app(
     """Serve `app` on `listen`; the runner (for cleanup) and the port actually bound.
     `reuse_port`: share the port with the other workers (SO_REUSEPORT)."""
     host, port = parse_listen(listen)
-    runner = web.AppRunner(app, access_log_class=RedactingAccessLogger, handle_signals=False)
+    runner = web.AppRunner(
+        app,
+        access_log_class=RedactingAccessLogger,
+        handle_signals=False,
+        shutdown_timeout=DRAIN_SECONDS,
+    )
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()

@@ -41,6 +41,8 @@ GATEWAY_ENV = {
     "KEYMINT_STATE_SYNC_SECONDS": str(SYNC_SECONDS),
     "KEYMINT_STATE_MAX_STALENESS_SECONDS": str(MAX_STALENESS_SECONDS),
     "KEYMINT_SIGN_TIMEOUT_SECONDS": str(SIGN_TIMEOUT_SECONDS),
+    # A process that will not stop is sent SIGABRT: its log then holds every thread's stack.
+    "PYTHONFAULTHANDLER": "1",
 }
 FAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")  # Debian's libfaketime
 # What a clean stop must not leave in a log (after the stop began).
@@ -139,9 +141,13 @@ def _stop(name: str, process: subprocess.Popen[bytes] | None, log: Path) -> Stop
     try:
         returncode = process.wait(timeout=15)
     except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-        return Stopped(name, None, ("did not stop within 15 s of SIGTERM: killed",))
+        process.send_signal(signal.SIGABRT)  # faulthandler writes the stacks to the log
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        return Stopped(name, None, (f"did not stop within 15 s of SIGTERM: aborted, see {log}",))
     tail = log.read_bytes()[offset:].decode(errors="replace") if log.exists() else ""
     problems = tuple(line for line in tail.splitlines() if UNCLEAN.search(line))
     return Stopped(name, returncode, problems)
@@ -177,7 +183,7 @@ def fault_stack(
         settings = ReplicaSettings(
             replicas=REPLICAS,
             gateway_env={**GATEWAY_ENV, **(gateway_env or {})},
-            signer_env=dict(signer_env or {}),
+            signer_env={"PYTHONFAULTHANDLER": "1", **(signer_env or {})},
         )
         running = stack.enter_context(replicas_stack(directory, settings=settings, kind=FaultStack))
         running.disks.update(disks)

@@ -146,8 +146,12 @@ class SharedState:
             while True:
                 await self.sync_once()
                 self._wake.clear()
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow this task's
+                # cancellation when the wake-up comes in the same turn (CPython gh-86296), and
+                # this loop would then never end.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.settings.sync_seconds)
+                    async with asyncio.timeout(self.settings.sync_seconds):
+                        await self._wake.wait()
         finally:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):

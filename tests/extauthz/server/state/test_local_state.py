@@ -99,3 +99,27 @@ def test_workers_share_one_bucket(tmp_path: Path) -> None:
         return accepted
 
     assert asyncio.run(run()) >= burst
+
+
+@pytest.mark.parametrize("turns", range(6))
+def test_the_sync_loop_ends_when_cancelled_whichever_turn_a_wake_up_comes_in(
+    tmp_path: Path, turns: int
+) -> None:
+    """A stopping gateway cancels the loop and waits for it. With asyncio.wait_for around the
+    wake-up, Python 3.11 loses the cancellation when the wake-up lands in the same turn
+    (CPython gh-86296) and the gateway never stops; each turn from 0 to 5 is tried."""
+
+    async def run() -> None:
+        state = state_in(tmp_path)
+        task = asyncio.create_task(state.run())
+        while not state.fresh():
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0)  # now waiting for a wake-up or the next poll
+        state._wake.set()  # what an announcement from the store does
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        task.cancel()
+        await asyncio.wait({task}, timeout=2)
+        assert task.cancelled()
+
+    asyncio.run(run())
