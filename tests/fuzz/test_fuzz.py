@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fuzz import targets
+from fuzz import one, targets
 
 REPO = Path(__file__).resolve().parents[2]
 SEEDS = REPO / "fuzz" / "seeds"
@@ -58,6 +58,18 @@ def test_every_seed_runs_and_the_valid_ones_are_accepted(name: str) -> None:
             continue
         accepted.add(seed.name)
     assert ACCEPTED[name] <= accepted, sorted(ACCEPTED[name] - accepted)
+
+
+def test_each_narrowed_target_follows_modules_that_exist_and_only_those() -> None:
+    modules = set(one.modules())
+    assert {"extauthz.identity.xfcc", "signer.frost.encoding", "fuzz.targets"} <= modules
+    for name, followed in one.FOLLOWED.items():
+        assert name in targets.TARGETS or name in targets.HIDDEN, name
+        assert set(followed) <= modules, (name, set(followed) - modules)
+        kept = modules - set(one.not_followed(followed))
+        assert kept == {m for m in modules if any(m.startswith(f) for f in followed)}, name
+    assert "signer.frost.signing" in one.not_followed(one.FOLLOWED["xfcc"])
+    assert "extauthz.identity.spiffe" not in one.not_followed(one.FOLLOWED["xfcc"])
 
 
 def test_a_check_request_minting_a_token_the_group_key_does_not_verify_would_be_a_crash() -> None:
