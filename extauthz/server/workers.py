@@ -32,6 +32,7 @@ from types import FrameType
 from extauthz.config import CheckPortUnix, GatewaySettings
 from extauthz.errors import ExtAuthzError
 from signer.settings import host_port
+from signer.stopping import STOP_DEADLINE_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +164,8 @@ class Supervisor:
         for process in running:
             if process.poll() is None:
                 process.terminate()
-        deadline = time.monotonic() + 10
+        # Past a worker's own bound it has said where it was stuck and exited: killed only after.
+        deadline = time.monotonic() + STOP_DEADLINE_SECONDS + 2
         for process in running:
             try:
                 process.wait(timeout=max(0.1, deadline - time.monotonic()))
