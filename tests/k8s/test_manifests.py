@@ -961,3 +961,19 @@ def test_every_configmap_is_defined_generated_or_documented() -> None:
     defined |= {d["metadata"]["name"] for d in _documents(YUBIHSM / "yubihsm-config.yaml")}
     for name in referenced("ConfigMap") - defined:
         assert re.search(rf"create configmap {re.escape(name)}\b", readme), name
+
+
+@pytest.mark.parametrize(
+    ("workload", "name"), [(gateway, "gateway"), (signers, "signer")], ids=["gateway", "signer"]
+)
+def test_the_grace_period_covers_the_pre_stop_wait_and_the_processes_own_stop_bound(
+    workload: Any, name: str
+) -> None:
+    """The kubelet's SIGKILL must come after the process has stopped or, stuck, said where
+    (signer.stopping): the grace period covers the preStop sleep and STOP_DEADLINE_SECONDS."""
+    from signer.stopping import STOP_DEADLINE_SECONDS
+
+    pod = pod_spec(workload())
+    pre_stop = container(workload(), name).get("lifecycle", {}).get("preStop", {})
+    slept = pre_stop.get("sleep", {}).get("seconds", 0)
+    assert pod["terminationGracePeriodSeconds"] >= slept + STOP_DEADLINE_SECONDS + 1
