@@ -38,6 +38,9 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
 log = logging.getLogger(__name__)
+# An announced revocation is in force at once; the file learned ones are kept in is written at most
+# this long after it (one write for a burst). A signer killed in between relearns it from Redis.
+SAVE_DELAY_SECONDS = 0.1
 
 
 class RevocationFileError(SignerError):
@@ -155,8 +158,9 @@ class LearnedRevocations:
         until = self._subjects.get(subject)
         return until is not None and until > self._clock()
 
-    def merge(self, subjects: Mapping[str, float]) -> int:
-        """Hold every subject until the later of its times; persisted before it returns."""
+    def merge(self, subjects: Mapping[str, float], *, persist: bool = True) -> int:
+        """Hold every subject until the later of its times: in force when it returns, and
+        persisted by then too unless `persist` is False (the caller then calls `save` soon)."""
         now = self._clock()
         added = 0
         for subject, until in subjects.items():
@@ -169,10 +173,11 @@ class LearnedRevocations:
             added += 1
         if added:
             self._subjects = {s: u for s, u in self._subjects.items() if u > now}
-            self._save()
+            if persist:
+                self.save()
         return added
 
-    def _save(self) -> None:
+    def save(self) -> None:
         document = json.dumps({"subjects": self._subjects, "jtis": {}}, sort_keys=True)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(self.path, document.encode())
@@ -213,6 +218,7 @@ class RedisRevocationFollower:
         self._poll_seconds = poll_seconds
         self._seen: object = b"\0never"
         self._failing = False
+        self._save_pending: asyncio.TimerHandle | None = None
         from redis.exceptions import RedisError  # an optional dependency: only with Redis
 
         self._failures: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
@@ -249,6 +255,9 @@ class RedisRevocationFollower:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
+            if self._save_pending is not None:  # what was announced last is kept too
+                self._save_pending.cancel()
+                self._save_now()
 
     async def _listen(self) -> None:
         while True:
@@ -267,6 +276,17 @@ class RedisRevocationFollower:
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
             await asyncio.sleep(self._poll_seconds)
 
+    def _save_later(self) -> None:
+        """One write of the file for a burst of announcements: each write is the whole file
+        (7.5 ms with 6,000 entries), and one per announcement stalled signing in a burst."""
+        if self._save_pending is None:
+            loop = asyncio.get_running_loop()
+            self._save_pending = loop.call_later(SAVE_DELAY_SECONDS, self._save_now)
+
+    def _save_now(self) -> None:
+        self._save_pending = None
+        self._learned.save()
+
     def _apply(self, data: object) -> None:
         try:
             document = json.loads(data)  # type: ignore[arg-type]
@@ -275,8 +295,9 @@ class RedisRevocationFollower:
             value, until = document["value"], float(document["until"])
         except (ValueError, TypeError, KeyError, AttributeError):
             return
-        if isinstance(value, str) and math.isfinite(until):
-            self._learned.merge({value: until})
+        fresh = isinstance(value, str) and math.isfinite(until)
+        if fresh and self._learned.merge({value: until}, persist=False):
+            self._save_later()
 
 
 def _text(value: bytes | str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -165,6 +166,75 @@ def test_a_signer_follows_redis_and_a_redis_that_forgets_lifts_nothing(tmp_path:
 
     try:
         assert asyncio.run(run()) < 1.0
+    finally:
+        server.stop()
+
+
+def test_a_burst_of_announcements_is_in_force_at_once_and_written_once(tmp_path: Path) -> None:
+    """Each announcement is in force as soon as it is read; the file, the whole of it per write,
+    is written once for the burst (a write per announcement stalled signing), and what is still
+    unwritten when the follower stops is written then."""
+    import asyncio
+    import time
+
+    import redis as redis_sync
+
+    from signer.redisconn import RedisSettings, connect
+    from signer.revocations import SAVE_DELAY_SECONDS, LearnedRevocations, RedisRevocationFollower
+    from tests.helpers.redis_server import RedisServer
+
+    server = RedisServer(tmp_path).start()
+    admin = redis_sync.Redis(host="127.0.0.1", port=server.port)
+    path = tmp_path / "learned.json"
+    until = time.time() + 600
+
+    def announce(*subjects: str) -> None:
+        with admin.pipeline(transaction=False) as pipe:
+            for subject in subjects:
+                document = {"kind": "subject", "value": subject, "until": until}
+                pipe.publish("keymint:events", json.dumps(document))
+            pipe.execute()
+
+    async def run() -> int:
+        settings = RedisSettings.from_env({"KEYMINT_REDIS_URL": server.url})
+        assert settings is not None
+        learned = LearnedRevocations(path)
+        writes: list[float] = []
+        save = learned.save
+
+        def counted() -> None:
+            writes.append(time.monotonic())
+            save()
+
+        learned.save = counted  # type: ignore[method-assign]
+        client = connect(settings)
+        follower = RedisRevocationFollower(client, learned, where=settings.where, poll_seconds=0.2)
+        task = asyncio.create_task(follower.run())
+        await asyncio.sleep(0.3)
+        burst = [f"spiffe://prod.test/burst/{i}" for i in range(300)]
+        try:
+            announce(*burst)
+            deadline = time.monotonic() + 5
+            while not all(learned.subject_revoked(s) for s in burst):
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.005)
+            await asyncio.sleep(SAVE_DELAY_SECONDS * 3)
+            assert all(LearnedRevocations(path).subject_revoked(s) for s in burst)
+            written = len(writes)
+            announce("spiffe://prod.test/last")
+            while not learned.subject_revoked("spiffe://prod.test/last"):
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.001)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await client.aclose()
+        assert LearnedRevocations(path).subject_revoked("spiffe://prod.test/last")
+        return written
+
+    try:
+        assert 1 <= asyncio.run(run()) <= 3  # 300 announcements: one write, or a few if split
     finally:
         server.stop()
 
