@@ -285,7 +285,10 @@ class RedisRevocationFollower:
 
     def _save_now(self) -> None:
         self._save_pending = None
-        self._learned.save()
+        try:
+            self._learned.save()
+        except OSError as exc:  # in force in memory all the same; the next burst tries again
+            log.warning("learned revocations not written to %s: %s", self._learned.path, exc)
 
     def _apply(self, data: object) -> None:
         try:

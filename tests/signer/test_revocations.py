@@ -310,3 +310,32 @@ def test_a_signer_that_cannot_reach_redis_keeps_refusing_and_learns_again_when_i
         asyncio.run(run())
     finally:
         server.stop()
+
+
+def test_a_learned_file_that_cannot_be_written_is_a_warning_and_the_revocation_holds(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import asyncio
+    import time
+
+    from signer.revocations import SAVE_DELAY_SECONDS, LearnedRevocations, RedisRevocationFollower
+
+    learned = LearnedRevocations(tmp_path / "learned.json")
+
+    def disk_full() -> None:
+        raise OSError(28, "No space left on device")
+
+    learned.save = disk_full  # type: ignore[method-assign]
+    follower = RedisRevocationFollower(None, learned, where="redis://test")  # type: ignore[arg-type]
+    announcement = {"kind": "subject", "value": SUBJECT, "until": time.time() + 60}
+
+    async def run() -> None:
+        follower._apply(json.dumps(announcement))
+        assert learned.subject_revoked(SUBJECT)
+        await asyncio.sleep(SAVE_DELAY_SECONDS * 3)
+
+    with caplog.at_level(logging.WARNING, logger="signer.revocations"):
+        asyncio.run(run())
+    assert learned.subject_revoked(SUBJECT)
+    assert "learned revocations not written to" in caplog.text
+    assert "No space left on device" in caplog.text
