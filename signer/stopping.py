@@ -121,35 +121,29 @@ def _stack(frame: FrameType | None) -> str:
     return " < ".join(innermost)
 
 
+# What each kind of awaitable calls its code, its frame and what it awaits in turn.
+_ATTRIBUTES = (
+    ("cr_code", "cr_frame", "cr_await"),  # coroutine
+    ("gi_code", "gi_frame", "gi_yieldfrom"),  # generator-based coroutine
+    ("ag_code", "ag_frame", "ag_await"),  # async generator
+)
+
+
 def _awaiting(awaitable: object) -> str:
     """The await chain from the task's coroutine down: `outer (file:line) > ... > Future`."""
     chain: list[str] = []
-    seen = 0
-    while awaitable is not None and seen < 32:
-        seen += 1
-        frame = _frame_of(awaitable)
-        code = getattr(awaitable, "cr_code", None) or getattr(awaitable, "gi_code", None)
-        code = code or getattr(awaitable, "ag_code", None)
-        if isinstance(code, CodeType):
-            chain.append(_where(code, frame.f_lineno if frame is not None else code.co_firstlineno))
-        else:
+    while awaitable is not None and len(chain) < 32:
+        kind = next((k for k in _ATTRIBUTES if hasattr(awaitable, k[0])), None)
+        if kind is None:
             name = type(awaitable).__name__
             chain.append("Future" if name == "FutureIter" else name)  # a C future's iterator
             break
-        awaitable = (
-            getattr(awaitable, "cr_await", None)
-            or getattr(awaitable, "gi_yieldfrom", None)
-            or getattr(awaitable, "ag_await", None)
-        )
+        code_name, frame_name, awaited_name = kind
+        code: CodeType = getattr(awaitable, code_name)
+        frame: FrameType | None = getattr(awaitable, frame_name)
+        chain.append(_where(code, frame.f_lineno if frame is not None else code.co_firstlineno))
+        awaitable = getattr(awaitable, awaited_name)
     return " > ".join(chain) or "not started"
-
-
-def _frame_of(awaitable: object) -> FrameType | None:
-    for name in ("cr_frame", "gi_frame", "ag_frame"):
-        frame = getattr(awaitable, name, None)
-        if isinstance(frame, FrameType):
-            return frame
-    return None
 
 
 def _where(code: CodeType, line: int | None) -> str:
